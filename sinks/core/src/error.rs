@@ -1,0 +1,103 @@
+//! How a sink says what went wrong, so the pipeline can decide between retrying, dead-lettering
+//! and stopping without knowing the transport.
+
+use std::error::Error as StdError;
+
+type Cause = Box<dyn StdError + Send + Sync + 'static>;
+
+/// A failed publish, classified by what the pipeline should do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Worth retrying later: a broker not reachable, a timeout, a 503, a full buffer.
+    #[error("transient failure at {sink}: {message}")]
+    Transient {
+        sink: String,
+        message: String,
+        #[source]
+        source: Option<Cause>,
+    },
+    /// Retrying the same message cannot succeed: a record too large, a 4xx, an unroutable message.
+    #[error("permanent failure at {sink}: {message}")]
+    Permanent {
+        sink: String,
+        message: String,
+        #[source]
+        source: Option<Cause>,
+    },
+    /// The sink itself is misconfigured (bad URI, missing credentials): stop and tell the operator.
+    #[error("configuration error at {sink}: {message}")]
+    Config {
+        sink: String,
+        message: String,
+        #[source]
+        source: Option<Cause>,
+    },
+}
+
+impl SinkError {
+    pub fn transient(sink: &str, message: impl Into<String>) -> Self {
+        Self::Transient {
+            sink: sink.to_owned(),
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    pub fn permanent(sink: &str, message: impl Into<String>) -> Self {
+        Self::Permanent {
+            sink: sink.to_owned(),
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    pub fn config(sink: &str, message: impl Into<String>) -> Self {
+        Self::Config {
+            sink: sink.to_owned(),
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Wraps an I/O error, classifying it by kind: a full disk or a closed pipe will not heal by
+    /// itself within a retry, an interruption or a would-block will.
+    pub fn io(sink: &str, err: std::io::Error) -> Self {
+        use std::io::ErrorKind::*;
+        let message = err.to_string();
+        let source = Some(Box::new(err) as Cause);
+        match source
+            .as_ref()
+            .and_then(|e| e.downcast_ref::<std::io::Error>())
+            .map(|e| e.kind())
+        {
+            Some(Interrupted | WouldBlock | TimedOut) => Self::Transient {
+                sink: sink.to_owned(),
+                message,
+                source,
+            },
+            Some(NotFound | PermissionDenied | IsADirectory) => Self::Config {
+                sink: sink.to_owned(),
+                message,
+                source,
+            },
+            _ => Self::Permanent {
+                sink: sink.to_owned(),
+                message,
+                source,
+            },
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Transient { .. })
+    }
+
+    /// `transient`, `permanent` or `config`: the label used in metrics.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Self::Transient { .. } => "transient",
+            Self::Permanent { .. } => "permanent",
+            Self::Config { .. } => "config",
+        }
+    }
+}

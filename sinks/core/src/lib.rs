@@ -1,0 +1,51 @@
+//! The contract between kfp-event-bridge's delivery pipeline and its transports.
+//!
+//! A [`Sink`] publishes in two phases: [`Sink::publish`] returns once the transport has *accepted*
+//! the CloudEvent, and hands back a [`Receipt`], a future that resolves when the far side has
+//! *acknowledged* it (a Kafka delivery report, a JetStream PubAck, an AMQP publisher confirm, an
+//! HTTP 2xx, or bytes handed to the operating system for the file sink). Sinks classify failures
+//! ([`SinkError`]) and never retry, reorder or drop on their own: the pipeline owns all of that.
+//!
+//! This crate also holds the sinks every build has: [`StdoutSink`], [`FileSink`] (structured JSON
+//! lines) and the scriptable [`MemorySink`] for tests, plus the deterministic structured-mode JSON
+//! writer ([`structured`]) they share with the broker sinks.
+
+mod error;
+mod memory;
+mod stream;
+pub mod structured;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use cloudevents::Event;
+pub use error::SinkError;
+pub use memory::{MemorySink, Script};
+pub use stream::{FileSink, StdoutSink};
+
+/// Resolves when the broker acknowledged one accepted message, or with the reason it did not.
+pub type Receipt = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'static>>;
+
+/// A future that resolves once the transport accepted a message.
+pub type Accepting<'a> = Pin<Box<dyn Future<Output = Result<Receipt, SinkError>> + Send + 'a>>;
+
+/// One destination for CloudEvents.
+pub trait Sink: Send + Sync {
+    /// A short name for logs and metrics, with any credentials already removed.
+    fn name(&self) -> &str;
+
+    /// Hands `event` to the transport. The outer future resolves once the transport accepted it
+    /// (it may wait for buffer space: that is back-pressure); the [`Receipt`] resolves on the
+    /// broker's acknowledgement. Receipts of one sink resolve in publish order for ordered sinks.
+    fn publish<'a>(&'a self, event: &'a Event) -> Accepting<'a>;
+
+    /// Waits until everything accepted so far is acknowledged or failed. Called on shutdown.
+    fn flush(&self) -> Accepting<'_> {
+        Box::pin(async { Ok(Box::pin(async { Ok(()) }) as Receipt) })
+    }
+}
+
+/// A receipt that is already resolved: for sinks whose acceptance is the acknowledgement.
+pub fn settled(result: Result<(), SinkError>) -> Receipt {
+    Box::pin(std::future::ready(result))
+}

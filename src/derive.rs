@@ -1,0 +1,376 @@
+//! Status → facts. The Workflow status is the truth (Argo's own Events are best effort: they are
+//! aggregated, expire and say nothing about pod lifecycle problems), so every observation of a
+//! Workflow is compared with what has already been derived, and only new facts come out — missed
+//! ones synthesized with their cluster timestamps, in causal order. Kubernetes Events are merged
+//! in: they produce facts only where the status cannot (workflow gone, nodes offloaded).
+//!
+//! Pure: no I/O, no clock, no randomness. The same observations give the same facts.
+
+mod events;
+pub mod lifecycle;
+pub mod nodes;
+pub mod run;
+pub mod tasks;
+
+use crate::model::{Fact, FactKey, FactKind, Lifecycle, Origin, RunInfo, Slot, TaskInfo};
+use crate::source::objects::{Node, Workflow};
+use crate::source::recording::Observed;
+use chrono::{DateTime, Utc};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+pub use tasks::NodeEvents;
+
+/// Choices that change which facts are derived.
+#[derive(Debug, Clone, Default)]
+pub struct DeriveConfig {
+    pub node_events: NodeEvents,
+    /// Skip workflows without the `pipeline/runid` label (plain Argo workflows).
+    pub kfp_only: bool,
+}
+
+/// Counters a caller reports (replay's summary, the metrics endpoint).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub workflows_observed: u64,
+    pub facts: u64,
+    /// Facts an Event carried that the status already gave (or will give): merged, not re-sent.
+    pub events_merged: u64,
+    /// Events turned into facts because the status could not say (workflow gone or offloaded).
+    pub events_used: u64,
+    /// Events from other components or about other objects.
+    pub events_ignored: u64,
+    /// workflow-controller Events whose workflow or node could not be identified.
+    pub events_unattributed: u64,
+    /// workflow-controller reasons that are no fact (e.g. `ArtifactGCFailed`, `WorkflowTimedOut`).
+    pub events_unmapped: u64,
+    pub workflows_skipped_not_kfp: u64,
+    /// Observations whose nodes Argo had offloaded to its database.
+    pub offloaded_observations: u64,
+    /// Observations whose `compressedNodes` could not be decoded.
+    pub node_decode_errors: u64,
+}
+
+/// What has been derived for one workflow.
+#[derive(Default)]
+struct RunState {
+    done: HashSet<(String, Slot)>,
+    /// The latest status had node information the derivation could use.
+    nodes_visible: bool,
+    run: Option<Arc<RunInfo>>,
+}
+
+/// Derives facts from a sequence of observations, remembering what it already derived.
+pub struct Deriver {
+    config: DeriveConfig,
+    runs: HashMap<String, RunState>,
+    stats: Stats,
+    /// Problems worth one log line each, drained by the caller.
+    notices: Vec<String>,
+}
+
+impl Deriver {
+    pub fn new(config: DeriveConfig) -> Self {
+        Self {
+            config,
+            runs: HashMap::new(),
+            stats: Stats::default(),
+            notices: Vec::new(),
+        }
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Takes the notices gathered since the last call (decode problems, offloaded workflows).
+    pub fn take_notices(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notices)
+    }
+
+    /// Marks a fact as already delivered (from a checkpoint), so it is never derived again.
+    pub fn mark_done(&mut self, key: FactKey) {
+        self.runs
+            .entry(key.workflow_uid)
+            .or_default()
+            .done
+            .insert((key.node_id, key.slot));
+    }
+
+    /// The new facts one watch event brings, in causal order.
+    pub fn observe(&mut self, observed: &Observed) -> Vec<Fact> {
+        let facts = match observed {
+            Observed::Workflow(_, wf) => self.workflow(wf),
+            Observed::Event(_, ev) => self.event(ev),
+        };
+        self.stats.facts += facts.len() as u64;
+        facts
+    }
+
+    fn workflow(&mut self, wf: &Workflow) -> Vec<Fact> {
+        self.stats.workflows_observed += 1;
+        if wf.metadata.uid.is_empty() {
+            self.notices.push(format!(
+                "workflow {:?} has no metadata.uid; skipped",
+                wf.metadata.name
+            ));
+            return Vec::new();
+        }
+        if self.config.kfp_only && !wf.metadata.labels.contains_key(run::LABEL_RUN_ID) {
+            self.stats.workflows_skipped_not_kfp += 1;
+            return Vec::new();
+        }
+        let run = Arc::new(run::run_info(wf));
+        let status = wf.status.as_ref();
+        let mut nodes_visible = status.is_some_and(|s| !s.nodes.is_empty());
+        let decoded;
+        let nodes = match status {
+            Some(s) if s.nodes.is_empty() && !s.compressed_nodes.is_empty() => {
+                match nodes::decompress(&s.compressed_nodes) {
+                    Ok(n) => {
+                        nodes_visible = true;
+                        decoded = normalized(&n);
+                        Some(&decoded)
+                    }
+                    Err(err) => {
+                        self.stats.node_decode_errors += 1;
+                        self.notices.push(format!(
+                            "workflow {}/{}: {err}; deriving run-level facts only",
+                            run.namespace, run.workflow
+                        ));
+                        None
+                    }
+                }
+            }
+            Some(s) if s.nodes.iter().any(|(id, n)| n.id != *id) => {
+                decoded = normalized(&s.nodes);
+                Some(&decoded)
+            }
+            Some(s) => Some(&s.nodes),
+            None => None,
+        };
+        if run.nodes_offloaded && !nodes_visible {
+            self.stats.offloaded_observations += 1;
+            self.notices.push(format!(
+                "workflow {}/{}: node status offloaded to Argo's database; run-level facts only, task facts from Kubernetes Events",
+                run.namespace, run.workflow
+            ));
+        }
+        let mut candidates = run_facts(&run);
+        if let Some(nodes) = nodes {
+            let format_v1 = wf
+                .metadata
+                .annotations
+                .get("workflows.argoproj.io/pod-name-format")
+                .is_some_and(|f| f == "v1");
+            for attempt in tasks::attempts(nodes, &wf.spec.templates, self.config.node_events) {
+                task_facts(&run, &attempt, format_v1, &mut candidates);
+            }
+        }
+        let state = self.runs.entry(run.uid.clone()).or_default();
+        state.nodes_visible = nodes_visible;
+        state.run = Some(run);
+        emit_new(state, candidates)
+    }
+}
+
+/// Keeps the candidates not derived before, in causal order, and remembers them.
+fn emit_new(state: &mut RunState, mut candidates: Vec<Fact>) -> Vec<Fact> {
+    candidates.retain(|f| {
+        let key = f.key();
+        !state.done.contains(&(key.node_id, key.slot))
+    });
+    sort_causally(&mut candidates);
+    for fact in &candidates {
+        let key = fact.key();
+        state.done.insert((key.node_id, key.slot));
+    }
+    candidates
+}
+
+/// Run start first, run end last, and in between by time, an attempt's start before its warnings
+/// before its end even when clocks disagree.
+fn sort_causally(facts: &mut [Fact]) {
+    let started: HashMap<String, Option<DateTime<Utc>>> = facts
+        .iter()
+        .filter(|f| f.kind == FactKind::TaskStarted)
+        .filter_map(|f| f.task.as_ref().map(|t| (t.node_id.clone(), f.time)))
+        .collect();
+    facts.sort_by_cached_key(|f| {
+        let group = match f.kind {
+            FactKind::RunStarted => 0,
+            FactKind::RunSucceeded | FactKind::RunFailed => 2,
+            _ => 1,
+        };
+        let node = f
+            .task
+            .as_ref()
+            .map(|t| t.node_id.clone())
+            .unwrap_or_default();
+        let floor = started.get(&node).copied().flatten();
+        (group, f.time.max(floor), f.kind.causal_rank(), node)
+    });
+}
+
+fn run_facts(run: &Arc<RunInfo>) -> Vec<Fact> {
+    let fact = |kind, time, reason: &str, message: String| Fact {
+        kind,
+        run: Arc::clone(run),
+        task: None,
+        lifecycle: None,
+        time,
+        reason: reason.to_owned(),
+        message,
+        origin: Origin::Status,
+    };
+    let started = run.started_at;
+    let finished = run.finished_at.or(started);
+    let mut out = Vec::new();
+    if matches!(
+        run.phase.as_str(),
+        "Running" | "Succeeded" | "Failed" | "Error"
+    ) {
+        out.push(fact(
+            FactKind::RunStarted,
+            started,
+            "WorkflowRunning",
+            "Workflow Running".into(),
+        ));
+    }
+    match run.phase.as_str() {
+        "Succeeded" => out.push(fact(
+            FactKind::RunSucceeded,
+            finished,
+            "WorkflowSucceeded",
+            "Workflow completed".into(),
+        )),
+        "Failed" | "Error" => out.push(fact(
+            FactKind::RunFailed,
+            finished,
+            "WorkflowFailed",
+            run.message.clone(),
+        )),
+        _ => {}
+    }
+    out
+}
+
+/// The facts an attempt's current state implies (before de-duplication).
+fn task_facts(
+    run: &Arc<RunInfo>,
+    attempt: &tasks::Attempt<'_>,
+    pod_format_v1: bool,
+    out: &mut Vec<Fact>,
+) {
+    let node = attempt.driving;
+    let warning = attempt
+        .warning_pod
+        .filter(|p| p.phase == "Pending")
+        .and_then(|p| lifecycle::classify(&p.message).map(|l| (p, l)));
+    let terminal = match node.phase.as_str() {
+        "Succeeded" => Some(FactKind::TaskSucceeded),
+        "Failed" | "Error" => Some(FactKind::TaskFailed),
+        "Skipped" | "Omitted" => Some(FactKind::TaskSkipped),
+        _ => None,
+    };
+    let started = node.phase == "Running"
+        || warning.is_some()
+        || matches!(terminal, Some(k) if k != FactKind::TaskSkipped);
+    if !started && terminal.is_none() {
+        return;
+    }
+    let info = task_info(run, attempt, pod_format_v1);
+    let fact = |kind, time, reason: String, message: String, lifecycle: Option<Lifecycle>| Fact {
+        kind,
+        run: Arc::clone(run),
+        task: Some(info.clone()),
+        lifecycle,
+        time,
+        reason,
+        message,
+        origin: Origin::Status,
+    };
+    let phase_message = |phase: &str| match node.message.as_str() {
+        "" => format!("{phase} node {}", node.name),
+        message => format!("{phase} node {}: {message}", node.name),
+    };
+    if started {
+        let message = format!("Running node {}", node.name);
+        out.push(fact(
+            FactKind::TaskStarted,
+            info.started_at,
+            "WorkflowNodeRunning".into(),
+            message,
+            None,
+        ));
+    }
+    if let Some((pod, lifecycle)) = warning {
+        let time = run::timestamp(pod.started_at.as_deref()).or(info.started_at);
+        let message = format!("Pending node {}: {}", pod.name, lifecycle.message);
+        out.push(fact(
+            FactKind::TaskWarning,
+            time,
+            "WorkflowNodePending".into(),
+            message,
+            Some(lifecycle),
+        ));
+    }
+    if let Some(kind) = terminal {
+        let time = info.finished_at.or(info.started_at).or(run.finished_at);
+        out.push(fact(
+            kind,
+            time,
+            format!("WorkflowNode{}", node.phase),
+            phase_message(&node.phase),
+            None,
+        ));
+    }
+}
+
+fn task_info(run: &RunInfo, attempt: &tasks::Attempt<'_>, pod_format_v1: bool) -> TaskInfo {
+    let node = attempt.driving;
+    let pod = attempt.pod;
+    let exit_code = pod
+        .or(Some(node))
+        .and_then(|n| n.outputs.as_ref())
+        .and_then(|o| match &o.exit_code {
+            Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
+            Some(serde_json::Value::Number(n)) => n.as_i64(),
+            _ => None,
+        });
+    // The pod's message says more (`main: OOMKilled (exit code 137)`) than the DAG's
+    // (`child 'x' failed`).
+    let message = pod
+        .map(|p| p.message.as_str())
+        .filter(|m| !m.is_empty())
+        .unwrap_or(&node.message);
+    TaskInfo {
+        node_id: node.id.clone(),
+        node_name: node.name.clone(),
+        node_type: node.node_type.clone(),
+        task_name: attempt.task_name.clone(),
+        template: node.template().to_owned(),
+        phase: node.phase.clone(),
+        message: message.to_owned(),
+        started_at: run::timestamp(node.started_at.as_deref()),
+        finished_at: run::timestamp(node.finished_at.as_deref()),
+        exit_code,
+        pod_name: pod
+            .filter(|p| !matches!(p.phase.as_str(), "Skipped" | "Omitted"))
+            .map(|p| nodes::pod_name(&run.workflow, p, pod_format_v1))
+            .unwrap_or_default(),
+        attempt: attempt.attempt,
+        cached: attempt.cached,
+    }
+}
+
+/// The node map with every node's `id` equal to its key (Argo keeps them equal; bad input may not).
+fn normalized(nodes: &BTreeMap<String, Node>) -> BTreeMap<String, Node> {
+    nodes
+        .iter()
+        .map(|(id, node)| {
+            let mut node = node.clone();
+            node.id.clone_from(id);
+            (id.clone(), node)
+        })
+        .collect()
+}

@@ -1,0 +1,232 @@
+//! Finds the task attempts in a Workflow's node tree: which Argo node is "the step" a KFP user
+//! sees, which pod ran it, and which attempt it was.
+//!
+//! KFP v2 compiles each task into a driver Pod, an executor DAG (`system-container-executor`,
+//! `displayName` = task name) and the user's Pod under it (`system-container-impl`); the DAG is
+//! the task and the pods fold into it. A retry policy puts a Retry node around the pod (its
+//! children are the attempts); KFP >= 2.17's template defaults also wrap every node in a Retry
+//! node (`task(0)`). KFP v1 and plain Argo tasks are Pod nodes, attempts being Retry children.
+
+use crate::source::objects::{Node, Template};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// Which nodes become task facts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum NodeEvents {
+    /// Tasks as a KFP user sees them (v2 executor DAGs, v1 and plain Argo pods).
+    #[default]
+    Tasks,
+    /// Every Argo node: DAGs, Retry wrappers, drivers, step groups.
+    All,
+}
+
+/// One task attempt found in the tree.
+#[derive(Debug)]
+pub struct Attempt<'a> {
+    /// The node whose phase and timestamps drive the attempt's facts.
+    pub driving: &'a Node,
+    /// The pod that ran (or would run) the attempt's container, if there is one.
+    pub pod: Option<&'a Node>,
+    pub task_name: String,
+    pub attempt: u32,
+    /// KFP v2 reused a cached result: the executor DAG succeeded without running its pod.
+    pub cached: bool,
+    /// The pod whose Pending message may carry a lifecycle warning for this attempt (KEP-12843:
+    /// Pod nodes only, and of a Retry node only the latest child).
+    pub warning_pod: Option<&'a Node>,
+}
+
+const EXECUTOR: &str = "system-container-executor";
+const IMPL: &str = "system-container-impl";
+const CONTAINER_DRIVER: &str = "system-container-driver";
+const DAG_DRIVER: &str = "system-dag-driver";
+
+/// Splits a retry suffix off a node's display name: `train(2)` is attempt 2 of `train`.
+pub fn split_attempt(name: &str) -> (&str, Option<u32>) {
+    if let Some(open) = name
+        .strip_suffix(')')
+        .and_then(|n| n.rfind('(').map(|at| (n, at)))
+    {
+        let (head, at) = open;
+        if let Ok(n) = head[at + 1..].parse::<u32>() {
+            return (&name[..at], Some(n));
+        }
+    }
+    (name, None)
+}
+
+/// Lists the attempts in `nodes`, ordered by node id for determinism.
+pub fn attempts<'a>(
+    nodes: &'a BTreeMap<String, Node>,
+    templates: &[Template],
+    mode: NodeEvents,
+) -> Vec<Attempt<'a>> {
+    let mut parent: HashMap<&str, &Node> = HashMap::with_capacity(nodes.len());
+    for node in nodes.values() {
+        for child in &node.children {
+            parent.insert(child.as_str(), node);
+        }
+    }
+    let tree = Tree { nodes, parent };
+    match mode {
+        NodeEvents::All => nodes
+            .values()
+            .map(|n| tree.plain(n, n.display_name.as_str()))
+            .collect(),
+        NodeEvents::Tasks => tree.tasks(&pod_templates(templates)),
+    }
+}
+
+/// Names of templates that run a pod; a `Skipped` node of one of them is a skipped task.
+fn pod_templates(templates: &[Template]) -> HashSet<&str> {
+    templates
+        .iter()
+        .filter(|t| t.dag.is_none() && t.steps.is_none())
+        .map(|t| t.name.as_str())
+        .collect()
+}
+
+struct Tree<'a> {
+    nodes: &'a BTreeMap<String, Node>,
+    parent: HashMap<&'a str, &'a Node>,
+}
+
+impl<'a> Tree<'a> {
+    fn node(&self, id: &str) -> Option<&'a Node> {
+        self.nodes.get(id)
+    }
+
+    fn retry_parent(&self, node: &Node) -> Option<&'a Node> {
+        self.parent
+            .get(node.id.as_str())
+            .copied()
+            .filter(|p| p.node_type == "Retry")
+    }
+
+    /// The attempt number of a Retry child (its position), else 0.
+    fn attempt_of(&self, node: &Node) -> u32 {
+        self.retry_parent(node)
+            .and_then(|p| p.children.iter().position(|c| *c == node.id))
+            .map_or(0, |i| u32::try_from(i).unwrap_or(u32::MAX))
+    }
+
+    /// Whether `pod` may carry a warning: a Pod node, and the latest child if under a Retry node.
+    fn warnable(&self, pod: &'a Node) -> Option<&'a Node> {
+        if pod.node_type != "Pod" {
+            return None;
+        }
+        match self.retry_parent(pod) {
+            Some(retry) if retry.children.last() != Some(&pod.id) => None,
+            _ => Some(pod),
+        }
+    }
+
+    fn plain(&self, node: &'a Node, display: &str) -> Attempt<'a> {
+        let pod = (node.node_type == "Pod").then_some(node);
+        Attempt {
+            driving: node,
+            pod,
+            task_name: split_attempt(display).0.to_owned(),
+            attempt: self.attempt_of(node),
+            cached: false,
+            warning_pod: pod.and_then(|p| self.warnable(p)),
+        }
+    }
+
+    fn tasks(&self, pod_templates: &HashSet<&str>) -> Vec<Attempt<'a>> {
+        let anchors: HashSet<(&str, &str)> = self
+            .nodes
+            .values()
+            .filter(|n| is_executor(n))
+            .map(|n| (n.boundary_id.as_str(), split_attempt(&n.display_name).0))
+            .collect();
+        let mut out = Vec::new();
+        for node in self.nodes.values() {
+            let template = node.template();
+            if is_executor(node) {
+                self.v2_task(node, &mut out);
+            } else if template.ends_with(CONTAINER_DRIVER) {
+                // A task whose driver failed never gets an executor node; KFP (PR #13863) then
+                // reports the driver's message for the task, and so do we.
+                let name = split_attempt(&node.display_name).0;
+                let task = name.strip_suffix("-driver").unwrap_or(name);
+                let failed = matches!(node.phase.as_str(), "Failed" | "Error");
+                if node.node_type == "Pod"
+                    && failed
+                    && !anchors.contains(&(node.boundary_id.as_str(), task))
+                {
+                    let mut attempt = self.plain(node, task);
+                    attempt.warning_pod = None;
+                    out.push(attempt);
+                }
+            } else if template.ends_with(IMPL)
+                || template.ends_with(DAG_DRIVER)
+                || template.ends_with(EXECUTOR)
+            {
+                // v2 bookkeeping: folded into the executor DAG above.
+            } else if node.node_type == "Pod"
+                || (node.node_type == "Skipped"
+                    && (node.template_ref.is_some() || pod_templates.contains(template)))
+            {
+                let display = match self.retry_parent(node) {
+                    Some(retry) => retry.display_name.as_str(),
+                    None => node.display_name.as_str(),
+                };
+                out.push(self.plain(node, display));
+            }
+        }
+        out
+    }
+
+    fn v2_task(&self, anchor: &'a Node, out: &mut Vec<Attempt<'a>>) {
+        let task_name = split_attempt(&anchor.display_name).0.to_owned();
+        let children = anchor.children.iter().filter_map(|c| self.node(c));
+        let mut pod = None;
+        for child in children {
+            if child.node_type == "Retry" && !child.children.is_empty() {
+                // A KFP retry policy: every child pod is an attempt of its own.
+                for pod in child.children.iter().filter_map(|c| self.node(c)) {
+                    out.push(Attempt {
+                        driving: pod,
+                        pod: Some(pod),
+                        task_name: task_name.clone(),
+                        attempt: self.attempt_of(pod),
+                        cached: false,
+                        warning_pod: self.warnable(pod),
+                    });
+                }
+                return;
+            }
+            if child.node_type == "Pod" {
+                pod = Some(child);
+            }
+        }
+        let ran = pod.is_some_and(|p| !matches!(p.phase.as_str(), "Skipped" | "Omitted"));
+        out.push(Attempt {
+            driving: anchor,
+            pod,
+            task_name,
+            attempt: self.attempt_of(anchor),
+            cached: anchor.phase == "Succeeded" && !ran,
+            warning_pod: pod.and_then(|p| self.warnable(p)),
+        });
+    }
+}
+
+fn is_executor(node: &Node) -> bool {
+    node.template().ends_with(EXECUTOR) && node.node_type != "Retry"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_attempt;
+
+    #[test]
+    fn retry_suffixes() {
+        assert_eq!(split_attempt("train(2)"), ("train", Some(2)));
+        assert_eq!(split_attempt("train"), ("train", None));
+        assert_eq!(split_attempt("f(x)"), ("f(x)", None));
+        assert_eq!(split_attempt("()"), ("()", None));
+        assert_eq!(split_attempt(")"), (")", None));
+    }
+}

@@ -1,0 +1,397 @@
+//! Facts → CloudEvents v1.0: deterministic ids, a stable source per workflow, the cluster's time,
+//! routing extensions and the kfp-event-handler payload grown with run and task details.
+//!
+//! Pure: the same fact and configuration always give the same event, byte for byte once written
+//! by `sink_core::structured`.
+
+use crate::model::{Fact, FactKind};
+use cloudevents::{Event, EventBuilder, EventBuilderV10};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Default CloudEvent type prefix: `org.kubeflow.pipelines.run.started` and so on.
+pub const DEFAULT_TYPE_PREFIX: &str = "org.kubeflow.pipelines";
+/// Default source prefix: the in-cluster API server address, as Knative's ApiServerSource uses.
+pub const DEFAULT_SOURCE_PREFIX: &str = "https://kubernetes.default.svc";
+/// The `$id` of `schemas/event-data.v1.json`, used as `dataschema`.
+pub const DATA_SCHEMA: &str = "urn:kfp-event-bridge:schema:event-data:v1";
+/// CloudEvents intermediaries must forward events up to 64 KiB; leave room for the attributes.
+pub const DEFAULT_MAX_DATA_BYTES: usize = 60 * 1024;
+
+/// Namespace of the name-based (v5) UUIDs used as event ids; fixed forever, or ids would change.
+const ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6b66_7065_7665_6e74_2d62_7269_6467_6501);
+
+/// Every `data` member, in the order the README documents them. A test keeps this list, the JSON
+/// Schema and the README's catalog the same.
+pub const DATA_FIELDS: &[&str] = &[
+    "KfpRunId",
+    "WorkflowName",
+    "NodeName",
+    "EventType",
+    "Message",
+    "Namespace",
+    "RunName",
+    "PipelineName",
+    "RecurringRunId",
+    "Phase",
+    "FailureReason",
+    "NodeId",
+    "NodeType",
+    "TaskName",
+    "TemplateName",
+    "StartedAt",
+    "FinishedAt",
+    "DurationSeconds",
+    "ExitCode",
+    "PodName",
+    "Attempt",
+    "Cached",
+    "Parameters",
+    "Lifecycle",
+    "NodeStatusOffloaded",
+    "Truncated",
+];
+
+/// Extension attributes the bridge sets (plus any from `K_CE_OVERRIDES`).
+pub const EXTENSIONS: &[&str] = &["kfprunid", "namespace", "workflow", "partitionkey"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error(
+        "invalid extension name {0:?}: CloudEvents attribute names are lower-case letters and digits"
+    )]
+    ExtensionName(String),
+    #[error("K_CE_OVERRIDES is not {{\"extensions\": {{name: value}}}}: {0}")]
+    Overrides(String),
+    #[error("dataschema {0:?} is not an absolute URI")]
+    DataSchema(String),
+    #[error("event could not be built: {0}")]
+    Build(#[from] cloudevents::event::EventBuilderError),
+}
+
+/// How facts become events.
+#[derive(Debug, Clone)]
+pub struct EncodeConfig {
+    pub type_prefix: String,
+    pub source_prefix: String,
+    pub dataschema: String,
+    pub max_data_bytes: usize,
+    /// Extensions added to every event (Knative `K_CE_OVERRIDES`), replacing same-named ones.
+    pub overrides: BTreeMap<String, String>,
+}
+
+impl Default for EncodeConfig {
+    fn default() -> Self {
+        Self {
+            type_prefix: DEFAULT_TYPE_PREFIX.into(),
+            source_prefix: DEFAULT_SOURCE_PREFIX.into(),
+            dataschema: DATA_SCHEMA.into(),
+            max_data_bytes: DEFAULT_MAX_DATA_BYTES,
+            overrides: BTreeMap::new(),
+        }
+    }
+}
+
+impl EncodeConfig {
+    /// Checks what a bad flag could break, once, before any event is built.
+    pub fn validate(&self) -> Result<(), EncodeError> {
+        // The SDK parses `dataschema` as an absolute URL, as the spec requires.
+        EventBuilderV10::new()
+            .id("check")
+            .source("/")
+            .ty("check")
+            .data_with_schema("application/json", self.dataschema.as_str(), Value::Null)
+            .build()
+            .map_err(|_| EncodeError::DataSchema(self.dataschema.clone()))?;
+        for name in self.overrides.keys() {
+            check_extension_name(name)?;
+        }
+        Ok(())
+    }
+
+    /// Reads Knative's `K_CE_OVERRIDES` JSON (`{"extensions":{"name":"value"}}`).
+    pub fn with_ce_overrides(mut self, json: &str) -> Result<Self, EncodeError> {
+        #[derive(serde::Deserialize)]
+        struct Overrides {
+            #[serde(default)]
+            extensions: BTreeMap<String, Value>,
+        }
+        let parsed: Overrides =
+            serde_json::from_str(json).map_err(|e| EncodeError::Overrides(e.to_string()))?;
+        for (name, value) in parsed.extensions {
+            check_extension_name(&name)?;
+            let text = match value {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            self.overrides.insert(name, text);
+        }
+        Ok(self)
+    }
+}
+
+fn check_extension_name(name: &str) -> Result<(), EncodeError> {
+    const RESERVED: &[&str] = &[
+        "data",
+        "id",
+        "source",
+        "specversion",
+        "type",
+        "datacontenttype",
+        "dataschema",
+        "subject",
+        "time",
+    ];
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if ok && !RESERVED.contains(&name) {
+        Ok(())
+    } else {
+        Err(EncodeError::ExtensionName(name.to_owned()))
+    }
+}
+
+/// The deterministic id of a fact: a v5 UUID of (workflow uid, node id or `run`, type, attempt,
+/// warning category). A re-send after a crash carries the same id; consumers de-duplicate on
+/// `source` + `id`.
+pub fn fact_id(fact: &Fact) -> String {
+    let node = fact.task.as_ref().map_or("run", |t| t.node_id.as_str());
+    let attempt = fact.task.as_ref().map_or(0, |t| t.attempt);
+    let category = fact.lifecycle.as_ref().map_or("", |l| l.category);
+    let name = format!(
+        "{}/{node}/{}/{attempt}/{category}",
+        fact.run.uid,
+        fact.kind.type_suffix()
+    );
+    uuid::Uuid::new_v5(&ID_NAMESPACE, name.as_bytes()).to_string()
+}
+
+/// `<prefix>/apis/argoproj.io/v1alpha1/namespaces/<ns>/workflows/<name>`: the workflow's API path.
+pub fn source(prefix: &str, namespace: &str, workflow: &str) -> String {
+    format!(
+        "{}/apis/argoproj.io/v1alpha1/namespaces/{}/workflows/{}",
+        prefix.trim_end_matches('/'),
+        segment(namespace),
+        segment(workflow)
+    )
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters (Kubernetes names never need it;
+/// bad input must still give a valid URI-reference).
+fn segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct LifecycleData<'a> {
+    category: &'a str,
+    reason: &'a str,
+    message: String,
+    terminal: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Data<'a> {
+    kfp_run_id: &'a str,
+    workflow_name: &'a str,
+    node_name: &'a str,
+    event_type: &'a str,
+    message: String,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    namespace: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    run_name: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pipeline_name: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    recurring_run_id: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    phase: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    failure_reason: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    task_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    template_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    started_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finished_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration_seconds: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit_code: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pod_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempt: Option<u32>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    cached: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<&'a BTreeMap<String, Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lifecycle: Option<LifecycleData<'a>>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    node_status_offloaded: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    truncated: Vec<&'static str>,
+}
+
+fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+fn not_empty(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary, marking the cut.
+fn clip(text: &mut String, max: usize) -> bool {
+    if text.len() <= max {
+        return false;
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    text.push('…');
+    true
+}
+
+fn data<'a>(fact: &'a Fact) -> Data<'a> {
+    let run = &*fact.run;
+    let task = fact.task.as_ref();
+    let (started, finished) = match task {
+        Some(t) => (t.started_at, t.finished_at),
+        None => (run.started_at, run.finished_at),
+    };
+    let finished = finished.filter(|_| fact.kind.is_terminal());
+    let node_name = task.map_or("", |t| t.node_name.rsplit('.').next().unwrap_or(""));
+    Data {
+        kfp_run_id: &run.kfp_run_id,
+        workflow_name: &run.workflow,
+        node_name,
+        event_type: &fact.reason,
+        message: fact.message.clone(),
+        namespace: &run.namespace,
+        run_name: &run.run_name,
+        pipeline_name: &run.pipeline_name,
+        recurring_run_id: &run.recurring_run_id,
+        phase: task.map_or(run.phase.as_str(), |t| t.phase.as_str()),
+        failure_reason: if fact.kind == FactKind::RunFailed {
+            &run.failure
+        } else {
+            ""
+        },
+        node_id: task.map(|t| t.node_id.as_str()),
+        node_type: task.and_then(|t| not_empty(&t.node_type)),
+        task_name: task.map(|t| t.task_name.as_str()),
+        template_name: task.and_then(|t| not_empty(&t.template)),
+        started_at: started.map(rfc3339),
+        finished_at: finished.map(rfc3339),
+        duration_seconds: started.zip(finished).map(|(s, f)| (f - s).num_seconds()),
+        exit_code: task.and_then(|t| t.exit_code),
+        pod_name: task.and_then(|t| not_empty(&t.pod_name)),
+        attempt: task.map(|t| t.attempt),
+        cached: task.is_some_and(|t| t.cached),
+        parameters: (!run.parameters.is_empty()).then_some(&run.parameters),
+        lifecycle: fact.lifecycle.as_ref().map(|l| LifecycleData {
+            category: l.category,
+            reason: l.reason,
+            message: l.message.clone(),
+            terminal: l.terminal,
+        }),
+        node_status_offloaded: run.nodes_offloaded,
+        truncated: Vec::new(),
+    }
+}
+
+/// Serializes the payload, trimming it to `max` bytes: parameters go first, then long messages.
+/// `Truncated` names what was cut.
+fn bounded_data(fact: &Fact, max: usize) -> Value {
+    let mut data = data(fact);
+    let mut value = serde_json::to_value(&data).unwrap_or(Value::Null);
+    let size = |v: &Value| serde_json::to_vec(v).map_or(usize::MAX, |b| b.len());
+    if size(&value) <= max {
+        return value;
+    }
+    if data.parameters.take().is_some() {
+        data.truncated.push("Parameters");
+        value = serde_json::to_value(&data).unwrap_or(Value::Null);
+    }
+    if size(&value) > max {
+        let budget = (max / 4).max(256);
+        let mut cut = clip(&mut data.message, budget);
+        if let Some(l) = data.lifecycle.as_mut() {
+            cut |= clip(&mut l.message, budget);
+        }
+        if cut {
+            data.truncated.push("Message");
+        }
+        value = serde_json::to_value(&data).unwrap_or(Value::Null);
+    }
+    value
+}
+
+/// Builds the CloudEvent for one fact.
+pub fn encode(fact: &Fact, config: &EncodeConfig) -> Result<Event, EncodeError> {
+    let run = &*fact.run;
+    let mut subject = format!("{}/{}", run.namespace, run.workflow);
+    if let Some(task) = fact.task.as_ref() {
+        subject.push('/');
+        subject.push_str(&task.task_name);
+    }
+    let mut builder = EventBuilderV10::new()
+        .id(fact_id(fact))
+        .source(source(&config.source_prefix, &run.namespace, &run.workflow))
+        .ty(format!(
+            "{}.{}",
+            config.type_prefix,
+            fact.kind.type_suffix()
+        ))
+        .subject(subject);
+    if let Some(time) = fact.time {
+        builder = builder.time(time);
+    }
+    let partition_key = if run.kfp_run_id.is_empty() {
+        &run.uid
+    } else {
+        &run.kfp_run_id
+    };
+    let extensions = [
+        ("kfprunid", run.kfp_run_id.as_str()),
+        ("namespace", run.namespace.as_str()),
+        ("workflow", run.workflow.as_str()),
+        ("partitionkey", partition_key.as_str()),
+    ];
+    for (name, value) in extensions {
+        if !value.is_empty() && !config.overrides.contains_key(name) {
+            builder = builder.extension(name, value);
+        }
+    }
+    for (name, value) in &config.overrides {
+        builder = builder.extension(name, value.as_str());
+    }
+    let data = bounded_data(fact, config.max_data_bytes);
+    Ok(builder
+        .data_with_schema("application/json", config.dataschema.as_str(), data)
+        .build()?)
+}

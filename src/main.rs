@@ -1,0 +1,49 @@
+//! The `kfp-event-bridge` binary: parses the command line and hands over to the library.
+
+use clap::Parser;
+use kfp_event_bridge::app::{self, Outcome};
+use kfp_event_bridge::cli::{Cli, Command};
+use kfp_event_bridge::telemetry;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log.log_format, &cli.log.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Replay(args) => match runtime.block_on(app::replay(&args)) {
+            Ok((outcome, report)) => {
+                let s = &report.stats;
+                tracing::info!(
+                    lines = report.counts.lines,
+                    bad_lines = report.counts.bad_lines,
+                    events = report.counts.events,
+                    delivered = report.delivered,
+                    events_merged = s.events_merged,
+                    events_used = s.events_used,
+                    events_unattributed = s.events_unattributed,
+                    events_unmapped = s.events_unmapped,
+                    offloaded = s.offloaded_observations,
+                    "replay finished"
+                );
+                match outcome {
+                    Outcome::Clean => ExitCode::SUCCESS,
+                    Outcome::BadInput => ExitCode::from(3),
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %anyhow::Error::from(err), "replay failed");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}

@@ -1,0 +1,196 @@
+//! Facts: what happened to a run or a task, as pure data. Derivation produces them, encoding turns
+//! them into CloudEvents; nothing here does I/O.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The kinds of fact, one per CloudEvent type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FactKind {
+    RunStarted,
+    RunSucceeded,
+    RunFailed,
+    TaskStarted,
+    TaskWarning,
+    TaskSucceeded,
+    TaskFailed,
+    TaskSkipped,
+}
+
+impl FactKind {
+    pub const ALL: [FactKind; 8] = [
+        Self::RunStarted,
+        Self::RunSucceeded,
+        Self::RunFailed,
+        Self::TaskStarted,
+        Self::TaskSucceeded,
+        Self::TaskFailed,
+        Self::TaskSkipped,
+        Self::TaskWarning,
+    ];
+
+    /// The CloudEvent type after the configurable prefix, e.g. `run.started`.
+    pub fn type_suffix(self) -> &'static str {
+        match self {
+            Self::RunStarted => "run.started",
+            Self::RunSucceeded => "run.succeeded",
+            Self::RunFailed => "run.failed",
+            Self::TaskStarted => "task.started",
+            Self::TaskSucceeded => "task.succeeded",
+            Self::TaskFailed => "task.failed",
+            Self::TaskSkipped => "task.skipped",
+            Self::TaskWarning => "task.warning",
+        }
+    }
+
+    pub fn is_run(self) -> bool {
+        matches!(
+            self,
+            Self::RunStarted | Self::RunSucceeded | Self::RunFailed
+        )
+    }
+
+    pub fn is_terminal(self) -> bool {
+        !matches!(
+            self,
+            Self::RunStarted | Self::TaskStarted | Self::TaskWarning
+        )
+    }
+
+    /// Order of facts that carry the same timestamp within one subject.
+    pub fn causal_rank(self) -> u8 {
+        match self {
+            Self::RunStarted => 0,
+            Self::TaskStarted => 1,
+            Self::TaskWarning => 2,
+            Self::TaskSucceeded | Self::TaskFailed | Self::TaskSkipped => 3,
+            Self::RunSucceeded | Self::RunFailed => 4,
+        }
+    }
+}
+
+/// What is known about the run (the Workflow) a fact belongs to; shared by its facts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunInfo {
+    pub uid: String,
+    pub namespace: String,
+    pub workflow: String,
+    /// `pipeline/runid`; empty for plain Argo workflows.
+    pub kfp_run_id: String,
+    pub run_name: String,
+    pub pipeline_name: String,
+    pub recurring_run_id: String,
+    pub phase: String,
+    pub message: String,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Run parameters: v1 `spec.arguments.parameters`, v2 the root driver's `parameterValues`.
+    pub parameters: BTreeMap<String, Value>,
+    /// Why a failed run failed: `Terminated`, `Stopped`, `DeadlineExceeded`, `Failed` or `Error`.
+    pub failure: String,
+    /// Argo keeps the node statuses in its database; only run-level facts can be derived.
+    pub nodes_offloaded: bool,
+}
+
+/// A pod lifecycle problem of a Pending task (KEP-12843).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lifecycle {
+    /// `ImagePull`, `Admission`, `Volume`, `Scheduling`, `Runtime` or `Node`.
+    pub category: &'static str,
+    /// The pattern that matched, e.g. `ImagePullBackOff`.
+    pub reason: &'static str,
+    pub message: String,
+    /// The class does not fix itself (image pull, admission, volume).
+    pub terminal: bool,
+}
+
+/// One attempt of one task, as far as a fact needs it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskInfo {
+    /// The Argo node whose phase drives this attempt's facts.
+    pub node_id: String,
+    pub node_name: String,
+    pub node_type: String,
+    /// What a KFP user calls the step.
+    pub task_name: String,
+    pub template: String,
+    pub phase: String,
+    pub message: String,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub exit_code: Option<i64>,
+    pub pod_name: String,
+    pub attempt: u32,
+    /// KFP v2 reused a cached result instead of running the executor.
+    pub cached: bool,
+}
+
+/// Where a fact was learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// From the Workflow's status (the source of truth).
+    Status,
+    /// From a Kubernetes Event, when the status could not say (workflow gone or offloaded).
+    Event,
+}
+
+/// Something that happened to a run or one task attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fact {
+    pub kind: FactKind,
+    pub run: Arc<RunInfo>,
+    pub task: Option<TaskInfo>,
+    pub lifecycle: Option<Lifecycle>,
+    /// When it happened in the cluster; `None` only when no timestamp exists at all.
+    pub time: Option<DateTime<Utc>>,
+    /// The Argo event reason this fact corresponds to, e.g. `WorkflowNodeSucceeded`.
+    pub reason: String,
+    /// The message Argo's event would carry, e.g. `Succeeded node wf.root.train`.
+    pub message: String,
+    pub origin: Origin,
+}
+
+impl Fact {
+    /// The identity of the fact: the same fact always yields the same key, whether learned from
+    /// the status or from an Event, now or after a restart.
+    pub fn key(&self) -> FactKey {
+        FactKey {
+            workflow_uid: self.run.uid.clone(),
+            node_id: self
+                .task
+                .as_ref()
+                .map(|t| t.node_id.clone())
+                .unwrap_or_default(),
+            slot: Slot::of(self.kind, self.lifecycle.as_ref()),
+        }
+    }
+}
+
+/// Which of an attempt's (or run's) at-most-once slots a fact fills.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Slot {
+    Started,
+    /// One terminal fact per run or attempt, whatever the outcome.
+    Terminal,
+    Warning(&'static str),
+}
+
+impl Slot {
+    pub fn of(kind: FactKind, lifecycle: Option<&Lifecycle>) -> Self {
+        match kind {
+            FactKind::RunStarted | FactKind::TaskStarted => Self::Started,
+            FactKind::TaskWarning => Self::Warning(lifecycle.map(|l| l.category).unwrap_or("")),
+            _ => Self::Terminal,
+        }
+    }
+}
+
+/// Identity of a fact for de-duplication: workflow uid, node id (empty for the run), slot.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FactKey {
+    pub workflow_uid: String,
+    pub node_id: String,
+    pub slot: Slot,
+}

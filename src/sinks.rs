@@ -1,0 +1,57 @@
+//! Sink URIs from the command line → sinks. Each transport lives in its own crate under `sinks/`;
+//! this is the one place that knows them all.
+
+use sink_core::{FileSink, Sink, SinkError, StdoutSink};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Opens the sink a `--sink` value names: `stdout`, or `file:PATH` (appends JSON lines).
+pub fn open(uri: &str) -> Result<Arc<dyn Sink>, SinkError> {
+    if uri == "stdout" || uri == "-" {
+        return Ok(Arc::new(StdoutSink::new()?));
+    }
+    if let Some(path) = uri
+        .strip_prefix("file://")
+        .or_else(|| uri.strip_prefix("file:"))
+    {
+        if path.is_empty() {
+            return Err(SinkError::config(uri, "file sink needs a path: file:PATH"));
+        }
+        return Ok(Arc::new(FileSink::open(Path::new(path))?));
+    }
+    let scheme = uri.split(':').next().unwrap_or(uri);
+    Err(SinkError::config(
+        &redact(uri),
+        format!("unsupported sink {scheme:?}; this build has: stdout, file:PATH"),
+    ))
+}
+
+/// A URI with its user-info (`user:password@`) removed, for logs.
+pub fn redact(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return uri.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => uri.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redacts_user_info_only() {
+        assert_eq!(
+            redact("amqp://user:secret@rabbit:5672/%2f?x=a@b"),
+            "amqp://***@rabbit:5672/%2f?x=a@b"
+        );
+        assert_eq!(
+            redact("https://hooks.example/kfp"),
+            "https://hooks.example/kfp"
+        );
+        assert_eq!(redact("file:/tmp/a@b"), "file:/tmp/a@b");
+    }
+}
