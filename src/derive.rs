@@ -343,10 +343,11 @@ fn task_info(run: &RunInfo, attempt: &tasks::Attempt<'_>, pod_format_v1: bool) -
         .map(|p| p.message.as_str())
         .filter(|m| !m.is_empty())
         .unwrap_or(&node.message);
+    let identity = attempt.identity;
     TaskInfo {
-        node_id: node.id.clone(),
-        node_name: node.name.clone(),
-        node_type: node.node_type.clone(),
+        node_id: identity.id.clone(),
+        node_name: identity.name.clone(),
+        node_type: identity.node_type.clone(),
         task_name: attempt.task_name.clone(),
         template: node.template().to_owned(),
         phase: node.phase.clone(),

@@ -295,7 +295,14 @@ fn data<'a>(fact: &'a Fact) -> Data<'a> {
         run_name: &run.run_name,
         pipeline_name: &run.pipeline_name,
         recurring_run_id: &run.recurring_run_id,
-        phase: task.map_or(run.phase.as_str(), |t| t.phase.as_str()),
+        phase: match fact.kind {
+            FactKind::RunStarted | FactKind::TaskStarted => "Running",
+            FactKind::TaskWarning => "Pending",
+            FactKind::RunSucceeded => "Succeeded",
+            FactKind::RunFailed if run.phase.is_empty() => "Failed",
+            FactKind::RunFailed => &run.phase,
+            _ => task.map_or("", |t| t.phase.as_str()),
+        },
         failure_reason: if fact.kind == FactKind::RunFailed {
             &run.failure
         } else {

@@ -213,8 +213,9 @@ fn node_ref(ev: &ClusterEvent, workflow: &str, message: &str, mode: NodeEvents) 
         let (task, anchor_attempt) = split_attempt(anchor.rsplit('.').next().unwrap_or(anchor));
         let task_name = task.to_owned();
         return Some(match attempt {
-            // `executor(N)`: a retried pod is its own attempt.
-            Some(n) => NodeRef {
+            // `executor(N)`, N > 0: a retried pod is its own attempt; the first attempt is named
+            // by the executor DAG, as in the status derivation.
+            Some(n) if n > 0 => NodeRef {
                 id: annotations
                     .get(NODE_ID)
                     .cloned()
@@ -226,12 +227,12 @@ fn node_ref(ev: &ClusterEvent, workflow: &str, message: &str, mode: NodeEvents) 
                 started_at,
             },
             // A single pod folds into its executor DAG, which is the task.
-            None => NodeRef {
+            _ => NodeRef {
                 id: nodes::node_id(workflow, anchor),
                 name: anchor.to_owned(),
                 node_type: "DAG".into(),
                 task_name,
-                attempt: anchor_attempt.unwrap_or(0),
+                attempt: attempt.or(anchor_attempt).unwrap_or(0),
                 started_at,
             },
         });

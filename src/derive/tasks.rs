@@ -23,6 +23,10 @@ pub enum NodeEvents {
 /// One task attempt found in the tree.
 #[derive(Debug)]
 pub struct Attempt<'a> {
+    /// The node that names the attempt (its id is the facts' key). The first attempt of a KFP v2
+    /// task is always named by the executor DAG, so it keeps its identity when a Retry node
+    /// appears under the DAG only after the DAG was first seen running.
+    pub identity: &'a Node,
     /// The node whose phase and timestamps drive the attempt's facts.
     pub driving: &'a Node,
     /// The pod that ran (or would run) the attempt's container, if there is one.
@@ -124,6 +128,7 @@ impl<'a> Tree<'a> {
     fn plain(&self, node: &'a Node, display: &str) -> Attempt<'a> {
         let pod = (node.node_type == "Pod").then_some(node);
         Attempt {
+            identity: node,
             driving: node,
             pod,
             task_name: split_attempt(display).0.to_owned(),
@@ -186,11 +191,13 @@ impl<'a> Tree<'a> {
             if child.node_type == "Retry" && !child.children.is_empty() {
                 // A KFP retry policy: every child pod is an attempt of its own.
                 for pod in child.children.iter().filter_map(|c| self.node(c)) {
+                    let attempt = self.attempt_of(pod);
                     out.push(Attempt {
+                        identity: if attempt == 0 { anchor } else { pod },
                         driving: pod,
                         pod: Some(pod),
                         task_name: task_name.clone(),
-                        attempt: self.attempt_of(pod),
+                        attempt,
                         cached: false,
                         warning_pod: self.warnable(pod),
                     });
@@ -203,6 +210,7 @@ impl<'a> Tree<'a> {
         }
         let ran = pod.is_some_and(|p| !matches!(p.phase.as_str(), "Skipped" | "Omitted"));
         out.push(Attempt {
+            identity: anchor,
             driving: anchor,
             pod,
             task_name,

@@ -1,0 +1,639 @@
+#!/usr/bin/env python3
+"""Writes the bundled recordings in examples/recordings/ (deterministic: same script, same bytes).
+
+Each recording is a sequence of Kubernetes watch events, one JSON object per line, as a watch on
+Workflows and Events in the run's namespace would have delivered them. The shapes follow Argo's
+status.nodes (ids = <workflow>-<fnv32a(node name)>, v2 pod names), the KFP v2 compiler's node tree
+(root driver, <task>-driver, executor DAG, executor pod) and KFP's labels and annotations; the
+events follow Argo's workflow-controller (reasons, messages, node annotations, client-go
+aggregation). Usage: scripts/gen_recordings.py [OUT_DIR]
+"""
+import base64
+import copy
+import datetime as dt
+import gzip
+import json
+import sys
+from pathlib import Path
+
+BASE = dt.datetime(2026, 3, 14, 9, 0, 0, tzinfo=dt.timezone.utc)
+
+
+def ts(sec):
+    return (BASE + dt.timedelta(seconds=sec)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def fnv32a(text):
+    h = 0x811C9DC5
+    for b in text.encode():
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    return h
+
+
+class Run:
+    """A workflow whose status is changed step by step; every snapshot is one watch line."""
+
+    def __init__(self, name, uid, ns="kubeflow-user", labels=None, annotations=None, spec=None, owners=None):
+        self.name, self.uid, self.ns = name, uid, ns
+        self.meta = {"name": name, "namespace": ns, "uid": uid, "generation": 1,
+                     "creationTimestamp": ts(0), "labels": labels or {}, "annotations": annotations or {}}
+        if owners:
+            self.meta["ownerReferences"] = owners
+        self.spec = spec or {}
+        self.status = {"phase": "", "startedAt": None, "finishedAt": None, "progress": "0/0", "nodes": {}}
+        self.lines, self.rv, self.added, self.event_seq = [], 1000, False, 0
+        self.compress = False
+
+    def nid(self, name):
+        return self.name if name == self.name else f"{self.name}-{fnv32a(name)}"
+
+    def node(self, name, typ, template, t, display=None, parent=None, boundary=None, phase="Running"):
+        nid = self.nid(name)
+        n = {"id": nid, "name": name, "displayName": display or name.rsplit(".", 1)[-1], "type": typ,
+             "templateName": template, "templateScope": f"local/{self.name}", "phase": phase, "startedAt": ts(t)}
+        if boundary:
+            n["boundaryID"] = self.nid(boundary)
+        self.status["nodes"][nid] = n
+        if parent:
+            p = self.status["nodes"][self.nid(parent)]
+            p.setdefault("children", []).append(nid)
+        return n
+
+    def set(self, name, phase, t=None, message=None, exit_code=None, host="gke-pool-1-7f3c"):
+        n = self.status["nodes"][self.nid(name)]
+        n["phase"] = phase
+        if message is not None:
+            if message:
+                n["message"] = message
+            else:
+                n.pop("message", None)
+        if phase in ("Succeeded", "Failed", "Error", "Skipped", "Omitted") and t is not None:
+            n["finishedAt"] = ts(t)
+            if n["type"] == "Pod" and phase != "Skipped":
+                n["resourcesDuration"] = {"cpu": max(1, t // 10), "memory": max(1, t // 20)}
+        if exit_code is not None:
+            n.setdefault("outputs", {})["exitCode"] = str(exit_code)
+        if n["type"] == "Pod" and phase in ("Running", "Succeeded", "Failed") and host:
+            n["hostNodeName"] = host
+        return n
+
+    def workflow(self, phase, t=None, message=None):
+        self.status["phase"] = phase
+        if phase == "Running" and not self.status["startedAt"]:
+            self.status["startedAt"] = ts(t)
+        if phase in ("Succeeded", "Failed", "Error"):
+            self.status["finishedAt"] = ts(t)
+        if message:
+            self.status["message"] = message
+        self.meta["labels"]["workflows.argoproj.io/phase"] = phase
+        if phase in ("Succeeded", "Failed", "Error"):
+            self.meta["labels"]["workflows.argoproj.io/completed"] = "true"
+
+    def progress(self):
+        pods = [n for n in self.status["nodes"].values() if n["type"] == "Pod"]
+        done = [n for n in pods if n["phase"] in ("Succeeded", "Skipped")]
+        self.status["progress"] = f"{len(done)}/{len(pods)}"
+
+    def obj(self):
+        self.progress()
+        status = copy.deepcopy(self.status)
+        status = {k: v for k, v in status.items() if v is not None}
+        if self.compress:
+            raw = json.dumps(status.pop("nodes"), separators=(",", ":"), sort_keys=True).encode()
+            status["compressedNodes"] = base64.b64encode(gzip.compress(raw, mtime=0)).decode()
+        meta = copy.deepcopy(self.meta)
+        meta["resourceVersion"] = str(self.rv)
+        return {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "metadata": meta,
+                "spec": self.spec, "status": status}
+
+    def snap(self, kind=None):
+        self.rv += 7
+        kind = kind or ("MODIFIED" if self.added else "ADDED")
+        self.added = True
+        self.lines.append({"type": kind, "object": self.obj()})
+
+    def event(self, reason, message, t, node=None, etype=None, count=1, annotate=True, aggregate=False):
+        """A core/v1 Event as Argo's event recorder creates it (involvedObject = the Workflow)."""
+        self.event_seq += 1
+        self.rv += 1
+        etype = etype or ("Normal" if reason in ("WorkflowRunning", "WorkflowSucceeded", "WorkflowNodeRunning",
+                                                  "WorkflowNodeSucceeded") else "Warning")
+        ann = {}
+        if node and annotate and not aggregate:
+            n = self.status["nodes"][self.nid(node)]
+            start = BASE + dt.timedelta(seconds=0)
+            if n.get("startedAt"):
+                start = dt.datetime.strptime(n["startedAt"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+            ann = {"workflows.argoproj.io/node-id": n["id"], "workflows.argoproj.io/node-name": n["name"],
+                   "workflows.argoproj.io/node-type": n["type"],
+                   "workflows.argoproj.io/node-start-time": str(int(start.timestamp()) * 1_000_000_000)}
+        name = f"{self.name}.{(0x1890000000000000 + self.event_seq * 7919 + fnv32a(self.uid)):x}"
+        ev = {"apiVersion": "v1", "kind": "Event",
+              "metadata": {"name": name, "namespace": self.ns, "uid": f"ev-{fnv32a(name):08x}-{self.event_seq:04d}",
+                           "resourceVersion": str(self.rv), "creationTimestamp": ts(t)},
+              "involvedObject": {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "name": self.name,
+                                 "namespace": self.ns, "uid": self.uid, "resourceVersion": str(self.rv - 1)},
+              "reason": reason, "message": ("(combined from similar events): " if aggregate else "") + message,
+              "source": {"component": "workflow-controller"}, "type": etype,
+              "firstTimestamp": ts(t), "lastTimestamp": ts(t), "count": count,
+              "reportingComponent": "", "reportingInstance": ""}
+        if ann:
+            ev["metadata"]["annotations"] = ann
+        self.lines.append({"type": "ADDED", "object": ev})
+        return ev
+
+    def bump(self, ev, t):
+        """client-go's de-duplication: the same event again patches count and lastTimestamp."""
+        ev = copy.deepcopy(ev)
+        ev["count"] += 1
+        ev["lastTimestamp"] = ts(t)
+        self.rv += 1
+        ev["metadata"]["resourceVersion"] = str(self.rv)
+        self.lines.append({"type": "MODIFIED", "object": ev})
+
+
+# --- KFP v2 -----------------------------------------------------------------------------------
+
+def driver_args(pipeline, kind):
+    return ["--type", kind, "--pipeline_name", pipeline, "--run_id", "{{workflow.uid}}",
+            "--run_name", "{{workflow.name}}", "--dag_execution_id", "{{inputs.parameters.parent-dag-id}}"]
+
+
+def v2_spec(pipeline, tasks, params, retry_tasks=(), deadline=None):
+    sha = f"{fnv32a(pipeline):08x}" * 8
+    root_tasks = []
+    for task, deps in tasks:
+        root_tasks.append({"name": f"{task}-driver", "template": "system-container-driver",
+                           **({"depends": " && ".join(f"{d}.Succeeded" for d in deps)} if deps else {}),
+                           "arguments": {"parameters": [{"name": "task-name", "value": task},
+                                                        {"name": "component", "value": f"{{{{workflow.parameters.components-{sha}}}}}"}]}})
+        tmpl = "retry-system-container-executor" if task in retry_tasks else "system-container-executor"
+        root_tasks.append({"name": task, "template": tmpl, "depends": f"{task}-driver.Succeeded",
+                           "arguments": {"parameters": [
+                               {"name": "pod-spec-patch", "value": f"{{{{tasks.{task}-driver.outputs.parameters.pod-spec-patch}}}}"},
+                               {"default": "false", "name": "cached-decision",
+                                "value": f"{{{{tasks.{task}-driver.outputs.parameters.cached-decision}}}}"}]}})
+    spec = {
+        "arguments": {"parameters": [
+            {"name": f"components-{sha}", "value": json.dumps({"executorLabel": "exec-train", "inputDefinitions": {"parameters": {"lr": {"parameterType": "NUMBER_DOUBLE"}}}})},
+            {"name": f"implementations-{sha}", "value": json.dumps({"command": ["sh", "-c", "python train.py"], "image": "ghcr.io/example/trainer:1.4"})},
+            {"name": "components-root", "value": json.dumps({"dag": {"tasks": {t: {"componentRef": {"name": f"comp-{t}"}} for t, _ in tasks}}})}]},
+        "entrypoint": "entrypoint",
+        "podMetadata": {"annotations": {"pipelines.kubeflow.org/v2_component": "true"},
+                        "labels": {"pipelines.kubeflow.org/v2_component": "true"}},
+        "serviceAccountName": "pipeline-runner",
+        "templates": [
+            {"name": "system-container-driver", "container": {"command": ["driver"], "args": driver_args(pipeline, "CONTAINER"), "image": "ghcr.io/kubeflow/kfp-driver:2.15.0"},
+             "metadata": {"annotations": {"pipelines.kubeflow.org/runtime-role": "driver"}}},
+            {"name": "system-container-executor", "dag": {"tasks": [{"name": "executor", "template": "system-container-impl", "when": "{{inputs.parameters.cached-decision}} != true"}]}},
+            {"name": "retry-system-container-executor", "dag": {"tasks": [{"name": "executor", "template": "retry-system-container-impl", "when": "{{inputs.parameters.cached-decision}} != true"}]}},
+            {"name": "system-container-impl", "container": {"command": ["should-be-overridden-during-runtime"], "image": "gcr.io/ml-pipeline/should-be-overridden-during-runtime"},
+             "initContainers": [{"name": "kfp-launcher", "image": "ghcr.io/kubeflow/kfp-launcher:2.15.0", "command": ["launcher-v2"]}],
+             "metadata": {"annotations": {"pipelines.kubeflow.org/runtime-role": "launcher"}}},
+            {"name": "retry-system-container-impl", "container": {"command": ["should-be-overridden-during-runtime"], "image": "gcr.io/ml-pipeline/should-be-overridden-during-runtime"},
+             "retryStrategy": {"limit": 2, "backoff": {"duration": "5s"}}},
+            {"name": "root", "dag": {"tasks": root_tasks}},
+            {"name": "system-dag-driver", "container": {"command": ["driver"], "args": driver_args(pipeline, "{{inputs.parameters.driver-type}}"), "image": "ghcr.io/kubeflow/kfp-driver:2.15.0"}},
+            {"name": "entrypoint", "dag": {"tasks": [
+                {"name": "root-driver", "template": "system-dag-driver", "arguments": {"parameters": [
+                    {"name": "component", "value": "{{workflow.parameters.components-root}}"},
+                    {"name": "runtime-config", "value": json.dumps({"parameterValues": params}, separators=(",", ":"))},
+                    {"name": "driver-type", "value": "ROOT_DAG"}]}},
+                {"name": "root", "template": "root", "depends": "root-driver.Succeeded"}]}},
+        ],
+    }
+    if deadline is not None:
+        spec["activeDeadlineSeconds"] = deadline
+    return spec
+
+
+def v2_run(name, uid, run_id, pipeline, tasks, params, run_name=None, retry_tasks=(), labels=None, owners=None):
+    labels = {"pipeline/runid": run_id, "workflows.argoproj.io/phase": "Pending", **(labels or {})}
+    ann = {"pipelines.kubeflow.org/run_name": run_name or f"Run of {pipeline}",
+           "workflows.argoproj.io/pod-name-format": "v2"}
+    r = Run(name, uid, labels=labels, annotations=ann, spec=v2_spec(pipeline, tasks, params, retry_tasks), owners=owners)
+    return r
+
+
+def v2_start(r, t):
+    r.workflow("Running", t)
+    r.node(r.name, "DAG", "entrypoint", t)
+    r.node(f"{r.name}.root-driver", "Pod", "system-dag-driver", t, parent=r.name, boundary=r.name, phase="Pending")
+    r.snap()
+    r.event("WorkflowRunning", "Workflow Running", t)
+    r.set(f"{r.name}.root-driver", "Running", message="")
+    r.snap()
+    r.event("WorkflowNodeRunning", f"Running node {r.name}.root-driver", t + 1, node=f"{r.name}.root-driver")
+    r.set(f"{r.name}.root-driver", "Succeeded", t + 6, exit_code=0)
+    r.node(f"{r.name}.root", "DAG", "root", t + 7, parent=r.name, boundary=r.name)
+    r.snap()
+    r.event("WorkflowNodeSucceeded", f"Succeeded node {r.name}.root-driver", t + 7, node=f"{r.name}.root-driver")
+
+
+def v2_driver(r, task, t, cached=False):
+    root = f"{r.name}.root"
+    d = f"{root}.{task}-driver"
+    r.node(d, "Pod", "system-container-driver", t, parent=root, boundary=root, phase="Pending")
+    r.snap()
+    r.set(d, "Running", message="")
+    r.snap()
+    r.set(d, "Succeeded", t + 5, exit_code=0)
+    r.node(f"{root}.{task}", "DAG", "system-container-executor", t + 6, parent=root, boundary=root)
+    if cached:
+        ex = r.node(f"{root}.{task}.executor", "Skipped", "system-container-impl", t + 6, parent=f"{root}.{task}",
+                    boundary=f"{root}.{task}", phase="Skipped")
+        ex["message"] = "when 'true != true' evaluated false"
+        ex["finishedAt"] = ts(t + 6)
+        r.set(f"{root}.{task}", "Succeeded", t + 6)
+    r.snap()
+    r.event("WorkflowNodeSucceeded", f"Succeeded node {d}", t + 6, node=d)
+    r.event("WorkflowNodeRunning", f"Running node {root}.{task}", t + 6, node=f"{root}.{task}")
+    if cached:
+        r.event("WorkflowNodeSucceeded", f"Succeeded node {root}.{task}", t + 6, node=f"{root}.{task}")
+
+
+def v2_exec_pod(r, task, t, phase="Pending", message="ContainerCreating"):
+    root = f"{r.name}.root"
+    p = f"{root}.{task}.executor"
+    r.node(p, "Pod", "system-container-impl", t, parent=f"{root}.{task}", boundary=f"{root}.{task}", phase=phase)
+    if message:
+        r.status["nodes"][r.nid(p)]["message"] = message
+    return p
+
+
+def rec_v2_success():
+    r = v2_run("iris-training-8xk2p", "5f1c9a2e-3b7d-4c1e-9a0f-2d8e6b4c7a11", "b7e4c3d2-9a1f-4e8b-8c6d-1f2e3a4b5c6d",
+               "iris-training", [("load-data", []), ("train-model", ["load-data"]), ("evaluate", ["train-model"])],
+               {"learning_rate": 0.01, "epochs": 20, "dataset": "gs://example-data/iris.csv"}, run_name="nightly iris")
+    v2_start(r, 2)
+    root = f"{r.name}.root"
+    v2_driver(r, "load-data", 10, cached=True)
+    v2_driver(r, "train-model", 20)
+    p = v2_exec_pod(r, "train-model", 27)
+    r.snap()
+    r.set(p, "Pending", message="PodInitializing")
+    r.snap()
+    r.set(p, "Running", message="")
+    r.snap()
+    r.event("WorkflowNodeRunning", f"Running node {p}", 31, node=p)
+    r.set(p, "Succeeded", 95, exit_code=0)
+    r.set(f"{root}.train-model", "Succeeded", 96)
+    r.snap()
+    ev = r.event("WorkflowNodeSucceeded", f"Succeeded node {p}", 96, node=p)
+    r.event("WorkflowNodeSucceeded", f"Succeeded node {root}.train-model", 96, node=f"{root}.train-model")
+    r.bump(ev, 97)
+    v2_driver(r, "evaluate", 100)
+    p = v2_exec_pod(r, "evaluate", 107, phase="Running", message="")
+    r.snap()
+    r.set(p, "Succeeded", 130, exit_code=0)
+    r.set(f"{root}.evaluate", "Succeeded", 131)
+    r.set(root, "Succeeded", 131)
+    r.set(r.name, "Succeeded", 132)
+    r.workflow("Succeeded", 132)
+    r.snap()
+    # The 11th similar event of this workflow in ten minutes: client-go aggregates it, no annotations.
+    r.event("WorkflowNodeSucceeded", f"Succeeded node {p}", 131, node=p, aggregate=True, count=2)
+    r.event("WorkflowSucceeded", "Workflow completed", 132)
+    return r.lines
+
+
+def rec_v2_retries_fail():
+    r = v2_run("fraud-detector-q7w2m", "0c2d4e6f-8a1b-4c3d-9e5f-7a9b1c3d5e7f", "3a5c7e9b-1d2f-4a6b-8c0d-e2f4a6b8c0d1",
+               "fraud-detector", [("featurize", []), ("train", ["featurize"])], {"threshold": "0.8", "region": "eu-west-1"},
+               retry_tasks=("train",))
+    v2_start(r, 1)
+    root = f"{r.name}.root"
+    v2_driver(r, "featurize", 9)
+    p = v2_exec_pod(r, "featurize", 16, phase="Running", message="")
+    r.snap()
+    r.set(p, "Succeeded", 40, exit_code=0)
+    r.set(f"{root}.featurize", "Succeeded", 41)
+    r.snap()
+    v2_driver(r, "train", 42)
+    r.status["nodes"][r.nid(f"{root}.train")]["templateName"] = "retry-system-container-executor"
+    retry = r.node(f"{root}.train.executor", "Retry", "retry-system-container-impl", 49, parent=f"{root}.train",
+                   boundary=f"{root}.train")
+    t = 49
+    for attempt in range(3):
+        pod = f"{root}.train.executor({attempt})"
+        r.node(pod, "Pod", "retry-system-container-impl", t, display=f"executor({attempt})", parent=f"{root}.train.executor",
+               boundary=f"{root}.train", phase="Running")
+        r.snap()
+        r.set(pod, "Failed", t + 20, message="main: Error (exit code 1)", exit_code=1)
+        if attempt == 2:
+            retry["phase"] = "Failed"
+            retry["message"] = "No more retries left"
+            retry["finishedAt"] = ts(t + 20)
+            r.set(f"{root}.train", "Failed", t + 21, message=f"child '{r.nid(f'{root}.train.executor')}' failed")
+            r.set(root, "Failed", t + 21, message=f"child '{r.nid(f'{root}.train')}' failed")
+            r.set(r.name, "Failed", t + 22, message=f"child '{r.nid(root)}' failed")
+            r.workflow("Failed", t + 22, message=f"child '{r.nid(root)}' failed")
+        r.snap()
+        r.event("WorkflowNodeFailed", f"Failed node {pod}: main: Error (exit code 1)", t + 20, node=pod)
+        t += 26
+    r.event("WorkflowFailed", f"child '{r.nid(root)}' failed", t)
+    return r.lines
+
+
+def rec_v2_imagepull_terminate():
+    r = v2_run("llm-eval-k9d4s", "7d9f1b3c-5e7a-4b9c-8d1e-3f5a7b9c1d2e", "c1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4e5f",
+               "llm-eval", [("score", [])], {"model": "llama-3-8b", "batch_size": 16})
+    v2_start(r, 0)
+    root = f"{r.name}.root"
+    v2_driver(r, "score", 8)
+    p = v2_exec_pod(r, "score", 15)
+    r.snap()
+    r.set(p, "Pending", message="PodInitializing")
+    r.snap()
+    image = "ghcr.io/example/llm-scorer:v9-does-not-exist"
+    r.set(p, "Pending", message=f'ErrImagePull: rpc error: code = NotFound desc = failed to pull and unpack image "{image}": not found')
+    r.snap()
+    for _ in range(2):  # Kubernetes alternates the two; one warning per category all the same
+        r.set(p, "Pending", message=f'ImagePullBackOff: Back-off pulling image "{image}"')
+        r.snap()
+        r.set(p, "Pending", message=f'ErrImagePull: rpc error: code = NotFound desc = failed to pull and unpack image "{image}": not found')
+        r.snap()
+    # The user presses Terminate: KFP patches activeDeadlineSeconds to 0.
+    r.spec["activeDeadlineSeconds"] = 0
+    r.snap()
+    r.set(p, "Failed", 400, message="Step exceeded its deadline")
+    r.set(f"{root}.score", "Failed", 400, message=f"child '{r.nid(p)}' failed")
+    r.set(root, "Failed", 400, message="Step exceeded its deadline")
+    r.set(r.name, "Failed", 401, message="Step exceeded its deadline")
+    r.workflow("Failed", 401, message="Step exceeded its deadline")
+    r.snap()
+    r.event("WorkflowNodeFailed", f"Failed node {p}: Step exceeded its deadline", 400, node=p)
+    r.event("WorkflowTimedOut", "Workflow timed out", 401)
+    r.event("WorkflowFailed", "Step exceeded its deadline", 401)
+    return r.lines
+
+
+def rec_v2_unschedulable():
+    r = v2_run("gpu-finetune-2bq8z", "9b1d3f5a-7c9e-4a2b-8c4d-6e8f0a2b4c6d", "e5f6a7b8-c9d0-4e1f-8a2b-3c4d5e6f7a8b",
+               "gpu-finetune", [("finetune", [])], {"base_model": "resnet50", "gpus": 1})
+    v2_start(r, 0)
+    root = f"{r.name}.root"
+    v2_driver(r, "finetune", 8)
+    p = v2_exec_pod(r, "finetune", 15, message="")
+    r.snap()
+    r.set(p, "Pending", message="Unschedulable: 0/4 nodes are available: 4 Insufficient nvidia.com/gpu. preemption: 0/4 nodes are available: 4 No preemption victims found for incoming pod.")
+    r.snap()
+    r.set(p, "Pending", message="Unschedulable: 0/5 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/not-ready: }, 4 Insufficient nvidia.com/gpu.")
+    r.snap()
+    r.set(p, "Pending", message="PodInitializing")
+    r.snap()
+    r.set(p, "Running", message="", host="gke-gpu-pool-a100-1")
+    r.snap()
+    r.event("WorkflowNodeRunning", f"Running node {p}", 240, node=p)
+    r.set(p, "Succeeded", 900, exit_code=0)
+    r.set(f"{root}.finetune", "Succeeded", 901)
+    r.set(root, "Succeeded", 901)
+    r.set(r.name, "Succeeded", 902)
+    r.workflow("Succeeded", 902)
+    r.snap()
+    r.event("WorkflowSucceeded", "Workflow completed", 902)
+    return r.lines
+
+
+def rec_v2_oomkilled():
+    r = v2_run("embeddings-build-x4c7n", "2e4a6c8e-0b2d-4f6a-8b0c-2d4e6f8a0b2c", "f7a8b9c0-d1e2-4f3a-8b4c-5d6e7f8a9b0c",
+               "embeddings-build", [("embed", [])], {"shards": 64})
+    v2_start(r, 0)
+    root = f"{r.name}.root"
+    v2_driver(r, "embed", 8)
+    p = v2_exec_pod(r, "embed", 15, phase="Running", message="")
+    r.snap()
+    r.set(p, "Failed", 300, message="main: OOMKilled (exit code 137)", exit_code=137)
+    r.set(f"{root}.embed", "Failed", 301, message=f"child '{r.nid(p)}' failed")
+    r.set(root, "Failed", 301, message=f"child '{r.nid(f'{root}.embed')}' failed")
+    r.set(r.name, "Failed", 302, message=f"child '{r.nid(root)}' failed")
+    r.workflow("Failed", 302, message=f"child '{r.nid(root)}' failed")
+    r.snap()
+    r.event("WorkflowNodeFailed", f"Failed node {p}: main: OOMKilled (exit code 137)", 300, node=p)
+    r.event("WorkflowFailed", f"child '{r.nid(root)}' failed", 302)
+    return r.lines
+
+
+def rec_v2_compressed():
+    tasks = [(f"shard-{i:02d}", []) for i in range(12)]
+    r = v2_run("batch-score-m3p9t", "4c6e8a0c-2e4a-4c6e-8a0c-2e4a6c8e0a2c", "a9b8c7d6-e5f4-4a3b-8c2d-1e0f9a8b7c6d",
+               "batch-score", tasks, {"date": "2026-03-14"})
+    r.compress = True
+    v2_start(r, 0)
+    root = f"{r.name}.root"
+    for i, (task, _) in enumerate(tasks):
+        v2_driver(r, task, 10 + i)
+        v2_exec_pod(r, task, 17 + i, phase="Running", message="")
+    r.snap()
+    for i, (task, _) in enumerate(tasks):
+        r.set(f"{root}.{task}.executor", "Succeeded", 60 + i, exit_code=0)
+        r.set(f"{root}.{task}", "Succeeded", 61 + i)
+    r.set(root, "Succeeded", 75)
+    r.set(r.name, "Succeeded", 76)
+    r.workflow("Succeeded", 76)
+    r.snap()
+    r.event("WorkflowSucceeded", "Workflow completed", 76)
+    return r.lines
+
+
+def rec_recurring():
+    owner = [{"apiVersion": "kubeflow.org/v1beta1", "kind": "ScheduledWorkflow", "name": "daily-report",
+              "uid": "8f7e6d5c-4b3a-4291-8e7f-6a5b4c3d2e1f", "controller": True, "blockOwnerDeletion": True}]
+    labels = {"scheduledworkflows.kubeflow.org/isOwnedByScheduledWorkflow": "true",
+              "scheduledworkflows.kubeflow.org/scheduledWorkflowName": "daily-report",
+              "scheduledworkflows.kubeflow.org/workflowEpoch": "1773478800",
+              "scheduledworkflows.kubeflow.org/workflowIndex": "42"}
+    r = v2_run("daily-report-1773478800", "6a8c0e2a-4c6e-4a8c-8e0a-4c6e8a0c2e4a", "d0c1b2a3-9f8e-4d7c-8b6a-5f4e3d2c1b0a",
+               "daily-report", [("report", [])], {"day": "2026-03-14"}, run_name="daily-report-1773478800",
+               labels=labels, owners=owner)
+    v2_start(r, 0)
+    root = f"{r.name}.root"
+    v2_driver(r, "report", 8)
+    p = v2_exec_pod(r, "report", 15, phase="Running", message="")
+    r.snap()
+    r.set(p, "Succeeded", 50, exit_code=0)
+    r.set(f"{root}.report", "Succeeded", 51)
+    r.set(root, "Succeeded", 51)
+    r.set(r.name, "Succeeded", 52)
+    r.workflow("Succeeded", 52)
+    r.snap()
+    r.event("WorkflowSucceeded", "Workflow completed", 52)
+    return r.lines
+
+
+# --- KFP v1 and plain Argo ----------------------------------------------------------------------
+
+def rec_v1():
+    spec = {"entrypoint": "tacos-vs-burritos",
+            "arguments": {"parameters": [{"name": "tag", "value": "latest"}, {"name": "sleep_ms", "value": "10"}]},
+            "serviceAccountName": "pipeline-runner",
+            "templates": [
+                {"name": "tacos-vs-burritos", "dag": {"tasks": [
+                    {"name": "dataprocessing", "template": "dataprocessing"},
+                    {"name": "training", "template": "training", "dependencies": ["dataprocessing"]}]}},
+                {"name": "dataprocessing", "container": {"image": "example/dataprocessing:latest"},
+                 "metadata": {"labels": {"pipelines.kubeflow.org/cache_enabled": "true"}}},
+                {"name": "training", "container": {"image": "example/training:latest"}}]}
+    ann = {"pipelines.kubeflow.org/kfp_sdk_version": "1.8.22", "pipelines.kubeflow.org/run_name": "tacos v3",
+           "pipelines.kubeflow.org/pipeline_spec": json.dumps({"name": "tacos-vs-burritos", "inputs": [{"name": "tag"}, {"name": "sleep_ms"}]}),
+           "workflows.argoproj.io/pod-name-format": "v1"}
+    r = Run("tacos-vs-burritos-vw8g9", "1a3c5e7a-9c1e-4a3c-8e5a-7c9e1a3c5e7a", ns="kubeflow",
+            labels={"pipeline/runid": "2b4d6f8b-0d2f-4b4d-8f6b-8d0f2b4d6f8b", "pipelines.kubeflow.org/kfp_sdk_version": "1.8.22"},
+            annotations=ann, spec=spec)
+    r.workflow("Running", 1)
+    r.node(r.name, "DAG", "tacos-vs-burritos", 1)
+    dp = f"{r.name}.dataprocessing"
+    r.node(dp, "Pod", "dataprocessing", 1, parent=r.name, boundary=r.name, phase="Pending")
+    r.snap()
+    r.event("WorkflowRunning", "Workflow Running", 1)
+    r.set(dp, "Running", message="")
+    r.snap()
+    r.event("WorkflowNodeRunning", f"Running node {dp}", 4, node=dp)
+    r.set(dp, "Succeeded", 20, exit_code=0)
+    tr = f"{r.name}.training"
+    r.node(tr, "Pod", "training", 21, parent=dp, boundary=r.name, phase="Running")
+    r.snap()
+    r.event("WorkflowNodeSucceeded", f"Succeeded node {dp}", 20, node=dp)
+    r.event("WorkflowNodeRunning", f"Running node {tr}", 22, node=tr)
+    r.set(tr, "Succeeded", 80, exit_code=0)
+    r.set(r.name, "Succeeded", 81)
+    r.workflow("Succeeded", 81)
+    r.snap()
+    r.event("WorkflowNodeSucceeded", f"Succeeded node {tr}", 80, node=tr)
+    r.event("WorkflowSucceeded", "Workflow completed", 81)
+    return r.lines
+
+
+def rec_argo_steps():
+    spec = {"entrypoint": "main",
+            "arguments": {"parameters": [{"name": "greeting", "value": "hello"}]},
+            "templates": [
+                {"name": "main", "steps": [[{"name": "step-1", "template": "echo"}],
+                                           [{"name": "step-2", "template": "flaky"},
+                                            {"name": "cleanup", "template": "echo", "when": "false"}]]},
+                {"name": "echo", "container": {"image": "alpine:3.20", "command": ["echo", "{{workflow.parameters.greeting}}"]}},
+                {"name": "flaky", "retryStrategy": {"limit": 2}, "script": {"image": "python:3.12", "source": "import random"}}]}
+    r = Run("hello-steps-7tq2c", "3e5a7c9e-1a3c-4e5a-8c9e-1a3c5e7a9c1e", ns="argo", spec=spec,
+            labels={"workflows.argoproj.io/creator": "system-serviceaccount-argo-argo-server"})
+    r.workflow("Running", 0)
+    r.node(r.name, "Steps", "main", 0)
+    g0 = f"{r.name}[0]"
+    r.node(g0, "StepGroup", "main", 0, display="[0]", parent=r.name, boundary=r.name)
+    s1 = f"{g0}.step-1"
+    r.node(s1, "Pod", "echo", 0, parent=g0, boundary=r.name, phase="Pending")
+    r.snap()
+    r.event("WorkflowRunning", "Workflow Running", 0)
+    r.set(s1, "Running", message="")
+    r.snap()
+    r.set(s1, "Succeeded", 6, exit_code=0)
+    r.set(g0, "Succeeded", 7)
+    g1 = f"{r.name}[1]"
+    r.node(g1, "StepGroup", "main", 7, display="[1]", parent=g0, boundary=r.name)
+    s2 = f"{g1}.step-2"
+    r.node(s2, "Retry", "flaky", 7, parent=g1, boundary=r.name)
+    sk = r.node(f"{g1}.cleanup", "Skipped", "echo", 7, parent=g1, boundary=r.name, phase="Skipped")
+    sk["message"] = "when 'false' evaluated false"
+    sk["finishedAt"] = ts(7)
+    a0 = f"{s2}(0)"
+    r.node(a0, "Pod", "flaky", 7, display="step-2(0)", parent=s2, boundary=r.name)
+    r.snap()
+    r.event("WorkflowNodeSucceeded", f"Succeeded node {s1}", 6, node=s1)
+    r.set(a0, "Failed", 12, message="Error (exit code 1)", exit_code=1)
+    a1 = f"{s2}(1)"
+    r.node(a1, "Pod", "flaky", 17, display="step-2(1)", parent=s2, boundary=r.name)
+    r.snap()
+    r.event("WorkflowNodeFailed", f"Failed node {a0}: Error (exit code 1)", 12, node=a0)
+    r.set(a1, "Succeeded", 25, exit_code=0)
+    r.set(s2, "Succeeded", 25)
+    r.set(g1, "Succeeded", 26)
+    r.set(r.name, "Succeeded", 26)
+    r.workflow("Succeeded", 26)
+    r.snap()
+    r.event("WorkflowNodeSucceeded", f"Succeeded node {a1}", 25, node=a1)
+    r.event("WorkflowSucceeded", "Workflow completed", 26)
+    r.snap("DELETED")
+    return r.lines
+
+
+def rec_offloaded_and_gone():
+    """Two cases where the status cannot tell: a workflow whose nodes Argo offloaded to its database,
+    and one deleted (TTL) before the bridge ever saw it, known only from its Events."""
+    r = v2_run("big-sweep-9f3kd", "8e0a2c4e-6a8c-4e0a-8c4e-6a8c0e2a4c6e", "b1a2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d",
+               "big-sweep", [("trial", [])], {"trials": 500})
+    v2_start(r, 0)
+    root = f"{r.name}.root"
+    v2_driver(r, "trial", 8)
+    p = v2_exec_pod(r, "trial", 15, phase="Running", message="")
+    nodes = r.status
+    # From here on the controller offloads the node status (persistence.nodeStatusOffLoad).
+    r.status = dict(nodes)
+    r.status["nodes"] = {}
+    r.status["offloadNodeStatusVersion"] = "fnv:2386146437"
+    r.snap()
+    r.status = nodes
+    r.event("WorkflowNodeRunning", f"Running node {p}", 16, node=p)
+    r.set(p, "Succeeded", 70, exit_code=0)
+    r.set(f"{root}.trial", "Succeeded", 71)
+    r.set(root, "Succeeded", 71)
+    r.set(r.name, "Succeeded", 72)
+    r.workflow("Succeeded", 72)
+    # Node events are recorded right after the status update; here the watch delivers them first.
+    r.event("WorkflowNodeSucceeded", f"Succeeded node {p}", 70, node=p)
+    r.status = dict(nodes)
+    r.status["nodes"] = {}
+    r.status["offloadNodeStatusVersion"] = "fnv:998877661"
+    r.snap()
+    r.status = nodes
+    r.event("WorkflowSucceeded", "Workflow completed", 72)
+    lines = r.lines
+
+    g = Run("nightly-etl-5v8wq", "5a7c9e1a-3c5e-4a7c-9e1a-3c5e7a9c1e3a", ns="kubeflow-user")
+    g.status["nodes"] = {}
+    for name, typ in [(g.name, "DAG"), (f"{g.name}.extract", "Pod"), (f"{g.name}.load", "Pod")]:
+        g.node(name, typ, name.rsplit(".", 1)[-1], 0)
+    g.event("WorkflowRunning", "Workflow Running", 0)
+    g.event("WorkflowNodeRunning", f"Running node {g.name}.extract", 1, node=f"{g.name}.extract")
+    ev = g.event("WorkflowNodeSucceeded", f"Succeeded node {g.name}.extract", 30, node=f"{g.name}.extract")
+    g.bump(ev, 31)
+    g.event("WorkflowNodeRunning", f"Running node {g.name}.load", 31, node=f"{g.name}.load")
+    g.set(f"{g.name}.load", "Failed", 45, message="main: Error (exit code 2)")
+    g.event("WorkflowNodeFailed", f"Failed node {g.name}.load: main: Error (exit code 2)", 45, node=f"{g.name}.load")
+    g.event("WorkflowFailed", f"child '{g.nid(g.name + '.load')}' failed", 46)
+    # Argo's own ArtifactGCFailed is not a fact; it is counted, not published.
+    g.event("ArtifactGCFailed", "Artifact Garbage Collection failed for strategy OnWorkflowDeletion", 47)
+    # Not from Argo at all: ignored.
+    other = copy.deepcopy(g.lines[-1])
+    other["object"]["source"] = {"component": "default-scheduler"}
+    other["object"]["reason"] = "Scheduled"
+    other["object"]["metadata"]["name"] += "x"
+    g.lines.append(other)
+    return lines + g.lines
+
+
+RECORDINGS = {
+    "kfp-v2-success.jsonl": rec_v2_success,
+    "kfp-v2-retries-failed.jsonl": rec_v2_retries_fail,
+    "kfp-v2-imagepull-terminated.jsonl": rec_v2_imagepull_terminate,
+    "kfp-v2-unschedulable-then-scheduled.jsonl": rec_v2_unschedulable,
+    "kfp-v2-oomkilled.jsonl": rec_v2_oomkilled,
+    "kfp-v2-compressed-nodes.jsonl": rec_v2_compressed,
+    "kfp-v2-recurring-run.jsonl": rec_recurring,
+    "kfp-v1-success.jsonl": rec_v1,
+    "argo-steps-retry-skip.jsonl": rec_argo_steps,
+    "offloaded-and-deleted-workflows.jsonl": rec_offloaded_and_gone,
+}
+
+
+def main():
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / "examples" / "recordings")
+    out.mkdir(parents=True, exist_ok=True)
+    for name, make in RECORDINGS.items():
+        lines = make()
+        with open(out / name, "w") as f:
+            for line in lines:
+                f.write(json.dumps(line, separators=(",", ":"), sort_keys=True) + "\n")
+        print(f"{name}: {len(lines)} lines")
+
+
+if __name__ == "__main__":
+    main()
