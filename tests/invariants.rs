@@ -1,0 +1,177 @@
+//! Properties every bundled recording must have, checked on the events themselves (independent of
+//! the golden files): one terminal per run and attempt, causal order, stable unique ids, no
+//! re-emission on a second pass, and the KEP-12843 warnings where they belong.
+
+mod support;
+
+use kfp_event_bridge::derive::{DeriveConfig, Deriver};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+
+fn events(path: &std::path::Path) -> Vec<Value> {
+    support::replay_file(path)
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("valid JSON"))
+        .collect()
+}
+
+fn kind(ev: &Value) -> &str {
+    ev["type"]
+        .as_str()
+        .and_then(|t| t.strip_prefix("org.kubeflow.pipelines."))
+        .expect("type with default prefix")
+}
+
+#[test]
+fn one_terminal_per_run_and_attempt_in_causal_order() {
+    for path in support::recordings() {
+        let name = path.display();
+        let events = events(&path);
+        assert!(!events.is_empty(), "{name}: no events");
+        // Per run (source): started first, terminal exactly once and last.
+        let mut runs: HashMap<String, Vec<&str>> = HashMap::new();
+        // Per attempt (source + NodeId): the sequence of task kinds.
+        let mut attempts: HashMap<(String, String), Vec<&str>> = HashMap::new();
+        for ev in &events {
+            let source = ev["source"].as_str().expect("source").to_owned();
+            let k = kind(ev);
+            runs.entry(source.clone()).or_default().push(k);
+            if k.starts_with("task.") {
+                let node = ev["data"]["NodeId"]
+                    .as_str()
+                    .expect("task events carry NodeId")
+                    .to_owned();
+                attempts.entry((source, node)).or_default().push(k);
+            }
+        }
+        for (run, kinds) in &runs {
+            let terminals = kinds
+                .iter()
+                .filter(|k| matches!(**k, "run.succeeded" | "run.failed"))
+                .count();
+            assert_eq!(
+                terminals, 1,
+                "{name}: {run} has {terminals} run-terminal events: {kinds:?}"
+            );
+            assert_eq!(
+                kinds.first(),
+                Some(&"run.started"),
+                "{name}: {run} does not start with run.started"
+            );
+            assert!(
+                kinds
+                    .last()
+                    .is_some_and(|k| k.starts_with("run.") && *k != "run.started"),
+                "{name}: {run} does not end with its terminal"
+            );
+        }
+        for (attempt, kinds) in &attempts {
+            let started = kinds.iter().filter(|k| **k == "task.started").count();
+            let terminal: Vec<_> = kinds
+                .iter()
+                .filter(|k| matches!(**k, "task.succeeded" | "task.failed" | "task.skipped"))
+                .collect();
+            assert!(started <= 1, "{name}: {attempt:?} started {started} times");
+            // Every bundled run ends, so every attempt ended.
+            assert_eq!(
+                terminal.len(),
+                1,
+                "{name}: {attempt:?} has terminals {terminal:?}"
+            );
+            let rank = |k: &str| match k {
+                "task.started" => 0,
+                "task.warning" => 1,
+                _ => 2,
+            };
+            assert!(
+                kinds.windows(2).all(|w| rank(w[0]) <= rank(w[1])),
+                "{name}: {attempt:?} out of order: {kinds:?}"
+            );
+            if *terminal[0] == "task.skipped" {
+                assert_eq!(started, 0, "{name}: skipped {attempt:?} never started");
+            } else {
+                assert_eq!(
+                    kinds[0], "task.started",
+                    "{name}: {attempt:?} does not start with task.started"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn ids_are_unique_and_identical_across_runs() {
+    let mut all = HashSet::new();
+    for path in support::recordings() {
+        let first = events(&path);
+        let second = events(&path);
+        assert_eq!(
+            first,
+            second,
+            "{}: output differs between two replays",
+            path.display()
+        );
+        for ev in &first {
+            let key = (
+                ev["source"].as_str().expect("source").to_owned(),
+                ev["id"].as_str().expect("id").to_owned(),
+            );
+            assert!(all.insert(key.clone()), "duplicate source+id {key:?}");
+        }
+    }
+}
+
+#[test]
+fn replaying_twice_in_one_process_emits_nothing_new() {
+    for path in support::recordings() {
+        let input = std::fs::read(&path).expect("recording");
+        let mut deriver = Deriver::new(DeriveConfig::default());
+        let (_, first) = support::replay_bytes(&input, &mut deriver);
+        let (counts, second) = support::replay_bytes(&input, &mut deriver);
+        assert!(!first.is_empty());
+        assert!(
+            second.is_empty(),
+            "{}: second pass emitted {second:?}",
+            path.display()
+        );
+        assert!(counts.lines > 0);
+    }
+}
+
+#[test]
+fn lifecycle_warnings_where_they_belong() {
+    let mut seen = HashMap::new();
+    for path in support::recordings() {
+        for ev in events(&path) {
+            if kind(&ev) != "task.warning" {
+                continue;
+            }
+            let lifecycle = &ev["data"]["Lifecycle"];
+            let message = lifecycle["Message"].as_str().expect("Lifecycle.Message");
+            assert!(
+                !["PodInitializing", "ContainerCreating"].contains(&message),
+                "warning for {message}"
+            );
+            let file = path
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
+            seen.insert(
+                file,
+                (lifecycle["Category"].clone(), lifecycle["Terminal"].clone()),
+            );
+        }
+    }
+    let pull = &seen["kfp-v2-imagepull-terminated.jsonl"];
+    assert_eq!(
+        (pull.0.as_str(), pull.1.as_bool()),
+        (Some("ImagePull"), Some(true))
+    );
+    let sched = &seen["kfp-v2-unschedulable-then-scheduled.jsonl"];
+    assert_eq!(
+        (sched.0.as_str(), sched.1.as_bool()),
+        (Some("Scheduling"), Some(false))
+    );
+    assert_eq!(seen.len(), 2, "unexpected warnings in {seen:?}");
+}

@@ -1,0 +1,44 @@
+//! Test support: runs recordings through the library exactly as `replay` does, without sinks.
+
+#![allow(dead_code)]
+
+use kfp_event_bridge::derive::{DeriveConfig, Deriver};
+use kfp_event_bridge::encode::EncodeConfig;
+use kfp_event_bridge::source::replay;
+use std::path::{Path, PathBuf};
+
+pub fn recordings_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/recordings")
+}
+
+/// Every bundled recording, sorted by name.
+pub fn recordings() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(recordings_dir())
+        .expect("examples/recordings exists")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 9, "bundled recordings missing: {files:?}");
+    files
+}
+
+/// Replays `input` through `deriver`, returning each event as its structured JSON line.
+pub fn replay_bytes(input: &[u8], deriver: &mut Deriver) -> (replay::ReplayCounts, Vec<String>) {
+    let mut lines = Vec::new();
+    let counts = replay::replay(input, deriver, &EncodeConfig::default(), |events| {
+        for event in &events {
+            lines.push(String::from_utf8(sink_core::structured::to_vec(event)).expect("utf-8"));
+        }
+        true
+    })
+    .expect("reading from memory cannot fail");
+    (counts, lines)
+}
+
+pub fn replay_file(path: &Path) -> Vec<String> {
+    let input = std::fs::read(path).expect("recording readable");
+    let (counts, lines) = replay_bytes(&input, &mut Deriver::new(DeriveConfig::default()));
+    assert_eq!(counts.bad_lines, 0, "{} has bad lines", path.display());
+    lines
+}
