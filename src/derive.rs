@@ -175,15 +175,13 @@ impl Deriver {
 
 /// Keeps the candidates not derived before, in causal order, and remembers them.
 fn emit_new(state: &mut RunState, mut candidates: Vec<Fact>) -> Vec<Fact> {
+    // Inserting while filtering also drops a fact proposed twice in one observation (a node that
+    // a malformed tree reaches by two paths).
     candidates.retain(|f| {
         let key = f.key();
-        !state.done.contains(&(key.node_id, key.slot))
+        state.done.insert((key.node_id, key.slot))
     });
     sort_causally(&mut candidates);
-    for fact in &candidates {
-        let key = fact.key();
-        state.done.insert((key.node_id, key.slot));
-    }
     candidates
 }
 

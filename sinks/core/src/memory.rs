@@ -123,7 +123,7 @@ mod tests {
                 .is_transient()
         );
         let nack = sink.publish(&ev).await.expect("accepted").await;
-        assert_eq!(nack.err().expect("nacked").class(), "permanent");
+        assert_eq!(nack.expect_err("nacked").class(), "permanent");
         sink.publish(&ev)
             .await
             .expect("accepted")
