@@ -1,0 +1,108 @@
+//! The binary as a user runs it: replay from a file or standard input, bad lines reported with
+//! their numbers and the exit code, the file sink appending.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kfp-event-bridge");
+
+fn recording(name: &str) -> String {
+    format!("{}/examples/recordings/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn bad_lines_are_reported_by_number_skipped_and_set_the_exit_code() {
+    let good = std::fs::read(recording("kfp-v1-success.jsonl")).expect("recording");
+    let mut input =
+        b"{\"type\":\"ADDED\",\"object\":{\"apiVersion\":\"v1\",\"kind\":\"Pod\"}}\n".to_vec();
+    input.extend_from_slice(&good);
+    input.extend_from_slice(b"{truncated\n\xff\xfe\n");
+    let mut child = Command::new(BIN)
+        .args(["replay", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&input)
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("finishes");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for line in ["line=1", "line=12", "line=13"] {
+        assert!(
+            stderr.contains(line),
+            "stderr does not report {line}: {stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("unsupported object") && stderr.contains("not valid UTF-8"),
+        "{stderr}"
+    );
+    let events = String::from_utf8(out.stdout).expect("utf-8");
+    assert_eq!(
+        events.lines().count(),
+        6,
+        "the good lines still produce their events"
+    );
+}
+
+#[test]
+fn file_sink_appends_and_stdout_stays_empty() {
+    let dir = std::env::temp_dir().join(format!("kfp-bridge-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let out_file = dir.join("events.jsonl");
+    let _ = std::fs::remove_file(&out_file);
+    for _ in 0..2 {
+        let out = Command::new(BIN)
+            .args([
+                "--log",
+                "warn",
+                "replay",
+                &recording("kfp-v2-success.jsonl"),
+            ])
+            .arg("--sink")
+            .arg(format!("file:{}", out_file.display()))
+            .output()
+            .expect("binary runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.stdout.is_empty());
+    }
+    let text = std::fs::read_to_string(&out_file).expect("sink file");
+    assert_eq!(text.lines().count(), 16, "two replays of 8 events appended");
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn unknown_sinks_and_bad_overrides_are_configuration_errors() {
+    for args in [
+        vec!["replay", "x.jsonl", "--sink", "amqp://user:secret@rabbit/"],
+        vec![
+            "replay",
+            "x.jsonl",
+            "--ce-overrides",
+            "{\"extensions\":{\"Bad-Name\":\"x\"}}",
+        ],
+    ] {
+        let out = Command::new(BIN).args(&args).output().expect("binary runs");
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("secret"),
+            "credentials leaked into logs: {stderr}"
+        );
+    }
+}
