@@ -56,6 +56,8 @@ struct RunState {
     done: HashSet<(String, Slot)>,
     /// The latest status had node information the derivation could use.
     nodes_visible: bool,
+    /// The offloaded node status has been reported once (it is reported once per workflow).
+    offload_reported: bool,
     run: Option<Arc<RunInfo>>,
 }
 
@@ -148,8 +150,14 @@ impl Deriver {
             Some(s) => Some(&s.nodes),
             None => None,
         };
+        let state = self.runs.entry(run.uid.clone()).or_default();
         if run.nodes_offloaded && !nodes_visible {
             self.stats.offloaded_observations += 1;
+        }
+        if run.nodes_offloaded
+            && !nodes_visible
+            && !std::mem::replace(&mut state.offload_reported, true)
+        {
             self.notices.push(format!(
                 "workflow {}/{}: node status offloaded to Argo's database; run-level facts only, task facts from Kubernetes Events",
                 run.namespace, run.workflow

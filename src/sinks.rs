@@ -1,14 +1,14 @@
 //! Sink URIs from the command line → sinks. Each transport lives in its own crate under `sinks/`;
 //! this is the one place that knows them all.
 
-use sink_core::{FileSink, Sink, SinkError, StdoutSink};
+use sink_core::{JsonLinesSink, Sink, SinkError};
 use std::path::Path;
 use std::sync::Arc;
 
 /// Opens the sink a `--sink` value names: `stdout`, or `file:PATH` (appends JSON lines).
 pub fn open(uri: &str) -> Result<Arc<dyn Sink>, SinkError> {
     if uri == "stdout" || uri == "-" {
-        return Ok(Arc::new(StdoutSink::new()?));
+        return Ok(Arc::new(JsonLinesSink::stdout()?));
     }
     if let Some(path) = uri
         .strip_prefix("file://")
@@ -17,7 +17,7 @@ pub fn open(uri: &str) -> Result<Arc<dyn Sink>, SinkError> {
         if path.is_empty() {
             return Err(SinkError::config(uri, "file sink needs a path: file:PATH"));
         }
-        return Ok(Arc::new(FileSink::open(Path::new(path))?));
+        return Ok(Arc::new(JsonLinesSink::file(Path::new(path))?));
     }
     let scheme = uri.split(':').next().unwrap_or(uri);
     Err(SinkError::config(

@@ -6,8 +6,8 @@
 //! HTTP 2xx, or bytes handed to the operating system for the file sink). Sinks classify failures
 //! ([`SinkError`]) and never retry, reorder or drop on their own: the pipeline owns all of that.
 //!
-//! This crate also holds the sinks every build has: [`StdoutSink`], [`FileSink`] (structured JSON
-//! lines) and the scriptable [`MemorySink`] for tests, plus the deterministic structured-mode JSON
+//! This crate also holds the sinks every build has: [`JsonLinesSink`] (structured JSON lines to
+//! standard output or a file) and the scriptable [`MemorySink`] for tests, plus the deterministic structured-mode JSON
 //! writer ([`structured`]) they share with the broker sinks.
 
 mod error;
@@ -21,7 +21,7 @@ use std::pin::Pin;
 pub use cloudevents::Event;
 pub use error::SinkError;
 pub use memory::{MemorySink, Script};
-pub use stream::{FileSink, StdoutSink};
+pub use stream::JsonLinesSink;
 
 /// Resolves when the broker acknowledged one accepted message, or with the reason it did not.
 pub type Receipt = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'static>>;

@@ -1,4 +1,4 @@
-//! Sinks that write structured CloudEvents as JSON lines to standard output or to a file.
+//! The sink that writes structured CloudEvents as JSON lines to standard output or to a file.
 //!
 //! One writer thread per sink owns the file; publishers serialize on their own thread and queue
 //! the line (a bounded queue: a slow disk pushes back). The writer drains whatever is queued,
@@ -22,7 +22,7 @@ struct Job {
     done: oneshot::Sender<Result<(), SinkError>>,
 }
 
-/// The shared machinery of [`StdoutSink`] and [`FileSink`].
+/// Queue and writer thread of a [`JsonLinesSink`].
 struct LineWriter {
     name: String,
     tx: mpsc::Sender<Job>,
@@ -97,32 +97,17 @@ fn write_loop(name: &str, out: Box<dyn Write + Send>, mut rx: mpsc::Receiver<Job
     }
 }
 
-/// `--sink stdout`: one structured CloudEvent per line on standard output.
-pub struct StdoutSink(LineWriter);
+/// `--sink stdout` and `--sink file:PATH`: one structured CloudEvent per line.
+pub struct JsonLinesSink(LineWriter);
 
-impl StdoutSink {
-    pub fn new() -> Result<Self, SinkError> {
+impl JsonLinesSink {
+    /// Writes to standard output.
+    pub fn stdout() -> Result<Self, SinkError> {
         LineWriter::spawn("stdout".to_owned(), Box::new(std::io::stdout())).map(Self)
     }
-}
 
-impl Sink for StdoutSink {
-    fn name(&self) -> &str {
-        &self.0.name
-    }
-    fn publish<'a>(&'a self, event: &'a Event) -> Accepting<'a> {
-        self.0.publish(event)
-    }
-    fn flush(&self) -> Accepting<'_> {
-        self.0.flush()
-    }
-}
-
-/// `--sink file:PATH`: appends one structured CloudEvent per line to a file (created if absent).
-pub struct FileSink(LineWriter);
-
-impl FileSink {
-    pub fn open(path: &Path) -> Result<Self, SinkError> {
+    /// Appends to a file, creating it if absent.
+    pub fn file(path: &Path) -> Result<Self, SinkError> {
         let name = format!("file:{}", path.display());
         let file = OpenOptions::new()
             .create(true)
@@ -133,7 +118,7 @@ impl FileSink {
     }
 }
 
-impl Sink for FileSink {
+impl Sink for JsonLinesSink {
     fn name(&self) -> &str {
         &self.0.name
     }
@@ -166,7 +151,7 @@ mod tests {
         let path = dir.join("events.jsonl");
         let _ = std::fs::remove_file(&path);
         std::fs::write(&path, "existing\n").expect("seed file");
-        let sink = FileSink::open(&path).expect("open");
+        let sink = JsonLinesSink::file(&path).expect("open");
         let mut receipts = Vec::new();
         for i in 0..3000 {
             receipts.push(sink.publish(&event(i)).await.expect("accepted"));
@@ -190,7 +175,7 @@ mod tests {
 
     #[test]
     fn file_sink_in_a_missing_directory_is_a_config_error() {
-        match FileSink::open(Path::new("/nonexistent-dir/x/events.jsonl")) {
+        match JsonLinesSink::file(Path::new("/nonexistent-dir/x/events.jsonl")) {
             Err(err) => assert_eq!(err.class(), "config"),
             Ok(_) => panic!("opening a file in a missing directory must fail"),
         }
