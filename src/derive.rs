@@ -153,15 +153,12 @@ impl Deriver {
         let state = self.runs.entry(run.uid.clone()).or_default();
         if run.nodes_offloaded && !nodes_visible {
             self.stats.offloaded_observations += 1;
-        }
-        if run.nodes_offloaded
-            && !nodes_visible
-            && !std::mem::replace(&mut state.offload_reported, true)
-        {
-            self.notices.push(format!(
-                "workflow {}/{}: node status offloaded to Argo's database; run-level facts only, task facts from Kubernetes Events",
-                run.namespace, run.workflow
-            ));
+            if !std::mem::replace(&mut state.offload_reported, true) {
+                self.notices.push(format!(
+                    "workflow {}/{}: node status offloaded to Argo's database; run-level facts only, task facts from Kubernetes Events",
+                    run.namespace, run.workflow
+                ));
+            }
         }
         let mut candidates = run_facts(&run);
         if let Some(nodes) = nodes {
@@ -174,7 +171,6 @@ impl Deriver {
                 task_facts(&run, &attempt, format_v1, &mut candidates);
             }
         }
-        let state = self.runs.entry(run.uid.clone()).or_default();
         state.nodes_visible = nodes_visible;
         state.run = Some(run);
         emit_new(state, candidates)
