@@ -261,6 +261,17 @@ def v2_exec_pod(r, task, t, phase="Pending", message="ContainerCreating"):
     return p
 
 
+def v2_last_task_succeeds(r, task, t):
+    """The run's last task pod succeeds at t; its DAG, the root DAG and the run follow."""
+    root = f"{r.name}.root"
+    r.set(f"{root}.{task}.executor", "Succeeded", t, exit_code=0)
+    r.set(f"{root}.{task}", "Succeeded", t + 1)
+    r.set(root, "Succeeded", t + 1)
+    r.set(r.name, "Succeeded", t + 2)
+    r.workflow("Succeeded", t + 2)
+    r.snap()
+
+
 def rec_v2_success():
     r = v2_run("iris-training-8xk2p", "5f1c9a2e-3b7d-4c1e-9a0f-2d8e6b4c7a11", "b7e4c3d2-9a1f-4e8b-8c6d-1f2e3a4b5c6d",
                "iris-training", [("load-data", []), ("train-model", ["load-data"]), ("evaluate", ["train-model"])],
@@ -285,12 +296,7 @@ def rec_v2_success():
     v2_driver(r, "evaluate", 100)
     p = v2_exec_pod(r, "evaluate", 107, phase="Running", message="")
     r.snap()
-    r.set(p, "Succeeded", 130, exit_code=0)
-    r.set(f"{root}.evaluate", "Succeeded", 131)
-    r.set(root, "Succeeded", 131)
-    r.set(r.name, "Succeeded", 132)
-    r.workflow("Succeeded", 132)
-    r.snap()
+    v2_last_task_succeeds(r, "evaluate", 130)
     # The 11th similar event of this workflow in ten minutes: client-go aggregates it, no annotations.
     r.event("WorkflowNodeSucceeded", f"Succeeded node {p}", 131, node=p, aggregate=True, count=2)
     r.event("WorkflowSucceeded", "Workflow completed", 132)
@@ -372,7 +378,6 @@ def rec_v2_unschedulable():
     r = v2_run("gpu-finetune-2bq8z", "9b1d3f5a-7c9e-4a2b-8c4d-6e8f0a2b4c6d", "e5f6a7b8-c9d0-4e1f-8a2b-3c4d5e6f7a8b",
                "gpu-finetune", [("finetune", [])], {"base_model": "resnet50", "gpus": 1})
     v2_start(r, 0)
-    root = f"{r.name}.root"
     v2_driver(r, "finetune", 8)
     p = v2_exec_pod(r, "finetune", 15, message="")
     r.snap()
@@ -385,12 +390,7 @@ def rec_v2_unschedulable():
     r.set(p, "Running", message="", host="gke-gpu-pool-a100-1")
     r.snap()
     r.event("WorkflowNodeRunning", f"Running node {p}", 240, node=p)
-    r.set(p, "Succeeded", 900, exit_code=0)
-    r.set(f"{root}.finetune", "Succeeded", 901)
-    r.set(root, "Succeeded", 901)
-    r.set(r.name, "Succeeded", 902)
-    r.workflow("Succeeded", 902)
-    r.snap()
+    v2_last_task_succeeds(r, "finetune", 900)
     r.event("WorkflowSucceeded", "Workflow completed", 902)
     return r.lines
 
@@ -447,16 +447,10 @@ def rec_recurring():
                "daily-report", [("report", [])], {"day": "2026-03-14"}, run_name="daily-report-1773478800",
                labels=labels, owners=owner)
     v2_start(r, 0)
-    root = f"{r.name}.root"
     v2_driver(r, "report", 8)
     p = v2_exec_pod(r, "report", 15, phase="Running", message="")
     r.snap()
-    r.set(p, "Succeeded", 50, exit_code=0)
-    r.set(f"{root}.report", "Succeeded", 51)
-    r.set(root, "Succeeded", 51)
-    r.set(r.name, "Succeeded", 52)
-    r.workflow("Succeeded", 52)
-    r.snap()
+    v2_last_task_succeeds(r, "report", 50)
     r.event("WorkflowSucceeded", "Workflow completed", 52)
     return r.lines
 
