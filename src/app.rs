@@ -1,20 +1,27 @@
 //! The commands, wired from their parts: what `main` runs once the command line is parsed.
 
-use crate::cli::ReplayArgs;
+use crate::cli::{DeliveryPlan, ReplayArgs};
+use crate::delivery::Delivery;
 use crate::derive::{Deriver, Stats};
-use crate::pipeline::{self, Delivery};
+use crate::route::Route;
 use crate::sinks;
 use crate::source::replay::{self, ReplayCounts};
+use sink_core::Sink;
 use std::io::BufRead;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 /// How a command ended, as the process exit code says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// Everything read was delivered.
+    /// Everything read was delivered (or dead-lettered).
     Clean,
     /// Delivered what could be; some input lines were bad and skipped (exit code 3).
     BadInput,
+    /// Some events were not delivered: refused with no dead-letter sink, or still pending when the
+    /// shutdown timeout ran out (exit code 4).
+    Undelivered,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +33,8 @@ pub enum AppError {
         source: std::io::Error,
     },
     #[error(transparent)]
+    Config(#[from] crate::route::ConfigError),
+    #[error(transparent)]
     Encode(#[from] crate::encode::EncodeError),
     #[error(transparent)]
     Sink(#[from] sink_core::SinkError),
@@ -33,22 +42,90 @@ pub enum AppError {
     Reader,
 }
 
+/// One sink's delivery counts at the end of a command.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SinkReport {
+    pub name: String,
+    pub routed: u64,
+    pub delivered: u64,
+    pub retried: u64,
+    pub failed: u64,
+    pub dead_lettered: u64,
+    pub undeliverable: u64,
+    pub pending: u64,
+    pub p50: Option<Duration>,
+    pub p99: Option<Duration>,
+}
+
 /// Summary of a replay, for the caller to report.
 #[derive(Debug, Clone, Default)]
 pub struct ReplayReport {
     pub counts: ReplayCounts,
     pub stats: Stats,
-    pub delivered: u64,
+    pub sinks: Vec<SinkReport>,
+    pub unrouted: u64,
+    pub interrupted: bool,
 }
 
-/// `replay FILE`: reads, derives and encodes on a reader thread, publishes here, in order.
-pub async fn replay(args: &ReplayArgs) -> Result<(Outcome, ReplayReport), AppError> {
-    let encode = args.encode.config()?;
-    let sinks = args
+/// The sinks of a plan, opened: the routes and the dead-letter sink.
+pub type OpenSinks = (Vec<Route>, Option<Arc<dyn Sink>>);
+
+/// Opens every sink of a plan, failing on the first that cannot be opened.
+pub fn open_sinks(plan: &DeliveryPlan) -> Result<OpenSinks, AppError> {
+    let routes = plan
         .sinks
         .iter()
-        .map(|uri| sinks::open(uri))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|spec| {
+            let sink = sinks::open(spec)?;
+            Ok(Route {
+                name: spec.name.clone().unwrap_or_else(|| sink.name().to_owned()),
+                sink,
+                filter: spec.filter.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>, AppError>>()?;
+    let dead_letter = plan.dead_letter.as_ref().map(sinks::open).transpose()?;
+    Ok((routes, dead_letter))
+}
+
+/// Resolves on the first SIGTERM or SIGINT; a second one ends the process at once.
+async fn shutdown_signal() {
+    wait_for_signal().await;
+    tracing::info!("shutdown requested: stopping intake, waiting for in-flight events");
+    tokio::spawn(async {
+        wait_for_signal().await;
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// `replay FILE`: reads, derives and encodes on a reader thread, publishes here through the lanes.
+pub async fn replay(args: &ReplayArgs) -> Result<(Outcome, ReplayReport), AppError> {
+    let encode = args.encode.config()?;
+    let plan = args.delivery.plan()?;
+    let (routes, dead_letter) = open_sinks(&plan)?;
     let path = args.file.display().to_string();
     let input: Box<dyn BufRead + Send> = if path == "-" {
         Box::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin()))
@@ -74,31 +151,62 @@ pub async fn replay(args: &ReplayArgs) -> Result<(Outcome, ReplayReport), AppErr
             path: path.clone(),
             source,
         })?;
-    let mut delivery = Delivery::new(
-        sinks.iter().map(Arc::clone).collect(),
-        pipeline::DEFAULT_WINDOW,
-    );
-    let mut failure = None;
-    while let Some(events) = rx.recv().await {
-        for event in &events {
-            if let Err(err) = delivery.send(event).await {
-                failure = Some(err);
-                break;
+    let mut delivery = Delivery::start(routes, dead_letter, &plan.lanes, &plan.retry);
+    let lanes = delivery.stats();
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut interrupted = false;
+    let intake = async {
+        while let Some(events) = rx.recv().await {
+            for event in events {
+                delivery.send(event).await;
             }
         }
-        if failure.is_some() {
-            // Dropping the receiver stops the reader at its next batch.
-            break;
-        }
+    };
+    tokio::select! {
+        () = intake => {}
+        () = &mut shutdown => interrupted = true,
     }
+    // Dropping the receiver stops the reader at its next batch.
     drop(rx);
-    if let Some(err) = failure {
-        return Err(err.into());
-    }
-    delivery.finish().await?;
+    let unrouted = delivery.unrouted();
+    // Wait for every lane; after a signal (now or while waiting) only up to the shutdown timeout.
+    let timeout = plan.shutdown_timeout;
+    let give_up = async move {
+        if !interrupted {
+            shutdown.await;
+        }
+        tokio::time::sleep(timeout).await;
+    };
+    let unfinished = delivery.finish(give_up).await;
     let (counts, stats) = reader.join().map_err(|_| AppError::Reader)?;
     let counts = counts.map_err(|source| AppError::Input { path, source })?;
-    let outcome = if counts.bad_lines > 0 {
+    let sinks: Vec<SinkReport> = lanes
+        .iter()
+        .map(|(name, lane)| {
+            let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+            SinkReport {
+                name: name.clone(),
+                routed: load(&lane.routed),
+                delivered: load(&lane.delivered),
+                retried: load(&lane.retried),
+                failed: load(&lane.failed),
+                dead_lettered: load(&lane.dead_lettered),
+                undeliverable: load(&lane.undeliverable),
+                pending: unfinished
+                    .pending
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map_or(0, |(_, p)| *p),
+                p50: lane.latency_quantile(0.5),
+                p99: lane.latency_quantile(0.99),
+            }
+        })
+        .collect();
+    let lost = sinks.iter().any(|s| s.undeliverable > 0 || s.pending > 0);
+    let outcome = if lost {
+        Outcome::Undelivered
+    } else if counts.bad_lines > 0 {
         Outcome::BadInput
     } else {
         Outcome::Clean
@@ -108,7 +216,9 @@ pub async fn replay(args: &ReplayArgs) -> Result<(Outcome, ReplayReport), AppErr
         ReplayReport {
             counts,
             stats,
-            delivered: delivery.delivered(),
+            sinks,
+            unrouted,
+            interrupted,
         },
     ))
 }

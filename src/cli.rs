@@ -1,11 +1,14 @@
 //! The command line: every flag documented, every flag with an environment twin. `--help` is the
 //! reference; the README's table follows it.
 
+use crate::delivery::{LaneConfig, RetryPolicy};
 use crate::derive::{DeriveConfig, NodeEvents};
 use crate::encode::{self, EncodeConfig};
+use crate::route::{self, ConfigError, ConfigFile, SinkSpec};
 use crate::telemetry::LogFormat;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -46,14 +49,8 @@ pub struct LogArgs {
 pub struct ReplayArgs {
     /// The recording to read; `-` reads standard input.
     pub file: PathBuf,
-    /// Where to publish (repeatable; space-separated in the environment): `stdout`, `file:PATH`.
-    #[arg(
-        long = "sink",
-        env = "KFP_BRIDGE_SINKS",
-        value_delimiter = ' ',
-        default_value = "stdout"
-    )]
-    pub sinks: Vec<String>,
+    #[command(flatten)]
+    pub delivery: DeliveryArgs,
     #[command(flatten)]
     pub derive: DeriveArgs,
     #[command(flatten)]
@@ -121,5 +118,204 @@ impl EncodeArgs {
         }
         config.validate()?;
         Ok(config)
+    }
+}
+
+/// Where events go and how hard the bridge tries. Flags and their environment twins override the
+/// `--config` file, which overrides the defaults.
+#[derive(Debug, Clone, Args)]
+pub struct DeliveryArgs {
+    /// Where to publish (repeatable; space-separated in the environment): `stdout`, `file:PATH`,
+    /// `http(s)://…`. Filters ride in the query: `types=task.*,run.failed`, `namespaces=team-*`,
+    /// `pipelines=…` (comma-separated globs), and `name=` names the sink in logs. Default: stdout
+    /// when no sink is configured anywhere.
+    #[arg(long = "sink", env = "KFP_BRIDGE_SINKS", value_delimiter = ' ')]
+    pub sinks: Vec<String>,
+    /// A YAML file with sinks (filters, options), dead letter, retry and lane settings.
+    #[arg(long, env = "KFP_BRIDGE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where events go that a sink refused for good: any sink URI, e.g. `file:/var/lib/kfp-event-bridge/dead.jsonl`.
+    #[arg(long, env = "KFP_BRIDGE_DEAD_LETTER")]
+    pub dead_letter: Option<String>,
+    /// kfp-event-handler's subscriber directory: one file per subscriber holding its URL.
+    #[arg(long, env = "KFP_BRIDGE_SUBSCRIBERS_DIR")]
+    pub subscribers_dir: Option<PathBuf>,
+    /// Knative's sink URL (set by SinkBinding / ContainerSource); adds an HTTP sink.
+    #[arg(long, env = "K_SINK")]
+    pub knative_sink: Option<String>,
+    /// Request timeout for the `K_SINK` sink, in seconds (Knative's `K_SINK_TIMEOUT`).
+    #[arg(long, env = "K_SINK_TIMEOUT")]
+    pub knative_sink_timeout: Option<u64>,
+    /// Delay after the first failed attempt [default: 200ms].
+    #[arg(long, env = "KFP_BRIDGE_RETRY_INITIAL")]
+    pub retry_initial: Option<String>,
+    /// Longest delay between attempts [default: 60s].
+    #[arg(long, env = "KFP_BRIDGE_RETRY_MAX")]
+    pub retry_max: Option<String>,
+    /// Growth of the delay per consecutive failure [default: 2].
+    #[arg(long, env = "KFP_BRIDGE_RETRY_MULTIPLIER")]
+    pub retry_multiplier: Option<f64>,
+    /// Attempts per event before it is dead-lettered; 0 retries until delivered [default: 0].
+    #[arg(long, env = "KFP_BRIDGE_RETRY_MAX_ATTEMPTS")]
+    pub retry_max_attempts: Option<u32>,
+    /// Cap on a delay a receiver asks for with `Retry-After` [default: 5m].
+    #[arg(long, env = "KFP_BRIDGE_RETRY_AFTER_MAX")]
+    pub retry_after_max: Option<String>,
+    /// Events queued or in flight per sink before intake pauses [default: 10000].
+    #[arg(long, env = "KFP_BRIDGE_LANE_CAPACITY")]
+    pub lane_capacity: Option<usize>,
+    /// Events published and not yet acknowledged per sink [default: 256].
+    #[arg(long, env = "KFP_BRIDGE_MAX_IN_FLIGHT")]
+    pub max_in_flight: Option<usize>,
+    /// On SIGTERM/SIGINT, how long to wait for in-flight events [default: 30s].
+    #[arg(long, env = "KFP_BRIDGE_SHUTDOWN_TIMEOUT")]
+    pub shutdown_timeout: Option<String>,
+}
+
+/// Everything delivery needs, validated.
+#[derive(Debug, Clone)]
+pub struct DeliveryPlan {
+    pub sinks: Vec<SinkSpec>,
+    pub dead_letter: Option<SinkSpec>,
+    pub lanes: LaneConfig,
+    pub retry: RetryPolicy,
+    pub shutdown_timeout: Duration,
+}
+
+impl DeliveryArgs {
+    /// Merges flags, the config file, the subscriber directory and `K_SINK` into one checked plan.
+    pub fn plan(&self) -> Result<DeliveryPlan, ConfigError> {
+        let file = match &self.config {
+            Some(path) => Some((path, ConfigFile::load(path)?)),
+            None => None,
+        };
+        let mut sinks = Vec::new();
+        for arg in &self.sinks {
+            sinks.push(route::parse_sink_arg(arg)?);
+        }
+        if let Some((path, file)) = &file {
+            sinks.extend(file.sink_specs(path)?);
+        }
+        if let Some(dir) = &self.subscribers_dir {
+            sinks.extend(route::subscribers(dir)?);
+        }
+        if let Some(url) = self
+            .knative_sink
+            .as_deref()
+            .filter(|u| !u.trim().is_empty())
+        {
+            let mut options = Vec::new();
+            if let Some(secs) = self.knative_sink_timeout.filter(|s| *s > 0) {
+                options.push(("timeout".to_owned(), format!("{secs}s")));
+            }
+            sinks.push(SinkSpec {
+                uri: url.trim().to_owned(),
+                name: Some("K_SINK".to_owned()),
+                filter: Default::default(),
+                options: Some(options),
+            });
+        }
+        if sinks.is_empty() {
+            sinks.push(route::parse_sink_arg("stdout")?);
+        }
+        let from_file =
+            |f: fn(&ConfigFile) -> Option<String>| file.as_ref().and_then(|(_, c)| f(c));
+        let dead_letter = self
+            .dead_letter
+            .clone()
+            .or_else(|| from_file(|c| c.dead_letter.clone()))
+            .filter(|u| !u.trim().is_empty())
+            .map(|u| route::parse_sink_arg(&u))
+            .transpose()?;
+        let retry_file = file.as_ref().and_then(|(_, c)| c.retry.as_ref());
+        let lanes_file = file.as_ref().and_then(|(_, c)| c.lanes.as_ref());
+        let defaults = RetryPolicy::default();
+        let duration = |flag: &Option<String>,
+                        field: Option<&Option<String>>,
+                        name: &str,
+                        default: Duration|
+         -> Result<Duration, ConfigError> {
+            let (text, context) = match (flag, field.and_then(|f| f.as_ref())) {
+                (Some(t), _) => (t, format!("--{}", name.replace('_', "-"))),
+                (None, Some(t)) => (t, format!("--config: retry.{name}")),
+                (None, None) => return Ok(default),
+            };
+            route::parse_duration(text).map_err(|message| ConfigError { context, message })
+        };
+        let retry = RetryPolicy {
+            initial: duration(
+                &self.retry_initial,
+                retry_file.map(|r| &r.initial),
+                "retry_initial",
+                defaults.initial,
+            )?,
+            max: duration(
+                &self.retry_max,
+                retry_file.map(|r| &r.max),
+                "retry_max",
+                defaults.max,
+            )?,
+            multiplier: self
+                .retry_multiplier
+                .or(retry_file.and_then(|r| r.multiplier))
+                .unwrap_or(defaults.multiplier),
+            max_attempts: self
+                .retry_max_attempts
+                .or(retry_file.and_then(|r| r.max_attempts))
+                .unwrap_or(defaults.max_attempts),
+            retry_after_max: duration(
+                &self.retry_after_max,
+                retry_file.map(|r| &r.retry_after_max),
+                "retry_after_max",
+                defaults.retry_after_max,
+            )?,
+        };
+        if !(1.0..=10.0).contains(&retry.multiplier) {
+            return Err(ConfigError {
+                context: "retry multiplier".into(),
+                message: format!("{} is not between 1 and 10", retry.multiplier),
+            });
+        }
+        if retry.initial.is_zero() || retry.max < retry.initial {
+            return Err(ConfigError {
+                context: "retry delays".into(),
+                message: "initial must be above zero and max at least initial".into(),
+            });
+        }
+        let lane_defaults = LaneConfig::default();
+        let lanes = LaneConfig {
+            capacity: self
+                .lane_capacity
+                .or(lanes_file.and_then(|l| l.capacity))
+                .unwrap_or(lane_defaults.capacity),
+            window: self
+                .max_in_flight
+                .or(lanes_file.and_then(|l| l.window))
+                .unwrap_or(lane_defaults.window),
+        };
+        if lanes.capacity == 0 || lanes.window == 0 {
+            return Err(ConfigError {
+                context: "lanes".into(),
+                message: "capacity and max in flight must be above zero".into(),
+            });
+        }
+        let shutdown_text = self
+            .shutdown_timeout
+            .clone()
+            .or_else(|| from_file(|c| c.shutdown_timeout.clone()));
+        let shutdown_timeout = match shutdown_text {
+            Some(text) => route::parse_duration(&text).map_err(|message| ConfigError {
+                context: "shutdown timeout".into(),
+                message,
+            })?,
+            None => Duration::from_secs(30),
+        };
+        Ok(DeliveryPlan {
+            sinks,
+            dead_letter,
+            lanes,
+            retry,
+            shutdown_timeout,
+        })
     }
 }

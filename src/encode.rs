@@ -54,7 +54,14 @@ pub const DATA_FIELDS: &[&str] = &[
 ];
 
 /// Extension attributes the bridge sets (plus any from `K_CE_OVERRIDES`).
-pub const EXTENSIONS: &[&str] = &["kfprunid", "namespace", "workflow", "partitionkey"];
+/// `pipeline` makes the pipeline name filterable where only attributes are (Knative Triggers, routing).
+pub const EXTENSIONS: &[&str] = &[
+    "kfprunid",
+    "namespace",
+    "workflow",
+    "pipeline",
+    "partitionkey",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
@@ -387,6 +394,7 @@ pub fn encode(fact: &Fact, config: &EncodeConfig) -> Result<Event, EncodeError> 
         ("kfprunid", run.kfp_run_id.as_str()),
         ("namespace", run.namespace.as_str()),
         ("workflow", run.workflow.as_str()),
+        ("pipeline", run.pipeline_name.as_str()),
         ("partitionkey", partition_key.as_str()),
     ];
     for (name, value) in extensions {

@@ -10,16 +10,20 @@
 //! - [`derive`]: Workflow status (and Kubernetes Events) → [`model::Fact`]s: tasks in the node
 //!   tree, attempts, KEP-12843 lifecycle warnings, de-duplication, causal order. Pure.
 //! - [`encode`]: facts → CloudEvents with deterministic ids and the KFP payload. Pure.
-//! - [`pipeline`]: ordered delivery to the sinks, awaiting acknowledgements.
-//! - [`sinks`]: sink URIs → sinks; the trait and the stdout/file sinks live in `sinks/core`.
+//! - [`route`]: which events go to which sink (filters, the config file, subscribers, `K_SINK`).
+//! - [`delivery`]: one lane per sink — bounded queue, in-flight window, retries with backoff,
+//!   dead letter, per-run order.
+//! - [`sinks`]: sink URIs → sinks; the trait and the stdout/file sinks live in `sinks/core`, each
+//!   transport in its own crate under `sinks/`.
 //! - [`cli`], [`app`], [`telemetry`]: the command line, the commands, logging.
 
 pub mod app;
 pub mod cli;
+pub mod delivery;
 pub mod derive;
 pub mod encode;
 pub mod model;
-pub mod pipeline;
+pub mod route;
 pub mod sinks;
 pub mod source;
 pub mod telemetry;

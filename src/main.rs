@@ -27,7 +27,8 @@ fn main() -> ExitCode {
                     lines = report.counts.lines,
                     bad_lines = report.counts.bad_lines,
                     events = report.counts.events,
-                    delivered = report.delivered,
+                    unrouted = report.unrouted,
+                    interrupted = report.interrupted,
                     events_merged = s.events_merged,
                     events_used = s.events_used,
                     events_unattributed = s.events_unattributed,
@@ -35,9 +36,27 @@ fn main() -> ExitCode {
                     offloaded = s.offloaded_observations,
                     "replay finished"
                 );
+                for sink in &report.sinks {
+                    let ms =
+                        |d: Option<std::time::Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1e3);
+                    tracing::info!(
+                        sink = %sink.name,
+                        routed = sink.routed,
+                        delivered = sink.delivered,
+                        retried = sink.retried,
+                        failed = sink.failed,
+                        dead_lettered = sink.dead_lettered,
+                        undeliverable = sink.undeliverable,
+                        pending = sink.pending,
+                        p50_ms = ms(sink.p50),
+                        p99_ms = ms(sink.p99),
+                        "sink summary"
+                    );
+                }
                 match outcome {
                     Outcome::Clean => ExitCode::SUCCESS,
                     Outcome::BadInput => ExitCode::from(3),
+                    Outcome::Undelivered => ExitCode::from(4),
                 }
             }
             Err(err) => {

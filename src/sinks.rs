@@ -1,12 +1,31 @@
 //! Sink URIs from the command line → sinks. Each transport lives in its own crate under `sinks/`;
 //! this is the one place that knows them all.
 
+use crate::route::SinkSpec;
 use sink_core::{JsonLinesSink, Sink, SinkError};
 use std::path::Path;
 use std::sync::Arc;
 
-/// Opens the sink a `--sink` value names: `stdout`, or `file:PATH` (appends JSON lines).
-pub fn open(uri: &str) -> Result<Arc<dyn Sink>, SinkError> {
+/// Opens the sink a spec names: `stdout`, `file:PATH` (appends JSON lines), `http(s)://…`.
+/// Call inside the tokio runtime (batching HTTP sinks start a task).
+pub fn open(spec: &SinkSpec) -> Result<Arc<dyn Sink>, SinkError> {
+    let uri = spec.uri.as_str();
+    let display = spec.name.clone().unwrap_or_else(|| redact(uri));
+    if uri.starts_with("http://") || uri.starts_with("https://") {
+        let ca = std::env::var("K_CA_CERTS").ok();
+        return Ok(Arc::new(sink_http::HttpSink::open(
+            uri,
+            spec.name.as_deref(),
+            spec.options.as_deref(),
+            ca.as_deref(),
+        )?));
+    }
+    if let Some((key, _)) = spec.options.as_deref().and_then(|o| o.first()) {
+        return Err(SinkError::config(
+            &display,
+            format!("unknown option {key:?}: stdout and file sinks take none"),
+        ));
+    }
     if uri == "stdout" || uri == "-" {
         return Ok(Arc::new(JsonLinesSink::stdout()?));
     }
@@ -21,8 +40,10 @@ pub fn open(uri: &str) -> Result<Arc<dyn Sink>, SinkError> {
     }
     let scheme = uri.split(':').next().unwrap_or(uri);
     Err(SinkError::config(
-        &redact(uri),
-        format!("unsupported sink {scheme:?}; this build has: stdout, file:PATH"),
+        &display,
+        format!(
+            "unsupported sink {scheme:?}; this build has: stdout, file:PATH, http://, https://"
+        ),
     ))
 }
 

@@ -2,6 +2,7 @@
 //! and stopping without knowing the transport.
 
 use std::error::Error as StdError;
+use std::time::Duration;
 
 type Cause = Box<dyn StdError + Send + Sync + 'static>;
 
@@ -13,6 +14,8 @@ pub enum SinkError {
     Transient {
         sink: String,
         message: String,
+        /// How long the far side asked us to wait (an HTTP `Retry-After`), if it said.
+        retry_after: Option<Duration>,
         #[source]
         source: Option<Cause>,
     },
@@ -39,6 +42,7 @@ impl SinkError {
         Self::Transient {
             sink: sink.to_owned(),
             message: message.into(),
+            retry_after: None,
             source: None,
         }
     }
@@ -73,6 +77,7 @@ impl SinkError {
             Some(Interrupted | WouldBlock | TimedOut) => Self::Transient {
                 sink: sink.to_owned(),
                 message,
+                retry_after: None,
                 source,
             },
             Some(NotFound | PermissionDenied | IsADirectory) => Self::Config {
@@ -85,6 +90,50 @@ impl SinkError {
                 message,
                 source,
             },
+        }
+    }
+
+    /// Attaches the underlying error, kept for logs (`{:#}` / the source chain).
+    pub fn with_source(mut self, cause: impl StdError + Send + Sync + 'static) -> Self {
+        let slot = match &mut self {
+            Self::Transient { source, .. }
+            | Self::Permanent { source, .. }
+            | Self::Config { source, .. } => source,
+        };
+        *slot = Some(Box::new(cause));
+        self
+    }
+
+    /// For a transient error: the far side asked not to be called again before `delay`.
+    pub fn with_retry_after(mut self, delay: Duration) -> Self {
+        if let Self::Transient { retry_after, .. } = &mut self {
+            *retry_after = Some(delay);
+        }
+        self
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Transient { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The sink named in the error.
+    pub fn sink(&self) -> &str {
+        match self {
+            Self::Transient { sink, .. }
+            | Self::Permanent { sink, .. }
+            | Self::Config { sink, .. } => sink,
+        }
+    }
+
+    /// The message without the class and sink prefix.
+    pub fn message(&self) -> &str {
+        match self {
+            Self::Transient { message, .. }
+            | Self::Permanent { message, .. }
+            | Self::Config { message, .. } => message,
         }
     }
 

@@ -10,10 +10,12 @@
 //! standard output or a file) and the scriptable [`MemorySink`] for tests, plus the deterministic structured-mode JSON
 //! writer ([`structured`]) they share with the broker sinks.
 
+pub mod binary;
 mod error;
 mod memory;
 mod stream;
 pub mod structured;
+pub mod template;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,6 +24,7 @@ pub use cloudevents::Event;
 pub use error::SinkError;
 pub use memory::{MemorySink, Script};
 pub use stream::JsonLinesSink;
+pub use template::Template;
 
 /// Resolves when the broker acknowledged one accepted message, or with the reason it did not.
 pub type Receipt = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'static>>;
@@ -39,6 +42,11 @@ pub trait Sink: Send + Sync {
     /// broker's acknowledgement. Receipts of one sink resolve in publish order for ordered sinks.
     fn publish<'a>(&'a self, event: &'a Event) -> Accepting<'a>;
 
+    /// How the pipeline may overlap one run's events on this sink without reordering them.
+    fn key_order(&self) -> KeyOrder {
+        KeyOrder::OneInFlight
+    }
+
     /// Waits until everything accepted so far is acknowledged or failed. Called on shutdown.
     fn flush(&self) -> Accepting<'_> {
         Box::pin(async { Ok(Box::pin(async { Ok(()) }) as Receipt) })
@@ -48,4 +56,43 @@ pub trait Sink: Send + Sync {
 /// A receipt that is already resolved: for sinks whose acceptance is the acknowledgement.
 pub fn settled(result: Result<(), SinkError>) -> Receipt {
     Box::pin(std::future::ready(result))
+}
+
+/// What a sink guarantees about the order of messages it has in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOrder {
+    /// Messages reach the far side in publish order, and when one fails every later one of the
+    /// same key fails too (one ordered connection, a Kafka idempotent producer, a file): the
+    /// pipeline may keep many events of one run in flight.
+    Pipelined,
+    /// Concurrent messages may overtake each other (HTTP requests on a connection pool): the
+    /// pipeline keeps at most one event per run in flight.
+    OneInFlight,
+}
+
+/// `100ms`, `30s`, `5m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 30s, 5m or 1h"))?;
+    let seconds = match unit.trim() {
+        "ms" => number / 1000.0,
+        "" | "s" => number,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} in {text:?} (ms, s, m, h)"
+            ));
+        }
+    };
+    if !seconds.is_finite() || !(0.0..=1e9).contains(&seconds) {
+        return Err(format!("{text:?} is out of range"));
+    }
+    Ok(std::time::Duration::from_secs_f64(seconds))
 }

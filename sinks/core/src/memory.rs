@@ -1,9 +1,10 @@
 //! An in-memory sink whose answers a test scripts in advance: accept or reject, then acknowledge
 //! or fail, message by message. It records what it accepted and what it acknowledged.
 
-use crate::{Accepting, Event, Sink, SinkError, settled};
+use crate::{Accepting, Event, KeyOrder, Receipt, Sink, SinkError, settled};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 /// What the sink does with one published message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,21 +26,42 @@ struct State {
     script: VecDeque<Script>,
     accepted: Vec<Event>,
     acked: Vec<Event>,
+    down: bool,
+    ack_delay: Duration,
 }
 
 /// A scriptable sink for tests; cloning shares the same state.
 #[derive(Clone)]
 pub struct MemorySink {
     name: String,
+    order: KeyOrder,
     state: Arc<Mutex<State>>,
 }
 
 impl MemorySink {
+    /// A sink with ordered, pipelined acknowledgements.
     pub fn new(name: &str) -> Self {
         Self {
             name: name.to_owned(),
+            order: KeyOrder::Pipelined,
             state: Arc::default(),
         }
+    }
+
+    /// Declares the given ordering guarantee to the pipeline.
+    pub fn with_key_order(mut self, order: KeyOrder) -> Self {
+        self.order = order;
+        self
+    }
+
+    /// While down, every publish is refused with a transient error (a broker that is unreachable).
+    pub fn set_down(&self, down: bool) {
+        self.lock().down = down;
+    }
+
+    /// Acknowledgements arrive this long after acceptance (tokio time, so virtual in tests).
+    pub fn set_ack_delay(&self, delay: Duration) {
+        self.lock().ack_delay = delay;
     }
 
     /// Queues answers for the next messages; once they are used up every message is acknowledged.
@@ -70,12 +92,29 @@ impl Sink for MemorySink {
         &self.name
     }
 
+    fn key_order(&self) -> KeyOrder {
+        self.order
+    }
+
     fn publish<'a>(&'a self, event: &'a Event) -> Accepting<'a> {
         let mut state = self.lock();
+        if state.down {
+            let err = SinkError::transient(&self.name, "sink is down");
+            return Box::pin(std::future::ready(Err(err)));
+        }
         let answer = state.script.pop_front().unwrap_or(Script::Ack);
         let result = match answer {
             Script::RejectTransient => Err(SinkError::transient(&self.name, "scripted rejection")),
             Script::RejectPermanent => Err(SinkError::permanent(&self.name, "scripted rejection")),
+            Script::Ack if !state.ack_delay.is_zero() => {
+                state.accepted.push(event.clone());
+                let (delay, shared, event) = (state.ack_delay, self.clone(), event.clone());
+                Ok(Box::pin(async move {
+                    tokio::time::sleep(delay).await;
+                    shared.lock().acked.push(event);
+                    Ok(())
+                }) as Receipt)
+            }
             Script::Ack => {
                 state.accepted.push(event.clone());
                 state.acked.push(event.clone());

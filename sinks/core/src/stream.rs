@@ -119,6 +119,10 @@ impl JsonLinesSink {
 }
 
 impl Sink for JsonLinesSink {
+    fn key_order(&self) -> crate::KeyOrder {
+        crate::KeyOrder::Pipelined
+    }
+
     fn name(&self) -> &str {
         &self.0.name
     }

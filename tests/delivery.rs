@@ -1,0 +1,432 @@
+//! The delivery engine with scripted sinks, in virtual time: per-run order through failures,
+//! backoff and `Retry-After`, independent lanes, back-pressure, dead letter, shutdown.
+
+use cloudevents::{AttributesReader, Event, EventBuilder, EventBuilderV10};
+use kfp_event_bridge::delivery::{
+    DEAD_LETTER_REASON, DEAD_LETTER_SINK, Delivery, LaneConfig, RetryPolicy,
+};
+use kfp_event_bridge::route::{Filter, Route};
+use sink_core::{KeyOrder, MemorySink, Script, Sink, SinkError};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::time::Instant;
+
+fn event(run: usize, n: usize, ty: &str) -> Event {
+    EventBuilderV10::new()
+        .id(format!("r{run}-e{n}"))
+        .source("/test")
+        .ty(format!("org.kubeflow.pipelines.{ty}"))
+        .extension("partitionkey", format!("run-{run}"))
+        .extension("namespace", if run % 2 == 0 { "team-a" } else { "team-b" })
+        .build()
+        .expect("event")
+}
+
+/// `runs` runs of `per_run` events each, interleaved run by run.
+fn interleaved(runs: usize, per_run: usize) -> Vec<Event> {
+    let mut out = Vec::new();
+    for n in 0..per_run {
+        for run in 0..runs {
+            out.push(event(run, n, "task.started"));
+        }
+    }
+    out
+}
+
+fn route(sink: &MemorySink) -> Route {
+    Route {
+        name: sink.name().to_owned(),
+        sink: Arc::new(sink.clone()),
+        filter: Filter::default(),
+    }
+}
+
+fn retry() -> RetryPolicy {
+    RetryPolicy {
+        initial: Duration::from_millis(100),
+        max: Duration::from_secs(5),
+        ..RetryPolicy::default()
+    }
+}
+
+/// Asserts each run's events were acknowledged in the order they were sent, each exactly once.
+fn assert_per_run_order(acked: &[Event], sent: &[Event]) {
+    let ids: Vec<&str> = acked.iter().map(|e| e.id()).collect();
+    let mut unique = ids.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "an event was acknowledged twice");
+    assert_eq!(ids.len(), sent.len(), "events missing");
+    let key = |e: &Event| e.extension("partitionkey").map(|v| v.to_string());
+    let mut by_run: HashMap<_, Vec<&str>> = HashMap::new();
+    for e in acked {
+        by_run.entry(key(e)).or_default().push(e.id());
+    }
+    let mut want: HashMap<_, Vec<&str>> = HashMap::new();
+    for e in sent {
+        want.entry(key(e)).or_default().push(e.id());
+    }
+    assert_eq!(by_run, want, "a run's events left out of order");
+}
+
+async fn deliver_all(
+    sink: &MemorySink,
+    sent: &[Event],
+) -> Arc<kfp_event_bridge::delivery::LaneStats> {
+    let mut delivery = Delivery::start(vec![route(sink)], None, &LaneConfig::default(), &retry());
+    let stats = delivery.stats();
+    for e in sent.iter().cloned() {
+        delivery.send(e).await;
+        tokio::time::sleep(Duration::from_micros(300)).await;
+    }
+    let unfinished = delivery.finish(std::future::pending()).await;
+    assert!(unfinished.pending.is_empty());
+    let lane = Arc::clone(&stats[0].1);
+    assert_eq!(lane.delivered.load(Ordering::Relaxed), sent.len() as u64);
+    assert_eq!(lane.depth.load(Ordering::Relaxed), 0);
+    assert!(lane.retried.load(Ordering::Relaxed) > 0);
+    lane
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_in_flight_sinks_keep_run_order_through_scattered_failures() {
+    // Requests that fail independently of each other, as HTTP requests do.
+    let sink = MemorySink::new("mem").with_key_order(KeyOrder::OneInFlight);
+    sink.set_ack_delay(Duration::from_millis(3));
+    sink.script((0..400).map(|i| match i % 17 {
+        3 => Script::RejectTransient,
+        9 => Script::NackTransient,
+        _ => Script::Ack,
+    }));
+    let sent = interleaved(20, 15);
+    deliver_all(&sink, &sent).await;
+    assert_per_run_order(&sink.acked(), &sent);
+}
+
+#[tokio::test(start_paused = true)]
+async fn pipelined_sinks_keep_run_order_through_outages() {
+    // An ordered connection that drops now and then: while it is down everything fails.
+    let sink = MemorySink::new("mem");
+    sink.set_ack_delay(Duration::from_millis(3));
+    let flapping = {
+        let sink = sink.clone();
+        tokio::spawn(async move {
+            for _ in 0..20 {
+                tokio::time::sleep(Duration::from_millis(7)).await;
+                sink.set_down(true);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                sink.set_down(false);
+            }
+        })
+    };
+    let sent = interleaved(20, 15);
+    deliver_all(&sink, &sent).await;
+    flapping.abort();
+    assert_per_run_order(&sink.acked(), &sent);
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_in_flight_sinks_never_overlap_a_run() {
+    let sink = MemorySink::new("http-like").with_key_order(KeyOrder::OneInFlight);
+    sink.set_ack_delay(Duration::from_millis(10));
+    let sent = interleaved(1, 20);
+    let mut delivery = Delivery::start(vec![route(&sink)], None, &LaneConfig::default(), &retry());
+    let t0 = Instant::now();
+    for e in sent.clone() {
+        delivery.send(e).await;
+    }
+    delivery.finish(std::future::pending()).await;
+    // One run, one at a time: 20 events × 10 ms each.
+    assert!(
+        t0.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_per_run_order(&sink.acked(), &sent);
+
+    // Twenty runs overlap freely: the same 20 events take one round trip, not twenty.
+    let sink = MemorySink::new("http-like").with_key_order(KeyOrder::OneInFlight);
+    sink.set_ack_delay(Duration::from_millis(10));
+    let sent = interleaved(20, 1);
+    let mut delivery = Delivery::start(vec![route(&sink)], None, &LaneConfig::default(), &retry());
+    let t0 = Instant::now();
+    for e in sent.clone() {
+        delivery.send(e).await;
+    }
+    delivery.finish(std::future::pending()).await;
+    assert!(
+        t0.elapsed() < Duration::from_millis(20),
+        "{:?}",
+        t0.elapsed()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn backoff_grows_and_probes_one_at_a_time_while_down() {
+    let sink = MemorySink::new("down");
+    sink.set_down(true);
+    let sent = interleaved(5, 2);
+    let policy = RetryPolicy {
+        initial: Duration::from_secs(1),
+        max: Duration::from_secs(8),
+        ..RetryPolicy::default()
+    };
+    let mut delivery = Delivery::start(vec![route(&sink)], None, &LaneConfig::default(), &policy);
+    let stats = delivery.stats();
+    for e in sent.clone() {
+        delivery.send(e).await;
+    }
+    // Down for 60 s (virtual): delays 0.5–1, 1–2, 2–4, 4–8, then ≤ 8 s each → few attempts.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let attempts = stats[0].1.retried.load(Ordering::Relaxed);
+    assert!(
+        (8..=14).contains(&attempts),
+        "attempts in 60 s of outage: {attempts} (probing one event at a time)"
+    );
+    sink.set_down(false);
+    let t0 = Instant::now();
+    delivery.finish(std::future::pending()).await;
+    assert!(
+        t0.elapsed() <= Duration::from_secs(8),
+        "resumed within one max delay"
+    );
+    assert_per_run_order(&sink.acked(), &sent);
+}
+
+/// A sink that refuses with a `Retry-After` the first time, then accepts.
+struct AskToWait {
+    inner: MemorySink,
+    asked: std::sync::atomic::AtomicBool,
+}
+
+impl Sink for AskToWait {
+    fn name(&self) -> &str {
+        "ask-to-wait"
+    }
+    fn publish<'a>(&'a self, event: &'a Event) -> sink_core::Accepting<'a> {
+        if !self.asked.swap(true, Ordering::SeqCst) {
+            let err = SinkError::transient("ask-to-wait", "HTTP 429")
+                .with_retry_after(Duration::from_secs(30));
+            return Box::pin(std::future::ready(Err(err)));
+        }
+        self.inner.publish(event)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_is_honoured_up_to_its_cap() {
+    for (cap, want) in [(Duration::from_secs(300), 30), (Duration::from_secs(5), 5)] {
+        let inner = MemorySink::new("inner");
+        let sink = Arc::new(AskToWait {
+            inner: inner.clone(),
+            asked: Default::default(),
+        });
+        let policy = RetryPolicy {
+            retry_after_max: cap,
+            ..retry()
+        };
+        let mut delivery = Delivery::start(
+            vec![Route {
+                name: "ask".into(),
+                sink,
+                filter: Filter::default(),
+            }],
+            None,
+            &LaneConfig::default(),
+            &policy,
+        );
+        let t0 = Instant::now();
+        delivery.send(event(1, 1, "run.started")).await;
+        delivery.finish(std::future::pending()).await;
+        let waited = t0.elapsed().as_secs_f64();
+        assert!(
+            waited >= want as f64 && waited < want as f64 + 0.2,
+            "waited {waited} s, wanted {want} s"
+        );
+        assert_eq!(inner.acked().len(), 1);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_sink_does_not_delay_a_healthy_one() {
+    let dead = MemorySink::new("dead");
+    dead.set_down(true);
+    let healthy = MemorySink::new("healthy");
+    healthy.set_ack_delay(Duration::from_millis(2));
+    let sent = interleaved(50, 20);
+    let mut delivery = Delivery::start(
+        vec![route(&dead), route(&healthy)],
+        None,
+        &LaneConfig::default(),
+        &retry(),
+    );
+    let t0 = Instant::now();
+    for e in sent.clone() {
+        delivery.send(e).await;
+    }
+    while healthy.acked().len() < sent.len() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(
+        t0.elapsed() < Duration::from_millis(100),
+        "healthy lane took {:?} while the other was down",
+        t0.elapsed()
+    );
+    assert!(dead.acked().is_empty());
+    dead.set_down(false);
+    delivery.finish(std::future::pending()).await;
+    assert_per_run_order(&dead.acked(), &sent);
+    assert_per_run_order(&healthy.acked(), &sent);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_lane_pauses_intake() {
+    let dead = MemorySink::new("dead");
+    dead.set_down(true);
+    let lanes = LaneConfig {
+        capacity: 10,
+        window: 4,
+    };
+    let mut delivery = Delivery::start(vec![route(&dead)], None, &lanes, &retry());
+    for e in interleaved(10, 1) {
+        delivery.send(e).await;
+    }
+    let eleventh = tokio::time::timeout(
+        Duration::from_secs(30),
+        delivery.send(event(99, 0, "run.started")),
+    )
+    .await;
+    assert!(eleventh.is_err(), "intake must wait while the lane is full");
+    dead.set_down(false);
+    delivery.send(event(99, 1, "run.started")).await;
+    delivery.finish(std::future::pending()).await;
+    assert_eq!(dead.acked().len(), 11);
+}
+
+#[tokio::test(start_paused = true)]
+async fn permanent_failures_are_dead_lettered_with_the_reason() {
+    let sink = MemorySink::new("picky");
+    sink.script([Script::Ack, Script::RejectPermanent, Script::NackPermanent]);
+    let dlq = MemorySink::new("dlq");
+    let sent = interleaved(1, 5);
+    let mut delivery = Delivery::start(
+        vec![route(&sink)],
+        Some(Arc::new(dlq.clone())),
+        &LaneConfig::default(),
+        &retry(),
+    );
+    let stats = delivery.stats();
+    for e in sent.clone() {
+        delivery.send(e).await;
+    }
+    delivery.finish(std::future::pending()).await;
+    let dead = dlq.acked();
+    assert_eq!(
+        dead.iter().map(|e| e.id()).collect::<Vec<_>>(),
+        ["r0-e1", "r0-e2"]
+    );
+    for e in &dead {
+        let reason = e.extension(DEAD_LETTER_REASON).expect("reason").to_string();
+        assert!(reason.contains("permanent failure at picky"), "{reason}");
+        assert_eq!(
+            e.extension(DEAD_LETTER_SINK).map(|v| v.to_string()),
+            Some("picky".into())
+        );
+    }
+    assert_eq!(sink.acked().len(), 3, "the rest of the run kept flowing");
+    let lane = &stats[0].1;
+    assert_eq!(lane.failed.load(Ordering::Relaxed), 2);
+    assert_eq!(lane.dead_lettered.load(Ordering::Relaxed), 2);
+    assert_eq!(lane.undeliverable.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_dead_letter_sink_failures_are_counted_as_undeliverable() {
+    let sink = MemorySink::new("picky");
+    sink.script([Script::RejectPermanent]);
+    let mut delivery = Delivery::start(vec![route(&sink)], None, &LaneConfig::default(), &retry());
+    let stats = delivery.stats();
+    delivery.send(event(1, 0, "run.failed")).await;
+    delivery.send(event(1, 1, "run.failed")).await;
+    delivery.finish(std::future::pending()).await;
+    assert_eq!(stats[0].1.undeliverable.load(Ordering::Relaxed), 1);
+    assert_eq!(sink.acked().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_limit_turns_transient_failures_into_dead_letters() {
+    let sink = MemorySink::new("flaky");
+    sink.set_down(true);
+    let dlq = MemorySink::new("dlq");
+    let policy = RetryPolicy {
+        max_attempts: 3,
+        ..retry()
+    };
+    let mut delivery = Delivery::start(
+        vec![route(&sink)],
+        Some(Arc::new(dlq.clone())),
+        &LaneConfig::default(),
+        &policy,
+    );
+    delivery.send(event(1, 0, "run.failed")).await;
+    delivery.finish(std::future::pending()).await;
+    let dead = dlq.acked();
+    assert_eq!(dead.len(), 1);
+    let reason = dead[0]
+        .extension(DEAD_LETTER_REASON)
+        .expect("reason")
+        .to_string();
+    assert!(reason.starts_with("gave up after 3 attempts"), "{reason}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn filters_choose_the_lanes() {
+    let failures = MemorySink::new("failures");
+    let team_a = MemorySink::new("team-a");
+    let mut delivery = Delivery::start(
+        vec![
+            Route {
+                name: "failures".into(),
+                sink: Arc::new(failures.clone()),
+                filter: Filter {
+                    types: vec!["*.failed".into()],
+                    ..Filter::default()
+                },
+            },
+            Route {
+                name: "team-a".into(),
+                sink: Arc::new(team_a.clone()),
+                filter: Filter {
+                    namespaces: vec!["team-a".into()],
+                    ..Filter::default()
+                },
+            },
+        ],
+        None,
+        &LaneConfig::default(),
+        &retry(),
+    );
+    delivery.send(event(1, 0, "task.failed")).await; // team-b
+    delivery.send(event(2, 0, "run.succeeded")).await; // team-a
+    delivery.send(event(3, 0, "run.started")).await; // team-b: nobody
+    assert_eq!(delivery.unrouted(), 1);
+    delivery.finish(std::future::pending()).await;
+    assert_eq!(failures.acked().len(), 1);
+    assert_eq!(team_a.acked().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn giving_up_reports_what_was_pending() {
+    let dead = MemorySink::new("dead");
+    dead.set_down(true);
+    let mut delivery = Delivery::start(vec![route(&dead)], None, &LaneConfig::default(), &retry());
+    for e in interleaved(3, 2) {
+        delivery.send(e).await;
+    }
+    let unfinished = delivery
+        .finish(tokio::time::sleep(Duration::from_secs(10)))
+        .await;
+    assert_eq!(unfinished.pending, [("dead".to_owned(), 6)]);
+}
