@@ -42,6 +42,17 @@ pub enum AppError {
     Reader,
 }
 
+impl AppError {
+    /// A configuration mistake (exit code 2, like a usage error), not a runtime failure.
+    pub fn is_config(&self) -> bool {
+        match self {
+            AppError::Config(_) | AppError::Encode(_) => true,
+            AppError::Sink(err) => err.class() == "config",
+            AppError::Input { .. } | AppError::Reader => false,
+        }
+    }
+}
+
 /// One sink's delivery counts at the end of a command.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SinkReport {

@@ -60,8 +60,13 @@ fn main() -> ExitCode {
                 }
             }
             Err(err) => {
+                let usage = err.is_config();
                 tracing::error!(error = %anyhow::Error::from(err), "replay failed");
-                ExitCode::FAILURE
+                if usage {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::FAILURE
+                }
             }
         },
     }

@@ -151,14 +151,7 @@ pub struct SinkEntry {
     pub pipelines: Vec<String>,
     /// Transport options, the same names as the URI query parameters; a list repeats the option.
     #[serde(default)]
-    pub options: BTreeMap<String, OptionValue>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum OptionValue {
-    One(serde_yaml::Value),
-    Many(Vec<serde_yaml::Value>),
+    pub options: BTreeMap<String, serde_yaml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -217,8 +210,8 @@ impl ConfigFile {
                 let mut options = Vec::new();
                 for (key, value) in &entry.options {
                     let values = match value {
-                        OptionValue::One(v) => vec![v],
-                        OptionValue::Many(vs) => vs.iter().collect(),
+                        serde_yaml::Value::Sequence(vs) => vs.iter().collect(),
+                        v => vec![v],
                     };
                     for v in values {
                         let text = match v {

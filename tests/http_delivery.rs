@@ -1,0 +1,575 @@
+//! The binary delivering to real HTTP receivers on 127.0.0.1: a receiver down for 60 s then back
+//! (nothing lost, nothing twice, runs in order, the other sink unaffected), a receiver that
+//! refuses everything (dead letter), signals, the kfp-event-handler subscriber directory, Knative's
+//! environment and the config file.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kfp-event-bridge");
+
+#[derive(Debug, Clone)]
+struct Hit {
+    path: String,
+    id: String,
+    key: String,
+    at: Instant,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+#[derive(Clone)]
+struct Receiver {
+    hits: Arc<Mutex<Vec<Hit>>>,
+    status: u16,
+}
+
+impl Receiver {
+    fn hits(&self) -> Vec<Hit> {
+        self.hits.lock().expect("lock").clone()
+    }
+}
+
+async fn handle(
+    State(rx): State<Receiver>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let header = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    rx.hits.lock().expect("lock").push(Hit {
+        path: uri.path().to_owned(),
+        id: header("ce-id"),
+        key: header("ce-partitionkey"),
+        at: Instant::now(),
+        headers: headers.clone(),
+        body: body.to_vec(),
+    });
+    StatusCode::from_u16(rx.status).expect("status")
+}
+
+/// Serves on `listener`, answering `status` to everything.
+fn serve(listener: std::net::TcpListener, status: u16) -> Receiver {
+    let rx = Receiver {
+        hits: Arc::default(),
+        status,
+    };
+    let app = Router::new().fallback(handle).with_state(rx.clone());
+    listener.set_nonblocking(true).expect("nonblocking");
+    let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    rx
+}
+
+fn bind() -> std::net::TcpListener {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind")
+}
+
+fn url(listener: &std::net::TcpListener, path: &str) -> String {
+    format!("http://{}{path}", listener.local_addr().expect("addr"))
+}
+
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("kfp-bridge-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Self(dir)
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Every bundled recording in one file: 11 runs, 87 events.
+fn all_recordings(scratch: &Scratch) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/recordings");
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .expect("recordings")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    names.sort();
+    let mut all = Vec::new();
+    for name in names {
+        all.extend(std::fs::read(name).expect("read"));
+    }
+    let path = scratch.path("all.jsonl");
+    std::fs::write(&path, all).expect("write");
+    path
+}
+
+/// What `replay` publishes for `input`: (id, partitionkey) in order.
+fn expected(input: &Path) -> Vec<(String, String)> {
+    let out = Command::new(BIN)
+        .args(["replay", &input.display().to_string()])
+        .env_clear()
+        .output()
+        .expect("replay");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json");
+            (
+                v["id"].as_str().expect("id").to_owned(),
+                v["partitionkey"].as_str().expect("key").to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn bridge(args: &[&str], envs: &[(&str, &str)]) -> Child {
+    Command::new(BIN)
+        .args(args)
+        .args(["--log-format", "json"])
+        .env_clear()
+        .envs(envs.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("bridge starts")
+}
+
+async fn wait(child: &mut Child, limit: Duration) -> ExitStatus {
+    let t0 = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            panic!("bridge still running after {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn stderr(child: &mut Child) -> String {
+    let mut text = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        std::io::Read::read_to_string(&mut err, &mut text).expect("stderr");
+    }
+    text
+}
+
+/// The `sink summary` log lines, by sink name.
+fn summaries(log: &str) -> BTreeMap<String, serde_json::Value> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "sink summary")
+        .map(|v| {
+            (
+                v["fields"]["sink"].as_str().expect("sink").to_owned(),
+                v["fields"].clone(),
+            )
+        })
+        .collect()
+}
+
+fn assert_exactly_once_in_run_order(hits: &[Hit], want: &[(String, String)]) {
+    let ids: Vec<&str> = hits.iter().map(|h| h.id.as_str()).collect();
+    let unique: BTreeSet<&str> = ids.iter().copied().collect();
+    assert_eq!(unique.len(), ids.len(), "an event arrived twice");
+    assert_eq!(
+        unique,
+        want.iter()
+            .map(|(id, _)| id.as_str())
+            .collect::<BTreeSet<_>>(),
+        "events missing"
+    );
+    let mut got: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for h in hits {
+        got.entry(&h.key).or_default().push(&h.id);
+    }
+    let mut exp: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (id, key) in want {
+        exp.entry(key).or_default().push(id);
+    }
+    assert_eq!(got, exp, "a run's events arrived out of order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_down_for_60_s_gets_everything_once_in_order_and_the_other_lane_is_unaffected() {
+    let scratch = Scratch::new("outage");
+    let input = all_recordings(&scratch);
+    let want = expected(&input);
+    let input = input.display().to_string();
+
+    // Baseline: both receivers up.
+    let (a, b) = (bind(), bind());
+    let (a_url, b_url) = (url(&a, "/healthy"), url(&b, "/flaky"));
+    let (_ra, _rb) = (serve(a, 202), serve(b, 202));
+    let mut child = bridge(&["replay", &input, "--sink", &a_url, "--sink", &b_url], &[]);
+    assert!(wait(&mut child, Duration::from_secs(60)).await.success());
+    let baseline = summaries(&stderr(&mut child));
+    let baseline_p99 = baseline[&a_url]["p99_ms"].as_f64().expect("p99");
+
+    // Now the second receiver is down for 60 s: connections refused.
+    let healthy = bind();
+    let healthy_url = url(&healthy, "/healthy");
+    let healthy_rx = serve(healthy, 202);
+    let reserved = bind();
+    let flaky_url = url(&reserved, "/flaky");
+    let flaky_addr = reserved.local_addr().expect("addr");
+    drop(reserved);
+    let started = Instant::now();
+    let mut child = bridge(
+        &[
+            "replay",
+            &input,
+            "--sink",
+            &healthy_url,
+            "--sink",
+            &flaky_url,
+            "--retry-max",
+            "2s",
+        ],
+        &[],
+    );
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(
+        child.try_wait().expect("poll").is_none(),
+        "bridge must wait for the receiver"
+    );
+    let flaky_rx = serve(
+        std::net::TcpListener::bind(flaky_addr).expect("rebind"),
+        202,
+    );
+    let status = wait(&mut child, Duration::from_secs(60)).await;
+    let log = stderr(&mut child);
+    assert!(status.success(), "exit {status:?}\n{log}");
+
+    assert_exactly_once_in_run_order(&flaky_rx.hits(), &want);
+    let healthy_hits = healthy_rx.hits();
+    assert_exactly_once_in_run_order(&healthy_hits, &want);
+    let last = healthy_hits.iter().map(|h| h.at).max().expect("hits");
+    assert!(
+        last.duration_since(started) < Duration::from_secs(10),
+        "the healthy sink waited for the broken one: last event after {:?}",
+        last.duration_since(started)
+    );
+    let sums = summaries(&log);
+    let p99 = sums[&healthy_url]["p99_ms"].as_f64().expect("p99");
+    assert!(
+        p99 <= (baseline_p99 * 3.0).max(baseline_p99 + 25.0),
+        "healthy p99 {p99} ms during the outage vs {baseline_p99} ms normally"
+    );
+    assert!(sums[&flaky_url]["retried"].as_u64().expect("retried") > 0);
+    assert_eq!(
+        sums[&flaky_url]["delivered"].as_u64(),
+        Some(want.len() as u64)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_refusing_everything_fills_the_dead_letter_file_and_the_rest_flows() {
+    let scratch = Scratch::new("dead-letter");
+    let input = all_recordings(&scratch);
+    let want = expected(&input);
+    let refusing = bind();
+    let refusing_url = url(&refusing, "/picky");
+    let refusing_rx = serve(refusing, 400);
+    let fine = bind();
+    let fine_url = url(&fine, "/fine");
+    let fine_rx = serve(fine, 200);
+    let dead = scratch.path("dead.jsonl");
+    let mut child = bridge(
+        &[
+            "replay",
+            &input.display().to_string(),
+            "--sink",
+            &refusing_url,
+            "--sink",
+            &fine_url,
+            "--dead-letter",
+            &format!("file:{}", dead.display()),
+        ],
+        &[],
+    );
+    let status = wait(&mut child, Duration::from_secs(60)).await;
+    let log = stderr(&mut child);
+    assert!(status.success(), "{log}");
+    // Each refused once (a 400 is not retried), all dead-lettered with the reason.
+    assert_eq!(refusing_rx.hits().len(), want.len());
+    assert_exactly_once_in_run_order(&fine_rx.hits(), &want);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&dead)
+        .expect("dead letters")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(lines.len(), want.len());
+    for line in &lines {
+        let reason = line["deadletterreason"].as_str().expect("reason");
+        assert!(reason.contains("HTTP 400 Bad Request"), "{reason}");
+        assert_eq!(line["deadlettersink"], refusing_url.as_str());
+    }
+    let sums = summaries(&log);
+    assert_eq!(
+        sums[&refusing_url]["failed"].as_u64(),
+        Some(want.len() as u64)
+    );
+    assert_eq!(
+        sums[&refusing_url]["dead_lettered"].as_u64(),
+        Some(want.len() as u64)
+    );
+    assert_eq!(sums[&refusing_url]["retried"].as_u64(), Some(0));
+
+    // Without a dead-letter sink the same failures are logged, counted, and the exit code says so.
+    let mut child = bridge(
+        &[
+            "replay",
+            &input.display().to_string(),
+            "--sink",
+            &refusing_url,
+        ],
+        &[],
+    );
+    let status = wait(&mut child, Duration::from_secs(60)).await;
+    let log = stderr(&mut child);
+    assert_eq!(status.code(), Some(4), "{log}");
+    assert!(log.contains("no --dead-letter sink configured"));
+    assert_eq!(
+        summaries(&log)[&refusing_url]["undeliverable"].as_u64(),
+        Some(want.len() as u64)
+    );
+}
+
+fn signal(child: &Child, name: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_waits_up_to_the_shutdown_timeout_and_a_second_signal_exits_at_once() {
+    let scratch = Scratch::new("signals");
+    let input = all_recordings(&scratch).display().to_string();
+    let nowhere = {
+        let l = bind();
+        url(&l, "/")
+    };
+    let mut child = bridge(
+        &[
+            "replay",
+            &input,
+            "--sink",
+            &nowhere,
+            "--shutdown-timeout",
+            "1s",
+        ],
+        &[],
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    signal(&child, "TERM");
+    let t0 = Instant::now();
+    let status = wait(&mut child, Duration::from_secs(10)).await;
+    let waited = t0.elapsed();
+    let log = stderr(&mut child);
+    assert_eq!(status.code(), Some(4), "pending events are reported: {log}");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+    assert!(log.contains("shutdown requested"), "{log}");
+    assert!(summaries(&log)[&nowhere]["pending"].as_u64() > Some(0));
+
+    let mut child = bridge(
+        &[
+            "replay",
+            &input,
+            "--sink",
+            &nowhere,
+            "--shutdown-timeout",
+            "60s",
+        ],
+        &[],
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    signal(&child, "INT");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal(&child, "TERM");
+    let status = wait(&mut child, Duration::from_secs(5)).await;
+    assert_eq!(status.code(), Some(130));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriber_directory_and_knative_environment() {
+    let scratch = Scratch::new("subscribers");
+    let recv = bind();
+    let base = url(&recv, "");
+    let rx = serve(recv, 200);
+    let dir = scratch.path("subscribers");
+    std::fs::create_dir_all(dir.join("..2026_11_23")).expect("dirs");
+    std::fs::write(dir.join("teams-notifier"), format!("  {base}/notify\n")).expect("file");
+    std::fs::write(dir.join(".hidden"), "http://127.0.0.1:9/never").expect("file");
+    let input = format!(
+        "{}/examples/recordings/kfp-v1-success.jsonl",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let want = expected(Path::new(&input));
+    let mut child = bridge(
+        &[
+            "replay",
+            &input,
+            "--subscribers-dir",
+            &dir.display().to_string(),
+        ],
+        &[
+            ("K_SINK", &format!("{base}/ksink")),
+            ("K_CE_OVERRIDES", r#"{"extensions":{"cluster":"east"}}"#),
+        ],
+    );
+    let status = wait(&mut child, Duration::from_secs(30)).await;
+    let log = stderr(&mut child);
+    assert!(status.success(), "{log}");
+    let hits = rx.hits();
+    let notify: Vec<&Hit> = hits.iter().filter(|h| h.path == "/notify").collect();
+    let ksink: Vec<&Hit> = hits.iter().filter(|h| h.path == "/ksink").collect();
+    assert_eq!(notify.len(), want.len());
+    assert_eq!(ksink.len(), want.len());
+    for hit in notify {
+        // kfp-event-handler's subscribers read a JSON body with its five members.
+        assert_eq!(hit.headers["content-type"], "application/json");
+        let body: serde_json::Value = serde_json::from_slice(&hit.body).expect("json");
+        for member in [
+            "KfpRunId",
+            "WorkflowName",
+            "NodeName",
+            "EventType",
+            "Message",
+        ] {
+            assert!(body.get(member).is_some(), "{member} missing");
+        }
+        assert_eq!(hit.headers["ce-cluster"], "east");
+    }
+    assert!(summaries(&log).contains_key("subscriber/teams-notifier"));
+    assert!(summaries(&log).contains_key("K_SINK"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_file_routes_by_filter_and_bad_config_names_the_sink_and_field() {
+    let scratch = Scratch::new("config");
+    let recv = bind();
+    let base = url(&recv, "");
+    let rx = serve(recv, 200);
+    let config = scratch.path("bridge.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "sinks:\n  - uri: {base}/runs/{{namespace}}\n    name: run-events\n    types: [\"run.*\"]\n    options:\n      mode: structured\n      header: [\"X-Team: data\"]\n  - uri: {base}/failures\n    types: [\"*.failed\"]\nretry:\n  initial: 50ms\n"
+        ),
+    )
+    .expect("config");
+    let input = all_recordings(&scratch);
+    let mut child = bridge(
+        &[
+            "replay",
+            &input.display().to_string(),
+            "--config",
+            &config.display().to_string(),
+        ],
+        &[],
+    );
+    let status = wait(&mut child, Duration::from_secs(30)).await;
+    let log = stderr(&mut child);
+    assert!(status.success(), "{log}");
+    let hits = rx.hits();
+    let runs: Vec<&Hit> = hits
+        .iter()
+        .filter(|h| h.path.starts_with("/runs/"))
+        .collect();
+    let failures: Vec<&Hit> = hits.iter().filter(|h| h.path == "/failures").collect();
+    assert!(!runs.is_empty() && !failures.is_empty());
+    for hit in &runs {
+        let event: serde_json::Value = serde_json::from_slice(&hit.body).expect("structured");
+        let ty = event["type"].as_str().expect("type");
+        assert!(ty.contains(".run."), "{ty}");
+        assert_eq!(
+            hit.path,
+            format!("/runs/{}", event["namespace"].as_str().expect("ns"))
+        );
+        assert_eq!(hit.headers["x-team"], "data");
+    }
+    for hit in &failures {
+        assert!(
+            hit.headers["ce-type"]
+                .to_str()
+                .expect("type")
+                .ends_with(".failed")
+        );
+    }
+
+    for (yaml, want) in [
+        (
+            "sinks:\n  - uri: http://h/\n    typo: 1\n",
+            "unknown field `typo`",
+        ),
+        (
+            "sinks:\n  - uri: http://h/\n    name: hooks\n    options: {mode: fast}\n",
+            "hooks: mode: \"fast\" is not one of",
+        ),
+        (
+            "sinks:\n  - uri: http://h/\n    name: hooks\n    types: [\"\"]\n",
+            "sinks[0] (hooks): types: empty pattern",
+        ),
+        ("retry:\n  initial: soon\n", "retry.retry_initial"),
+    ] {
+        std::fs::write(&config, yaml).expect("config");
+        let out = Command::new(BIN)
+            .args([
+                "replay",
+                &input.display().to_string(),
+                "--config",
+                &config.display().to_string(),
+            ])
+            .env_clear()
+            .output()
+            .expect("runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{yaml}: {err}");
+        assert!(err.contains(want), "{yaml}: wanted {want:?} in {err}");
+    }
+    let out = Command::new(BIN)
+        .args([
+            "replay",
+            &input.display().to_string(),
+            "--sink",
+            "http://u:secret@h/?types=run.*,",
+        ])
+        .env_clear()
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        err.contains("--sink http://***@h/") && err.contains("types: empty pattern"),
+        "{err}"
+    );
+    assert!(!err.contains("secret"));
+}
