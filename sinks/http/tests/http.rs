@@ -356,7 +356,8 @@ async fn headers_tokens_and_url_templates() {
 
 #[tokio::test]
 async fn bad_configuration_is_refused_with_the_field_named() {
-    let cases: [(&str, Option<Vec<(String, String)>>, &str); 6] = [
+    type Options = Option<Vec<(String, String)>>;
+    let cases: [(&str, Options, &str); 6] = [
         ("http://h/?mode=fast", None, "mode:"),
         (
             "http://h/",
