@@ -108,13 +108,14 @@ impl Template {
         self.pieces.iter().all(|p| matches!(p, Piece::Text(_)))
     }
 
-    /// Renders for `event`; each value goes through `escape` (which appends to the output).
-    pub fn render(&self, event: &Event, escape: impl Fn(&str, &mut String)) -> String {
+    /// Renders for `event`; each value goes through `escape` (which appends to the output and
+    /// may treat variables differently: `{type}` is two dot-separated tokens by design).
+    pub fn render(&self, event: &Event, escape: impl Fn(Var, &str, &mut String)) -> String {
         let mut out = String::new();
         for piece in &self.pieces {
             match piece {
                 Piece::Text(text) => out.push_str(text),
-                Piece::Var(var) => escape(var.value(event).unwrap_or(MISSING), &mut out),
+                Piece::Var(var) => escape(*var, var.value(event).unwrap_or(MISSING), &mut out),
             }
         }
         out
@@ -160,7 +161,7 @@ mod tests {
     #[test]
     fn renders_values_and_placeholders() {
         let t = Template::parse("kfp.{namespace}.{type}.{pipeline}").expect("parses");
-        let out = t.render(&event(), |v, out| out.push_str(v));
+        let out = t.render(&event(), |_, v, out| out.push_str(v));
         assert_eq!(out, "kfp.team-a.task.failed._");
         assert!(!t.is_constant());
         assert!(Template::parse("plain").expect("parses").is_constant());

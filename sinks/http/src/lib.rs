@@ -96,7 +96,7 @@ impl HttpSink {
             Target::Fixed(parse_url(&url).map_err(&err)?)
         } else {
             // Check the template yields a valid URL for a sample value.
-            parse_url(&template.render(&sample_event(), |_, out| out.push('x'))).map_err(&err)?;
+            parse_url(&template.render(&sample_event(), |_, _, out| out.push('x'))).map_err(&err)?;
             if opts.mode == Mode::Batch {
                 return Err(err(
                     "batch mode needs a fixed URL (no {…} template)".to_owned()
@@ -147,7 +147,7 @@ impl HttpSink {
         match &self.target {
             Target::Fixed(url) => Ok(url.clone()),
             Target::Template(template) => {
-                let text = template.render(event, |value, out| {
+                let text = template.render(event, |_, value, out| {
                     out.extend(utf8_percent_encode(value, PATH_SEGMENT));
                 });
                 parse_url(&text).map_err(|m| SinkError::permanent(&self.name, m))
