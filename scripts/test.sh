@@ -2,7 +2,8 @@
 # The whole gate, as CI runs it: installs what the suite needs (Rust components, a Python venv with
 # the official CloudEvents SDK), then formatting, clippy with -D warnings, every Rust test, and the
 # independent CloudEvents validation of every bundled recording's output.
-# Servers: none yet; broker sinks will start theirs here (loopback only, pid files, stopped on exit).
+# Servers: the HTTP receivers are started here (loopback, ephemeral ports) and stopped on exit;
+# broker sinks will start theirs here too (loopback only, pid files, stopped on exit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -46,3 +47,23 @@ for recording in examples/recordings/*.jsonl; do
   rm "$out/$name.again"
 done
 "$venv/bin/python" scripts/validate_events.py schemas/event-data.v1.json "$out"/*.jsonl
+
+step "HTTP sink → the CloudEvents Python SDK's HTTP binding (binary, structured, batch)"
+cat examples/recordings/*.jsonl >"$out/all.jsonl"
+./target/release/kfp-event-bridge --log warn replay "$out/all.jsonl" >"$out/all.expected"
+count=$(wc -l <"$out/all.expected")
+receiver_pid=""
+trap '[ -n "$receiver_pid" ] && kill "$receiver_pid" 2>/dev/null || true' EXIT
+for mode in binary structured batch; do
+  rm -f "$out/port"
+  "$venv/bin/python" scripts/ce_http_receiver.py --port-file "$out/port" --out "$out/http-$mode" \
+    --count "$count" --timeout 60 &
+  receiver_pid=$!
+  for _ in $(seq 100); do [ -s "$out/port" ] && break; sleep 0.1; done
+  ./target/release/kfp-event-bridge --log warn replay "$out/all.jsonl" \
+    --sink "http://127.0.0.1:$(cat "$out/port")/events?mode=$mode"
+  wait "$receiver_pid"
+  receiver_pid=""
+  "$venv/bin/python" scripts/same_events.py "$out/all.expected" "$out/http-$mode"
+done
+"$venv/bin/python" scripts/validate_events.py schemas/event-data.v1.json "$out"/http-*
