@@ -46,9 +46,8 @@ async fn handle(State(s): State<Shared>, uri: Uri, headers: HeaderMap, body: Byt
 }
 
 async fn receive(port_file: &str, record: Option<&str>) {
-    let record = record.map(|path| {
-        std::io::BufWriter::new(std::fs::File::create(path).expect("record file"))
-    });
+    let record = record
+        .map(|path| std::io::BufWriter::new(std::fs::File::create(path).expect("record file")));
     let shared = Shared {
         record: Arc::new(Mutex::new(record)),
         stop: Arc::default(),
@@ -74,7 +73,8 @@ async fn raw(record: &str, url: &str, in_flight: usize) {
         std::io::BufReader::new(std::fs::File::open(record).expect("record"))
             .lines()
             .map(|line| {
-                let v: serde_json::Value = serde_json::from_str(&line.expect("line")).expect("json");
+                let v: serde_json::Value =
+                    serde_json::from_str(&line.expect("line")).expect("json");
                 let mut headers = reqwest::header::HeaderMap::new();
                 for pair in v["headers"].as_array().expect("headers") {
                     let name = pair[0].as_str().expect("name");
@@ -84,7 +84,10 @@ async fn raw(record: &str, url: &str, in_flight: usize) {
                         value.parse().expect("value"),
                     );
                 }
-                (headers, v["body"].as_str().expect("body").as_bytes().to_vec())
+                (
+                    headers,
+                    v["body"].as_str().expect("body").as_bytes().to_vec(),
+                )
             })
             .collect();
     let client = reqwest::Client::builder()
@@ -130,12 +133,20 @@ async fn raw(record: &str, url: &str, in_flight: usize) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["receive", port_file] => runtime.block_on(receive(port_file, None)),
         ["receive", port_file, record] => runtime.block_on(receive(port_file, Some(record))),
         ["raw", record, url, in_flight] => {

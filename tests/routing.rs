@@ -38,7 +38,11 @@ fn filters_select_by_type_namespace_and_pipeline() {
         ("stdout?namespaces=team-b,kubeflow", &ev, false),
         ("stdout?pipelines=train-*", &ev, true),
         ("stdout?pipelines=train-*", &plain_argo, false),
-        ("stdout?types=task.failed&namespaces=team-a&pipelines=train-xgb", &ev, true),
+        (
+            "stdout?types=task.failed&namespaces=team-a&pipelines=train-xgb",
+            &ev,
+            true,
+        ),
         ("stdout?types=task.failed&namespaces=team-b", &ev, false),
         ("stdout?namespaces=team%2Da", &ev, true),
     ];
@@ -51,7 +55,8 @@ fn filters_select_by_type_namespace_and_pipeline() {
 
 #[test]
 fn sink_arguments_keep_transport_query_and_take_a_name() {
-    let spec = parse_sink_arg("https://h/p?mode=structured&types=run.*&code=x&name=hooks").expect("ok");
+    let spec =
+        parse_sink_arg("https://h/p?mode=structured&types=run.*&code=x&name=hooks").expect("ok");
     assert_eq!(spec.uri, "https://h/p?mode=structured&code=x");
     assert_eq!(spec.name.as_deref(), Some("hooks"));
     assert_eq!(spec.filter.types, ["run.*"]);
@@ -122,13 +127,24 @@ fn the_plan_merges_flags_over_the_file_over_defaults() {
             ..Filter::default()
         }
     );
-    assert_eq!(p.dead_letter.expect("dead letter").uri, "file:/tmp/dead.jsonl");
+    assert_eq!(
+        p.dead_letter.expect("dead letter").uri,
+        "file:/tmp/dead.jsonl"
+    );
     assert_eq!(p.retry.initial, Duration::from_secs(1));
     assert_eq!(p.retry.max, Duration::from_secs(10));
     assert_eq!(p.lanes.window, 8);
     assert_eq!(p.lanes.capacity, 10_000);
     assert_eq!(p.shutdown_timeout, Duration::from_secs(5));
-    let p = plan(&["--config", &f, "--retry-initial", "300ms", "--max-in-flight", "2"]).expect("plan");
+    let p = plan(&[
+        "--config",
+        &f,
+        "--retry-initial",
+        "300ms",
+        "--max-in-flight",
+        "2",
+    ])
+    .expect("plan");
     assert_eq!(p.retry.initial, Duration::from_millis(300));
     assert_eq!(p.lanes.window, 2);
     // No sink anywhere: standard output.

@@ -96,7 +96,8 @@ impl HttpSink {
             Target::Fixed(parse_url(&url).map_err(&err)?)
         } else {
             // Check the template yields a valid URL for a sample value.
-            parse_url(&template.render(&sample_event(), |_, _, out| out.push('x'))).map_err(&err)?;
+            parse_url(&template.render(&sample_event(), |_, _, out| out.push('x')))
+                .map_err(&err)?;
             if opts.mode == Mode::Batch {
                 return Err(err(
                     "batch mode needs a fixed URL (no {…} template)".to_owned()
