@@ -16,6 +16,11 @@ step "toolchain components"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 command -v cargo-clippy >/dev/null || { echo "clippy missing and could not be installed" >&2; exit 1; }
 
+step "system tools the tests use (openssl makes the TLS test's certificates)"
+if ! command -v openssl >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends openssl >/dev/null
+fi
+
 step "python venv with the CloudEvents SDK"
 venv="$root/.venv"
 if ! "$venv/bin/python" -c 'import cloudevents, jsonschema' 2>/dev/null; then

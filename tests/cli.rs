@@ -98,7 +98,11 @@ fn unknown_sinks_and_bad_overrides_are_configuration_errors() {
         ],
     ] {
         let out = Command::new(BIN).args(&args).output().expect("binary runs");
-        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "configuration errors exit like usage errors"
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             !stderr.contains("secret"),
