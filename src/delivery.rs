@@ -494,6 +494,13 @@ impl Lane {
         self.release(&item.key);
         match result {
             Ok(()) => {
+                if self.failures > 0 {
+                    tracing::info!(
+                        sink = self.sink.name(),
+                        failures = self.failures,
+                        "sink reachable again; resuming full window"
+                    );
+                }
                 self.failures = 0;
                 self.stats
                     .latency

@@ -47,32 +47,30 @@ pub fn open(spec: &SinkSpec) -> Result<Arc<dyn Sink>, SinkError> {
     ))
 }
 
-/// A URI with its user-info (`user:password@`) removed, for logs.
-pub fn redact(uri: &str) -> String {
-    let Some((scheme, rest)) = uri.split_once("://") else {
-        return uri.to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-        None => uri.to_owned(),
-    }
-}
+pub use sink_core::redact;
 
 #[cfg(test)]
 mod tests {
     use super::redact;
 
     #[test]
-    fn redacts_user_info_only() {
+    fn redacts_user_info_and_unknown_query_values() {
         assert_eq!(
-            redact("amqp://user:secret@rabbit:5672/%2f?x=a@b"),
-            "amqp://***@rabbit:5672/%2f?x=a@b"
+            redact("amqp://user:secret@rabbit:5672/%2f?exchange=kfp&password=x@b"),
+            "amqp://***@rabbit:5672/%2f?exchange=kfp&password=***"
+        );
+        assert_eq!(
+            redact("https://hooks.example/kfp?mode=structured&code=s3cr3t&types=run.*"),
+            "https://hooks.example/kfp?mode=structured&code=***&types=run.*"
         );
         assert_eq!(
             redact("https://hooks.example/kfp"),
             "https://hooks.example/kfp"
         );
         assert_eq!(redact("file:/tmp/a@b"), "file:/tmp/a@b");
+        assert_eq!(
+            redact("https://h/?header=Authorization:%20Bearer%20x"),
+            "https://h/?header=***"
+        );
     }
 }

@@ -17,6 +17,7 @@ pub use options::{HttpOptions, Mode};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
+use sink_core::redact;
 use sink_core::template::Template;
 use sink_core::{Accepting, Event, KeyOrder, Receipt, Sink, SinkError, binary, structured};
 use std::sync::Arc;
@@ -347,20 +348,6 @@ fn parse_url(text: &str) -> Result<Url, String> {
     match url.scheme() {
         "http" | "https" => Ok(url),
         other => Err(format!("unsupported scheme {other:?}; use http or https")),
-    }
-}
-
-/// The URI with user-info removed.
-fn redact(uri: &str) -> String {
-    match uri.split_once("://") {
-        Some((scheme, rest)) => {
-            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-            match rest[..end].rfind('@') {
-                Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-                None => uri.to_owned(),
-            }
-        }
-        None => uri.to_owned(),
     }
 }
 
