@@ -82,20 +82,20 @@ pub struct ReplayReport {
 pub type OpenSinks = (Vec<Route>, Option<Arc<dyn Sink>>);
 
 /// Opens every sink of a plan, failing on the first that cannot be opened.
-pub fn open_sinks(plan: &DeliveryPlan) -> Result<OpenSinks, AppError> {
-    let routes = plan
-        .sinks
-        .iter()
-        .map(|spec| {
-            let sink = sinks::open(spec)?;
-            Ok(Route {
-                name: spec.name.clone().unwrap_or_else(|| sink.name().to_owned()),
-                sink,
-                filter: spec.filter.clone(),
-            })
-        })
-        .collect::<Result<Vec<_>, AppError>>()?;
-    let dead_letter = plan.dead_letter.as_ref().map(sinks::open).transpose()?;
+pub async fn open_sinks(plan: &DeliveryPlan) -> Result<OpenSinks, AppError> {
+    let mut routes = Vec::with_capacity(plan.sinks.len());
+    for spec in &plan.sinks {
+        let sink = sinks::open(spec).await?;
+        routes.push(Route {
+            name: spec.name.clone().unwrap_or_else(|| sink.name().to_owned()),
+            sink,
+            filter: spec.filter.clone(),
+        });
+    }
+    let dead_letter = match &plan.dead_letter {
+        Some(spec) => Some(sinks::open(spec).await?),
+        None => None,
+    };
     Ok((routes, dead_letter))
 }
 
@@ -136,7 +136,7 @@ async fn wait_for_signal() {
 pub async fn replay(args: &ReplayArgs) -> Result<(Outcome, ReplayReport), AppError> {
     let encode = args.encode.config()?;
     let plan = args.delivery.plan()?;
-    let (routes, dead_letter) = open_sinks(&plan)?;
+    let (routes, dead_letter) = open_sinks(&plan).await?;
     let path = args.file.display().to_string();
     let input: Box<dyn BufRead + Send> = if path == "-" {
         Box::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin()))

@@ -6,11 +6,16 @@ use sink_core::{JsonLinesSink, Sink, SinkError};
 use std::path::Path;
 use std::sync::Arc;
 
-/// Opens the sink a spec names: `stdout`, `file:PATH` (appends JSON lines), `http(s)://…`.
-/// Call inside the tokio runtime (batching HTTP sinks start a task).
-pub fn open(spec: &SinkSpec) -> Result<Arc<dyn Sink>, SinkError> {
+/// Opens the sink a spec names: `stdout`, `file:PATH` (appends JSON lines), `http(s)://…`,
+/// `nats://…` (connects and checks streams before returning).
+pub async fn open(spec: &SinkSpec) -> Result<Arc<dyn Sink>, SinkError> {
     let uri = spec.uri.as_str();
     let display = spec.name.clone().unwrap_or_else(|| redact(uri));
+    if uri.starts_with("nats://") || uri.starts_with("tls://") {
+        return Ok(Arc::new(
+            sink_nats::NatsSink::open(uri, spec.name.as_deref(), spec.options.as_deref()).await?,
+        ));
+    }
     if uri.starts_with("http://") || uri.starts_with("https://") {
         let ca = std::env::var("K_CA_CERTS").ok();
         return Ok(Arc::new(sink_http::HttpSink::open(

@@ -8,12 +8,14 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_kfp-event-bridge");
+mod support;
+
+use support::bridge::{BIN, Scratch, all_recordings, bridge, expected, stderr, summaries, wait};
 
 #[derive(Debug, Clone)]
 struct Hit {
@@ -80,113 +82,6 @@ fn bind() -> std::net::TcpListener {
 
 fn url(listener: &std::net::TcpListener, path: &str) -> String {
     format!("http://{}{path}", listener.local_addr().expect("addr"))
-}
-
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("kfp-bridge-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Self(dir)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Every bundled recording in one file: 11 runs, 87 events.
-fn all_recordings(scratch: &Scratch) -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/recordings");
-    let mut names: Vec<_> = std::fs::read_dir(&dir)
-        .expect("recordings")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
-    names.sort();
-    let mut all = Vec::new();
-    for name in names {
-        all.extend(std::fs::read(name).expect("read"));
-    }
-    let path = scratch.path("all.jsonl");
-    std::fs::write(&path, all).expect("write");
-    path
-}
-
-/// What `replay` publishes for `input`: (id, partitionkey) in order.
-fn expected(input: &Path) -> Vec<(String, String)> {
-    let out = Command::new(BIN)
-        .args(["replay", &input.display().to_string()])
-        .env_clear()
-        .output()
-        .expect("replay");
-    assert!(out.status.success());
-    String::from_utf8(out.stdout)
-        .expect("utf8")
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).expect("json");
-            (
-                v["id"].as_str().expect("id").to_owned(),
-                v["partitionkey"].as_str().expect("key").to_owned(),
-            )
-        })
-        .collect()
-}
-
-fn bridge(args: &[&str], envs: &[(&str, &str)]) -> Child {
-    Command::new(BIN)
-        .args(args)
-        .args(["--log-format", "json"])
-        .env_clear()
-        .envs(envs.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("bridge starts")
-}
-
-async fn wait(child: &mut Child, limit: Duration) -> ExitStatus {
-    let t0 = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        if t0.elapsed() > limit {
-            let _ = child.kill();
-            panic!("bridge still running after {limit:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn stderr(child: &mut Child) -> String {
-    let mut text = String::new();
-    if let Some(mut err) = child.stderr.take() {
-        std::io::Read::read_to_string(&mut err, &mut text).expect("stderr");
-    }
-    text
-}
-
-/// The `sink summary` log lines, by sink name.
-fn summaries(log: &str) -> BTreeMap<String, serde_json::Value> {
-    log.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["fields"]["message"] == "sink summary")
-        .map(|v| {
-            (
-                v["fields"]["sink"].as_str().expect("sink").to_owned(),
-                v["fields"].clone(),
-            )
-        })
-        .collect()
 }
 
 fn assert_exactly_once_in_run_order(hits: &[Hit], want: &[(String, String)]) {

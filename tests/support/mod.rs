@@ -2,6 +2,9 @@
 
 #![allow(dead_code)]
 
+pub mod bridge;
+pub mod nats_server;
+
 use kfp_event_bridge::derive::{DeriveConfig, Deriver};
 use kfp_event_bridge::encode::EncodeConfig;
 use kfp_event_bridge::source::replay;

@@ -3,7 +3,18 @@
 
 use cloudevents::event::{Data, ExtensionValue};
 use cloudevents::{AttributesReader, Event};
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use std::borrow::Cow;
+
+/// Characters the HTTP binding (and the NATS binding draft, which follows it) requires to be
+/// percent-encoded in header values, besides every byte outside printable ASCII.
+const HEADER_VALUE: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'%');
+
+/// A header value encoded per the HTTP binding §3.1.3.2: space, `"`, `%` and everything outside
+/// printable ASCII become `%XX` (UTF-8 bytes, upper-case hex). The result is printable ASCII.
+pub fn percent_encode(value: &str) -> Cow<'_, str> {
+    utf8_percent_encode(value, HEADER_VALUE).into()
+}
 
 /// Every attribute except `datacontenttype` (which travels as the transport's content type) and
 /// `data`, in spec order then extensions sorted by name, each in its canonical string form.
@@ -55,6 +66,19 @@ pub fn body(event: &Event) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_values_are_percent_encoded_per_the_binding() {
+        assert_eq!(
+            percent_encode("Euro € 😀"),
+            "Euro%20%E2%82%AC%20%F0%9F%98%80"
+        );
+        assert_eq!(percent_encode("100%"), "100%25");
+        assert_eq!(percent_encode("say \"hi\""), "say%20%22hi%22");
+        assert_eq!(percent_encode("already%20"), "already%2520");
+        assert_eq!(percent_encode("a/b:c;d=e"), "a/b:c;d=e");
+        assert_eq!(percent_encode("tab\there"), "tab%09here");
+    }
     use cloudevents::{EventBuilder, EventBuilderV10};
 
     #[test]

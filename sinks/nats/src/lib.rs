@@ -1,0 +1,297 @@
+//! The NATS sink: CloudEvents on NATS subjects, through JetStream (default) or core NATS.
+//!
+//! - **structured** (default): the released NATS binding (1.0.2) defines only this mode; the
+//!   payload is the JSON event and a `Content-Type: application/cloudevents+json` header says so.
+//! - **binary**: `ce-` headers percent-encoded as in the 1.0.3 draft (like HTTP), `Content-Type`
+//!   from `datacontenttype`, payload = data.
+//!
+//! JetStream publishes wait for the stream's `PubAck` and carry `Nats-Msg-Id` = the CloudEvent id,
+//! so the server drops re-sends within the stream's duplicate window. Core NATS is at-most-once on
+//! the wire: the acknowledgement is a successful flush to the socket.
+
+mod options;
+
+pub use options::{Mode, NatsOptions};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, context::PublishErrorKind};
+use bytes::Bytes;
+use sink_core::template::{Template, Var};
+use sink_core::{Accepting, Event, KeyOrder, Receipt, Sink, SinkError, binary, redact, structured};
+
+/// One NATS destination.
+pub struct NatsSink {
+    name: String,
+    client: async_nats::Client,
+    jetstream: Option<jetstream::Context>,
+    subject: Template,
+    mode: Mode,
+    expected_stream: Option<String>,
+}
+
+impl NatsSink {
+    /// Connects to the servers `uri` names and checks what can be checked before the first event:
+    /// the subject template, and for JetStream the expected stream or, for a fixed subject, that
+    /// some stream captures it. `options` given separately must all be known; without them, known
+    /// options are read from the URI query.
+    pub async fn open(
+        uri: &str,
+        name: Option<&str>,
+        options: Option<&[(String, String)]>,
+    ) -> Result<Self, SinkError> {
+        let display = name.map(str::to_owned).unwrap_or_else(|| redact(uri));
+        let config = |m: String| SinkError::config(&display, m);
+        let target = options::parse(uri, options).map_err(config)?;
+        let subject = Template::parse(&target.subject).map_err(|e| config(e.to_string()))?;
+        check_subject(&subject.render(&sample_event(), escape_token)).map_err(config)?;
+        let connect = target.options.connect_options().await.map_err(config)?;
+        let client = connect
+            .name("kfp-event-bridge")
+            .event_callback({
+                let name = display.clone();
+                move |event| {
+                    let name = name.clone();
+                    async move { log_event(&name, event) }
+                }
+            })
+            .connect(target.servers.as_slice())
+            .await
+            .map_err(|e| {
+                SinkError::transient(&display, format!("cannot connect to NATS: {e}"))
+                    .with_source(e)
+            })?;
+        let opts = &target.options;
+        let jetstream =
+            if opts.jetstream {
+                let context = jetstream::ContextBuilder::new()
+                    .timeout(opts.ack_timeout)
+                    .max_ack_inflight(opts.max_ack_inflight)
+                    .backpressure_on_inflight(true)
+                    .build(client.clone());
+                if let Some(stream) = &opts.stream {
+                    context
+                        .get_stream_no_info(stream)
+                        .await
+                        .map_err(|e| config(format!("stream {stream:?} is not available: {e}")))?;
+                } else if subject.is_constant() {
+                    let fixed = subject.render(&sample_event(), escape_token);
+                    context.stream_by_subject(fixed.clone()).await.map_err(|e| {
+                    config(format!(
+                        "no JetStream stream captures subject {fixed:?} ({e}); create one, or \
+                         publish with jetstream=false"
+                    ))
+                })?;
+                }
+                Some(context)
+            } else {
+                None
+            };
+        Ok(Self {
+            name: display,
+            client,
+            jetstream,
+            subject,
+            mode: opts.mode,
+            expected_stream: opts.stream.clone(),
+        })
+    }
+
+    fn message(&self, event: &Event) -> (HeaderMap, Bytes) {
+        let mut headers = HeaderMap::new();
+        let payload = match self.mode {
+            Mode::Structured => {
+                headers.insert("Content-Type", structured::CONTENT_TYPE);
+                structured::to_vec(event)
+            }
+            Mode::Binary => {
+                for (name, value) in binary::attributes(event) {
+                    headers.insert(
+                        format!("ce-{name}").as_str(),
+                        binary::percent_encode(&value).as_ref(),
+                    );
+                }
+                if let Some(ct) = cloudevents::AttributesReader::datacontenttype(event) {
+                    headers.insert("Content-Type", ct);
+                }
+                binary::body(event)
+            }
+        };
+        (headers, Bytes::from(payload))
+    }
+}
+
+impl Sink for NatsSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn key_order(&self) -> KeyOrder {
+        // One connection, publishes in order; a lost connection fails every later ack too.
+        KeyOrder::Pipelined
+    }
+
+    fn publish<'a>(&'a self, event: &'a Event) -> Accepting<'a> {
+        Box::pin(async move {
+            let subject = self.subject.render(event, escape_token);
+            let (headers, payload) = self.message(event);
+            let Some(js) = &self.jetstream else {
+                self.client
+                    .publish_with_headers(subject.clone(), headers, payload)
+                    .await
+                    .map_err(|e| core_error(&self.name, &subject, e))?;
+                let (client, name) = (self.client.clone(), self.name.clone());
+                return Ok(Box::pin(async move {
+                    client.flush().await.map_err(|e| {
+                        SinkError::transient(&name, format!("flush failed: {e}")).with_source(e)
+                    })
+                }) as Receipt);
+            };
+            let mut message = jetstream::message::PublishMessage::build()
+                .payload(payload)
+                .headers(headers)
+                .message_id(cloudevents::AttributesReader::id(event));
+            if let Some(stream) = &self.expected_stream {
+                message = message.expected_stream(stream);
+            }
+            let ack = js
+                .send_publish(subject.clone(), message)
+                .await
+                .map_err(|e| jetstream_error(&self.name, &subject, e))?;
+            let name = self.name.clone();
+            Ok(Box::pin(async move {
+                ack.await
+                    .map(|_| ())
+                    .map_err(|e| jetstream_error(&name, &subject, e))
+            }) as Receipt)
+        })
+    }
+
+    fn flush(&self) -> Accepting<'_> {
+        Box::pin(async move {
+            let result = self.client.flush().await.map_err(|e| {
+                SinkError::transient(&self.name, format!("flush failed: {e}")).with_source(e)
+            });
+            Ok(sink_core::settled(result))
+        })
+    }
+}
+
+fn core_error(name: &str, subject: &str, err: async_nats::PublishError) -> SinkError {
+    use async_nats::client::PublishErrorKind as Kind;
+    let message = format!("publish to {subject:?}: {err}");
+    match err.kind() {
+        Kind::MaxPayloadExceeded | Kind::InvalidSubject => SinkError::permanent(name, message),
+        Kind::Send => SinkError::transient(name, message),
+    }
+    .with_source(err)
+}
+
+fn jetstream_error(
+    name: &str,
+    subject: &str,
+    err: async_nats::jetstream::context::PublishError,
+) -> SinkError {
+    let kind = err.kind();
+    let message = match kind {
+        PublishErrorKind::StreamNotFound => {
+            format!("no JetStream stream captures subject {subject:?} (no responders)")
+        }
+        _ => format!("JetStream publish to {subject:?}: {err}"),
+    };
+    match kind {
+        PublishErrorKind::StreamNotFound
+        | PublishErrorKind::MaxPayloadExceeded
+        | PublishErrorKind::WrongLastMessageId
+        | PublishErrorKind::WrongLastSequence => SinkError::permanent(name, message),
+        PublishErrorKind::Other if is_permanent_api_error(&err) => {
+            SinkError::permanent(name, message)
+        }
+        _ => SinkError::transient(name, message),
+    }
+    .with_source(err)
+}
+
+/// JetStream API errors that re-sending cannot fix: the message is larger than the stream allows
+/// (10054), or the expected stream does not hold the subject (10060).
+fn is_permanent_api_error(err: &async_nats::jetstream::context::PublishError) -> bool {
+    let text = format!("{err:?}");
+    ["10054", "10060"].iter().any(|code| text.contains(code))
+}
+
+fn log_event(name: &str, event: async_nats::Event) {
+    use async_nats::Event as E;
+    match event {
+        E::Connected => tracing::info!(sink = name, "NATS connected"),
+        E::Disconnected => tracing::warn!(sink = name, "NATS disconnected; reconnecting"),
+        E::ServerError(err) => tracing::warn!(sink = name, error = %err, "NATS server error"),
+        E::ClientError(err) => tracing::warn!(sink = name, error = %err, "NATS client error"),
+        other => tracing::info!(sink = name, event = %other, "NATS connection event"),
+    }
+}
+
+/// Template values become single subject tokens: `.`, wildcards and whitespace turn into `_`
+/// (`{type}` keeps its one dot, so `kfp.*.task.failed` subscriptions work).
+pub fn escape_token(var: Var, value: &str, out: &mut String) {
+    if value.is_empty() {
+        out.push('_');
+        return;
+    }
+    for c in value.chars() {
+        let keep_dot = var == Var::Type && c == '.';
+        if keep_dot || !(c == '.' || c == '*' || c == '>' || c.is_whitespace() || c.is_control()) {
+            out.push(c);
+        } else {
+            out.push('_');
+        }
+    }
+}
+
+fn check_subject(subject: &str) -> Result<(), String> {
+    let bad = subject.is_empty()
+        || subject
+            .split('.')
+            .any(|t| t.is_empty() || t == "*" || t == ">")
+        || subject.chars().any(|c| c.is_whitespace());
+    if bad {
+        return Err(format!(
+            "{subject:?} is not a publishable subject (empty tokens, wildcards or spaces)"
+        ));
+    }
+    Ok(())
+}
+
+fn sample_event() -> Event {
+    use cloudevents::{EventBuilder, EventBuilderV10};
+    EventBuilderV10::new()
+        .id("sample")
+        .source("/sample")
+        .ty("sample.run.started")
+        .build()
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_become_single_tokens() {
+        let render = |var, value| {
+            let mut out = String::new();
+            escape_token(var, value, &mut out);
+            out
+        };
+        assert_eq!(render(Var::Namespace, "team.a b"), "team_a_b");
+        assert_eq!(render(Var::Pipeline, "x*>y"), "x__y");
+        assert_eq!(render(Var::Type, "task.failed"), "task.failed");
+        assert_eq!(render(Var::Workflow, ""), "_");
+    }
+
+    #[test]
+    fn subjects_are_checked() {
+        assert!(check_subject("kfp.a.task.failed").is_ok());
+        for bad in ["", "kfp..x", "kfp.*", "kfp.>", "kfp. x", ".kfp"] {
+            assert!(check_subject(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! The binary publishing to a real nats-server with JetStream: every event read back from the
+//! stream by an independent client and compared with `replay`'s output; server-side
+//! de-duplication; the server stopped for 30 s mid-stream; core NATS; binary mode; max_payload
+//! and unrouted subjects dead-lettered; a subject no stream captures refused at start.
+
+mod support;
+
+use async_nats::jetstream::{self, stream};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use support::bridge::{BIN, Scratch, all_recordings, bridge, stderr, summaries, wait};
+use support::nats_server::NatsServer;
+
+/// `replay`'s structured events for `input`, by id, in order.
+fn replayed(input: &std::path::Path) -> Vec<serde_json::Value> {
+    let out = Command::new(BIN)
+        .args(["replay", &input.display().to_string()])
+        .env_clear()
+        .output()
+        .expect("replay");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect()
+}
+
+async fn stream_named(url: &str, name: &str, subjects: &[&str]) -> jetstream::stream::Stream {
+    let client = async_nats::connect(url)
+        .await
+        .expect("test client connects");
+    let js = jetstream::new(client);
+    js.create_stream(stream::Config {
+        name: name.to_owned(),
+        subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await
+    .expect("stream created")
+}
+
+/// Everything in the stream, in stream order: (subject, headers, payload).
+async fn read_all(
+    stream: &mut jetstream::stream::Stream,
+) -> Vec<(String, async_nats::HeaderMap, Vec<u8>)> {
+    let count = stream.info().await.expect("info").state.messages;
+    let mut out = Vec::new();
+    for seq in 1..=count {
+        let m = stream.get_raw_message(seq).await.expect("message");
+        out.push((m.subject.to_string(), m.headers, m.payload.to_vec()));
+    }
+    out
+}
+
+fn header(headers: &async_nats::HeaderMap, name: &str) -> Option<String> {
+    headers.get(name).map(|v| v.as_str().to_owned())
+}
+
+/// Each id once, the same JSON as `replay`, each run in order.
+fn assert_same_as_replay(got: &[serde_json::Value], want: &[serde_json::Value]) {
+    let ids: Vec<&str> = got.iter().map(|e| e["id"].as_str().expect("id")).collect();
+    assert_eq!(
+        ids.iter().collect::<BTreeSet<_>>().len(),
+        ids.len(),
+        "an id is stored twice"
+    );
+    let by_id: BTreeMap<&str, &serde_json::Value> = want
+        .iter()
+        .map(|e| (e["id"].as_str().expect("id"), e))
+        .collect();
+    assert_eq!(got.len(), want.len(), "events missing");
+    for e in got {
+        assert_eq!(
+            Some(&e),
+            by_id.get(e["id"].as_str().expect("id")),
+            "event differs"
+        );
+    }
+    let runs = |events: &[serde_json::Value]| {
+        let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for e in events {
+            m.entry(e["partitionkey"].to_string())
+                .or_default()
+                .push(e["id"].to_string());
+        }
+        m
+    };
+    assert_eq!(runs(got), runs(want), "a run's events are out of order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_stores_every_event_once_and_a_second_replay_is_deduplicated() {
+    let scratch = Scratch::new("nats-js");
+    let input = all_recordings(&scratch);
+    let want = replayed(&input);
+    let server = NatsServer::start("js", None);
+    let mut stream = stream_named(&server.url(), "KFP", &["kfp.>"]).await;
+    let sink = format!("{}/kfp.{{namespace}}.{{type}}", server.url());
+    for round in 1..=2 {
+        let mut child = bridge(
+            &["replay", &input.display().to_string(), "--sink", &sink],
+            &[],
+        );
+        let status = wait(&mut child, Duration::from_secs(60)).await;
+        let log = stderr(&mut child);
+        assert!(status.success(), "round {round}: {log}");
+        assert_eq!(
+            summaries(&log)[&sink]["delivered"].as_u64(),
+            Some(want.len() as u64)
+        );
+    }
+    let stored = read_all(&mut stream).await;
+    assert_eq!(
+        stored.len(),
+        want.len(),
+        "the second replay was de-duplicated by the server"
+    );
+    let mut events = Vec::new();
+    for (subject, headers, payload) in &stored {
+        let event: serde_json::Value = serde_json::from_slice(payload).expect("structured JSON");
+        assert_eq!(
+            header(headers, "Content-Type").as_deref(),
+            Some("application/cloudevents+json")
+        );
+        assert_eq!(
+            header(headers, "Nats-Msg-Id").as_deref(),
+            event["id"].as_str()
+        );
+        let short = event["type"]
+            .as_str()
+            .expect("type")
+            .rsplitn(3, '.')
+            .collect::<Vec<_>>();
+        assert_eq!(
+            subject,
+            &format!(
+                "kfp.{}.{}.{}",
+                event["namespace"].as_str().expect("ns"),
+                short[1],
+                short[0]
+            )
+        );
+        events.push(event);
+    }
+    assert_same_as_replay(&events, &want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_down_for_30_s_mid_stream_loses_nothing() {
+    let scratch = Scratch::new("nats-outage");
+    let input = all_recordings(&scratch);
+    let want = replayed(&input);
+    let lines: Vec<String> = std::fs::read_to_string(&input)
+        .expect("input")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let mut server = NatsServer::start("outage", None);
+    let mut stream = stream_named(&server.url(), "KFP", &["kfp.>"]).await;
+    let sink = format!("{}/kfp.{{namespace}}.{{type}}", server.url());
+    let mut child = Command::new(BIN)
+        .args([
+            "replay",
+            "-",
+            "--sink",
+            &sink,
+            "--retry-max",
+            "2s",
+            "--log-format",
+            "json",
+        ])
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("bridge");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let half = lines.len() / 2;
+    for line in &lines[..half] {
+        writeln!(stdin, "{line}").expect("feed");
+    }
+    stdin.flush().expect("flush");
+    // Wait until the first half is stored, then take the server away.
+    for _ in 0..200 {
+        if stream.info().await.expect("info").state.messages > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let before = stream.info().await.expect("info").state.messages;
+    assert!(before > 0, "nothing arrived before the outage");
+    server.stop();
+    for line in &lines[half..] {
+        writeln!(stdin, "{line}").expect("feed");
+    }
+    drop(stdin);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(
+        child.try_wait().expect("poll").is_none(),
+        "the bridge waits for the server"
+    );
+    server.resume();
+    let status = wait(&mut child, Duration::from_secs(90)).await;
+    let log = stderr(&mut child);
+    assert!(status.success(), "{log}");
+    let mut stream = stream_named_existing(&server.url(), "KFP").await;
+    let events: Vec<serde_json::Value> = read_all(&mut stream)
+        .await
+        .iter()
+        .map(|(_, _, p)| serde_json::from_slice(p).expect("json"))
+        .collect();
+    assert!(
+        before < want.len() as u64,
+        "the outage really was mid-stream"
+    );
+    assert_same_as_replay(&events, &want);
+    assert!(summaries(&log)[&sink]["retried"].as_u64() > Some(0));
+}
+
+async fn stream_named_existing(url: &str, name: &str) -> jetstream::stream::Stream {
+    let client = async_nats::connect(url).await.expect("connects");
+    jetstream::new(client)
+        .get_stream(name)
+        .await
+        .expect("stream")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_nats_and_binary_mode_reach_a_plain_subscriber() {
+    use futures_util::StreamExt;
+    let scratch = Scratch::new("nats-core");
+    let input = all_recordings(&scratch);
+    let want = replayed(&input);
+    let server = NatsServer::start("core", None);
+    let client = async_nats::connect(server.url()).await.expect("connects");
+    let mut sub = client.subscribe("core.>").await.expect("subscribe");
+    client.flush().await.expect("flush");
+    let sink = format!("{}/core.{{type}}?jetstream=false&mode=binary", server.url());
+    let mut child = bridge(
+        &["replay", &input.display().to_string(), "--sink", &sink],
+        &[],
+    );
+    let status = wait(&mut child, Duration::from_secs(60)).await;
+    assert!(status.success(), "{}", stderr(&mut child));
+    let mut events = Vec::new();
+    while events.len() < want.len() {
+        let m = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("every event arrives")
+            .expect("message");
+        let h = m.headers.as_ref().expect("headers");
+        let attr = |n: &str| {
+            h.get(format!("ce-{n}").as_str()).map(|v| {
+                percent_encoding::percent_decode_str(v.as_str())
+                    .decode_utf8()
+                    .expect("utf8")
+                    .into_owned()
+            })
+        };
+        assert_eq!(
+            header(h, "Content-Type").as_deref(),
+            Some("application/json")
+        );
+        assert!(h.get("ce-datacontenttype").is_none());
+        // Rebuild the structured form from the binary message to compare with replay.
+        let mut event = serde_json::json!({
+            "specversion": attr("specversion"),
+            "id": attr("id"),
+            "source": attr("source"),
+            "type": attr("type"),
+            "datacontenttype": "application/json",
+            "data": serde_json::from_slice::<serde_json::Value>(&m.payload).expect("data"),
+        });
+        for name in [
+            "dataschema",
+            "subject",
+            "time",
+            "kfprunid",
+            "namespace",
+            "workflow",
+            "pipeline",
+            "partitionkey",
+        ] {
+            if let Some(v) = attr(name) {
+                event[name] = v.into();
+            }
+        }
+        events.push(event);
+    }
+    assert_same_as_replay(&events, &want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_and_uncaptured_events_are_dead_lettered_and_a_fixed_uncaptured_subject_is_refused()
+ {
+    let scratch = Scratch::new("nats-limits");
+    let input = all_recordings(&scratch);
+    let want = replayed(&input);
+    let server = NatsServer::start("limits", Some("max_payload: 1400\n"));
+    let mut stream = stream_named(&server.url(), "KFP", &["kfp.run.>"]).await;
+    let dead = scratch.path("dead.jsonl");
+    // Task events go to subjects no stream captures; big events exceed max_payload.
+    let sink = format!("{}/kfp.{{type}}", server.url());
+    let mut child = bridge(
+        &[
+            "replay",
+            &input.display().to_string(),
+            "--sink",
+            &sink,
+            "--dead-letter",
+            &format!("file:{}", dead.display()),
+        ],
+        &[],
+    );
+    let status = wait(&mut child, Duration::from_secs(60)).await;
+    let log = stderr(&mut child);
+    assert!(status.success(), "{log}");
+    let dead: Vec<serde_json::Value> = std::fs::read_to_string(&dead)
+        .expect("dead letters")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let stored = read_all(&mut stream).await.len();
+    assert_eq!(
+        stored + dead.len(),
+        want.len(),
+        "each event stored or dead-lettered"
+    );
+    let reasons: Vec<&str> = dead
+        .iter()
+        .map(|e| e["deadletterreason"].as_str().expect("reason"))
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("no JetStream stream captures subject \"kfp.task."))
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("max payload size exceeded")),
+        "{reasons:?}"
+    );
+    assert!(dead.iter().all(|e| e["deadlettersink"] == sink.as_str()));
+
+    // A fixed subject no stream captures: refused at start, naming the sink.
+    let out = Command::new(BIN)
+        .args([
+            "replay",
+            &input.display().to_string(),
+            "--sink",
+            &format!("{}/nowhere.at.all", server.url()),
+        ])
+        .env_clear()
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no JetStream stream captures subject \"nowhere.at.all\""),
+        "{err}"
+    );
+    // An unreachable server at start: a clear error naming the sink.
+    let out = Command::new(BIN)
+        .args([
+            "replay",
+            &input.display().to_string(),
+            "--sink",
+            "nats://127.0.0.1:9/kfp",
+        ])
+        .env_clear()
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("nats://127.0.0.1:9/kfp") && err.contains("cannot connect to NATS"),
+        "{err}"
+    );
+}
