@@ -1,11 +1,12 @@
 //! The commands, wired from their parts: what `main` runs once the command line is parsed.
 
-use crate::cli::{DeliveryPlan, ReplayArgs};
+use crate::cli::{DeliveryPlan, ReplayArgs, ResendArgs};
 use crate::delivery::Delivery;
 use crate::derive::{Deriver, Stats};
 use crate::route::Route;
 use crate::sinks;
 use crate::source::replay::{self, ReplayCounts};
+use crate::source::resend;
 use sink_core::Sink;
 use std::io::BufRead;
 use std::sync::Arc;
@@ -132,36 +133,34 @@ async fn wait_for_signal() {
     }
 }
 
-/// `replay FILE`: reads, derives and encodes on a reader thread, publishes here through the lanes.
-pub async fn replay(args: &ReplayArgs) -> Result<(Outcome, ReplayReport), AppError> {
-    let encode = args.encode.config()?;
-    let plan = args.delivery.plan()?;
-    let (routes, dead_letter) = open_sinks(&plan).await?;
-    let path = args.file.display().to_string();
-    let input: Box<dyn BufRead + Send> = if path == "-" {
-        Box::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin()))
-    } else {
-        let file = std::fs::File::open(&args.file).map_err(|source| AppError::Input {
-            path: path.clone(),
-            source,
-        })?;
-        Box::new(std::io::BufReader::with_capacity(1 << 20, file))
-    };
-    let derive = args.derive.config();
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<cloudevents::Event>>(256);
-    let reader = std::thread::Builder::new()
-        .name("replay-reader".into())
-        .spawn(move || {
-            let mut deriver = Deriver::new(derive);
-            let counts = replay::replay(input, &mut deriver, &encode, |events| {
-                tx.blocking_send(events).is_ok()
-            });
-            (counts, deriver.stats().clone())
-        })
-        .map_err(|source| AppError::Input {
-            path: path.clone(),
-            source,
-        })?;
+fn open_input(file: &std::path::Path) -> Result<Box<dyn BufRead + Send>, AppError> {
+    if file.as_os_str() == "-" {
+        return Ok(Box::new(std::io::BufReader::with_capacity(
+            1 << 20,
+            std::io::stdin(),
+        )));
+    }
+    let opened = std::fs::File::open(file).map_err(|source| AppError::Input {
+        path: file.display().to_string(),
+        source,
+    })?;
+    Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, opened)))
+}
+
+/// What delivery did with everything a reader produced.
+struct Delivered {
+    sinks: Vec<SinkReport>,
+    unrouted: u64,
+    interrupted: bool,
+}
+
+/// Publishes what arrives on `rx` until it closes or a signal asks to stop, then waits for the
+/// lanes (after a signal, at most the shutdown timeout) and reports per sink.
+async fn deliver(
+    plan: &DeliveryPlan,
+    (routes, dead_letter): OpenSinks,
+    mut rx: tokio::sync::mpsc::Receiver<Vec<cloudevents::Event>>,
+) -> Delivered {
     let mut delivery = Delivery::start(routes, dead_letter, &plan.lanes, &plan.retry);
     let lanes = delivery.stats();
     let shutdown = shutdown_signal();
@@ -181,7 +180,6 @@ pub async fn replay(args: &ReplayArgs) -> Result<(Outcome, ReplayReport), AppErr
     // Dropping the receiver stops the reader at its next batch.
     drop(rx);
     let unrouted = delivery.unrouted();
-    // Wait for every lane; after a signal (now or while waiting) only up to the shutdown timeout.
     let timeout = plan.shutdown_timeout;
     let give_up = async move {
         if !interrupted {
@@ -190,9 +188,7 @@ pub async fn replay(args: &ReplayArgs) -> Result<(Outcome, ReplayReport), AppErr
         tokio::time::sleep(timeout).await;
     };
     let unfinished = delivery.finish(give_up).await;
-    let (counts, stats) = reader.join().map_err(|_| AppError::Reader)?;
-    let counts = counts.map_err(|source| AppError::Input { path, source })?;
-    let sinks: Vec<SinkReport> = lanes
+    let sinks = lanes
         .iter()
         .map(|(name, lane)| {
             let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
@@ -214,22 +210,88 @@ pub async fn replay(args: &ReplayArgs) -> Result<(Outcome, ReplayReport), AppErr
             }
         })
         .collect();
-    let lost = sinks.iter().any(|s| s.undeliverable > 0 || s.pending > 0);
-    let outcome = if lost {
+    Delivered {
+        sinks,
+        unrouted,
+        interrupted,
+    }
+}
+
+fn outcome(sinks: &[SinkReport], bad_lines: u64) -> Outcome {
+    if sinks.iter().any(|s| s.undeliverable > 0 || s.pending > 0) {
         Outcome::Undelivered
-    } else if counts.bad_lines > 0 {
+    } else if bad_lines > 0 {
         Outcome::BadInput
     } else {
         Outcome::Clean
-    };
+    }
+}
+
+/// `replay FILE`: reads, derives and encodes on a reader thread, publishes here through the lanes.
+pub async fn replay(args: &ReplayArgs) -> Result<(Outcome, ReplayReport), AppError> {
+    let encode = args.encode.config()?;
+    let plan = args.delivery.plan()?;
+    let sinks = open_sinks(&plan).await?;
+    let input = open_input(&args.file)?;
+    let path = args.file.display().to_string();
+    let derive = args.derive.config();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<cloudevents::Event>>(256);
+    let reader = std::thread::Builder::new()
+        .name("replay-reader".into())
+        .spawn(move || {
+            let mut deriver = Deriver::new(derive);
+            let counts = replay::replay(input, &mut deriver, &encode, |events| {
+                tx.blocking_send(events).is_ok()
+            });
+            (counts, deriver.stats().clone())
+        })
+        .map_err(|source| AppError::Input {
+            path: path.clone(),
+            source,
+        })?;
+    let delivered = deliver(&plan, sinks, rx).await;
+    let (counts, stats) = reader.join().map_err(|_| AppError::Reader)?;
+    let counts = counts.map_err(|source| AppError::Input { path, source })?;
     Ok((
-        outcome,
+        outcome(&delivered.sinks, counts.bad_lines),
         ReplayReport {
             counts,
             stats,
-            sinks,
-            unrouted,
-            interrupted,
+            sinks: delivered.sinks,
+            unrouted: delivered.unrouted,
+            interrupted: delivered.interrupted,
+        },
+    ))
+}
+
+/// `resend FILE`: publishes structured CloudEvents from a file (a dead-letter file after the cause
+/// is fixed, a `replay` output) through the same lanes, without the dead-letter extensions.
+pub async fn resend(args: &ResendArgs) -> Result<(Outcome, ReplayReport), AppError> {
+    let plan = args.delivery.plan()?;
+    let sinks = open_sinks(&plan).await?;
+    let input = open_input(&args.file)?;
+    let path = args.file.display().to_string();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<cloudevents::Event>>(256);
+    let reader = std::thread::Builder::new()
+        .name("resend-reader".into())
+        .spawn(move || resend::resend(input, |events| tx.blocking_send(events).is_ok()))
+        .map_err(|source| AppError::Input {
+            path: path.clone(),
+            source,
+        })?;
+    let delivered = deliver(&plan, sinks, rx).await;
+    let counts = reader
+        .join()
+        .map_err(|_| AppError::Reader)?
+        .map_err(|source| AppError::Input { path, source })?;
+    Ok((
+        outcome(&delivered.sinks, counts.bad_lines),
+        ReplayReport {
+            counts,
+            stats: Stats::default(),
+            sinks: delivered.sinks,
+            unrouted: delivered.unrouted,
+            interrupted: delivered.interrupted,
         },
     ))
 }

@@ -27,6 +27,8 @@ pub struct Cli {
 pub enum Command {
     /// Feed a recording (JSON lines of Kubernetes watch events) through derivation and encoding.
     Replay(ReplayArgs),
+    /// Publish CloudEvents from a file (JSON lines: a dead-letter file, a replay's output) again.
+    Resend(ResendArgs),
 }
 
 #[derive(Debug, Args)]
@@ -55,6 +57,14 @@ pub struct ReplayArgs {
     pub derive: DeriveArgs,
     #[command(flatten)]
     pub encode: EncodeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ResendArgs {
+    /// The file of structured CloudEvents, one per line; `-` reads standard input.
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub delivery: DeliveryArgs,
 }
 
 #[derive(Debug, Clone, Args)]

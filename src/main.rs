@@ -1,7 +1,7 @@
 //! The `kfp-event-bridge` binary: parses the command line and hands over to the library.
 
 use clap::Parser;
-use kfp_event_bridge::app::{self, Outcome};
+use kfp_event_bridge::app::{self, AppError, Outcome, ReplayReport};
 use kfp_event_bridge::cli::{Cli, Command};
 use kfp_event_bridge::telemetry;
 use std::process::ExitCode;
@@ -19,55 +19,60 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match cli.command {
-        Command::Replay(args) => match runtime.block_on(app::replay(&args)) {
-            Ok((outcome, report)) => {
-                let s = &report.stats;
-                tracing::info!(
-                    lines = report.counts.lines,
-                    bad_lines = report.counts.bad_lines,
-                    events = report.counts.events,
-                    unrouted = report.unrouted,
-                    interrupted = report.interrupted,
-                    events_merged = s.events_merged,
-                    events_used = s.events_used,
-                    events_unattributed = s.events_unattributed,
-                    events_unmapped = s.events_unmapped,
-                    offloaded = s.offloaded_observations,
-                    "replay finished"
-                );
-                for sink in &report.sinks {
-                    let ms =
-                        |d: Option<std::time::Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1e3);
-                    tracing::info!(
-                        sink = %sink.name,
-                        routed = sink.routed,
-                        delivered = sink.delivered,
-                        retried = sink.retried,
-                        failed = sink.failed,
-                        dead_lettered = sink.dead_lettered,
-                        undeliverable = sink.undeliverable,
-                        pending = sink.pending,
-                        p50_ms = ms(sink.p50),
-                        p99_ms = ms(sink.p99),
-                        "sink summary"
-                    );
-                }
-                match outcome {
-                    Outcome::Clean => ExitCode::SUCCESS,
-                    Outcome::BadInput => ExitCode::from(3),
-                    Outcome::Undelivered => ExitCode::from(4),
-                }
-            }
-            Err(err) => {
-                let usage = err.is_config();
-                tracing::error!(error = %anyhow::Error::from(err), "replay failed");
-                if usage {
-                    ExitCode::from(2)
-                } else {
-                    ExitCode::FAILURE
-                }
-            }
-        },
+    let (what, result) = match cli.command {
+        Command::Replay(args) => ("replay", runtime.block_on(app::replay(&args))),
+        Command::Resend(args) => ("resend", runtime.block_on(app::resend(&args))),
+    };
+    finish(what, result)
+}
+
+/// Logs the summary (or the error) and turns the outcome into the exit code.
+fn finish(what: &str, result: Result<(Outcome, ReplayReport), AppError>) -> ExitCode {
+    let (outcome, report) = match result {
+        Ok(done) => done,
+        Err(err) => {
+            let usage = err.is_config();
+            tracing::error!(error = %anyhow::Error::from(err), "{what} failed");
+            return if usage {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            };
+        }
+    };
+    let s = &report.stats;
+    tracing::info!(
+        lines = report.counts.lines,
+        bad_lines = report.counts.bad_lines,
+        events = report.counts.events,
+        unrouted = report.unrouted,
+        interrupted = report.interrupted,
+        events_merged = s.events_merged,
+        events_used = s.events_used,
+        events_unattributed = s.events_unattributed,
+        events_unmapped = s.events_unmapped,
+        offloaded = s.offloaded_observations,
+        "{what} finished"
+    );
+    for sink in &report.sinks {
+        let ms = |d: Option<std::time::Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1e3);
+        tracing::info!(
+            sink = %sink.name,
+            routed = sink.routed,
+            delivered = sink.delivered,
+            retried = sink.retried,
+            failed = sink.failed,
+            dead_lettered = sink.dead_lettered,
+            undeliverable = sink.undeliverable,
+            pending = sink.pending,
+            p50_ms = ms(sink.p50),
+            p99_ms = ms(sink.p99),
+            "sink summary"
+        );
+    }
+    match outcome {
+        Outcome::Clean => ExitCode::SUCCESS,
+        Outcome::BadInput => ExitCode::from(3),
+        Outcome::Undelivered => ExitCode::from(4),
     }
 }

@@ -232,6 +232,26 @@ async fn a_receiver_refusing_everything_fills_the_dead_letter_file_and_the_rest_
     );
     assert_eq!(sums[&refusing_url]["retried"].as_u64(), Some(0));
 
+    // Once the receiver is fixed, `resend` publishes the dead letters again, as they were.
+    let fixed = bind();
+    let fixed_url = url(&fixed, "/fixed");
+    let fixed_rx = serve(fixed, 200);
+    let mut child = bridge(
+        &["resend", &dead.display().to_string(), "--sink", &fixed_url],
+        &[],
+    );
+    let status = wait(&mut child, Duration::from_secs(60)).await;
+    assert!(status.success(), "{}", stderr(&mut child));
+    let resent = fixed_rx.hits();
+    assert_exactly_once_in_run_order(&resent, &want);
+    assert!(
+        resent
+            .iter()
+            .all(|h| !h.headers.contains_key("ce-deadletterreason")
+                && !h.headers.contains_key("ce-deadlettersink")),
+        "dead-letter marks are not sent again"
+    );
+
     // Without a dead-letter sink the same failures are logged, counted, and the exit code says so.
     let mut child = bridge(
         &[

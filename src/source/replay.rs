@@ -1,7 +1,7 @@
 //! `replay`: reads a recording line by line, with bounded memory per line, and turns it into
 //! CloudEvents through the same derivation and encoding as the live watches.
 
-use super::recording::{self, DecodeError, MAX_LINE_BYTES};
+use super::recording::{self, MAX_LINE_BYTES};
 use crate::derive::Deriver;
 use crate::encode::{self, EncodeConfig};
 use cloudevents::Event;
@@ -96,7 +96,7 @@ pub fn replay(
     Ok(counts)
 }
 
-fn report_bad_line(line: u64, bad: u64, err: &DecodeError) {
+pub(crate) fn report_bad_line(line: u64, bad: u64, err: &dyn std::fmt::Display) {
     if bad <= REPORTED_BAD_LINES {
         tracing::warn!(line, error = %err, "skipped bad line");
     }
