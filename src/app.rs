@@ -271,7 +271,7 @@ pub async fn resend(args: &ResendArgs) -> Result<(Outcome, ReplayReport), AppErr
     let sinks = open_sinks(&plan).await?;
     let input = open_input(&args.file)?;
     let path = args.file.display().to_string();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<cloudevents::Event>>(256);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<cloudevents::Event>>(4);
     let reader = std::thread::Builder::new()
         .name("resend-reader".into())
         .spawn(move || resend::resend(input, |events| tx.blocking_send(events).is_ok()))

@@ -18,11 +18,34 @@ use async_nats::jetstream::{self, context::PublishErrorKind};
 use bytes::Bytes;
 use sink_core::template::{Template, Var};
 use sink_core::{Accepting, Event, KeyOrder, Receipt, Sink, SinkError, binary, redact, structured};
+use tokio::sync::{mpsc, oneshot};
+
+/// Core NATS acknowledgements: one flush of the connection covers every message published before
+/// it, so waiters that arrive together share one flush instead of one each.
+type FlushWaiter = oneshot::Sender<Result<(), String>>;
+
+fn spawn_flusher(client: async_nats::Client) -> mpsc::UnboundedSender<FlushWaiter> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<FlushWaiter>();
+    tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut waiters = vec![first];
+            while let Ok(more) = rx.try_recv() {
+                waiters.push(more);
+            }
+            let result = client.flush().await.map_err(|e| e.to_string());
+            for waiter in waiters {
+                let _ = waiter.send(result.clone());
+            }
+        }
+    });
+    tx
+}
 
 /// One NATS destination.
 pub struct NatsSink {
     name: String,
     client: async_nats::Client,
+    flusher: mpsc::UnboundedSender<FlushWaiter>,
     jetstream: Option<jetstream::Context>,
     subject: Template,
     mode: Mode,
@@ -88,6 +111,7 @@ impl NatsSink {
             };
         Ok(Self {
             name: display,
+            flusher: spawn_flusher(client.clone()),
             client,
             jetstream,
             subject,
@@ -139,11 +163,19 @@ impl Sink for NatsSink {
                     .publish_with_headers(subject.clone(), headers, payload)
                     .await
                     .map_err(|e| core_error(&self.name, &subject, e))?;
-                let (client, name) = (self.client.clone(), self.name.clone());
+                let (waiter, flushed) = oneshot::channel();
+                let name = self.name.clone();
+                if self.flusher.send(waiter).is_err() {
+                    return Err(SinkError::transient(&name, "flush task stopped"));
+                }
                 return Ok(Box::pin(async move {
-                    client.flush().await.map_err(|e| {
-                        SinkError::transient(&name, format!("flush failed: {e}")).with_source(e)
-                    })
+                    match flushed.await {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(e)) => {
+                            Err(SinkError::transient(&name, format!("flush failed: {e}")))
+                        }
+                        Err(_) => Err(SinkError::transient(&name, "flush abandoned")),
+                    }
                 }) as Receipt);
             };
             let mut message = jetstream::message::PublishMessage::build()

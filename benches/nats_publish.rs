@@ -1,0 +1,144 @@
+//! The raw-client side of `scripts/bench_nats.sh`:
+//!
+//! - `stream URL NAME SUBJECTS`: (re)creates a JetStream stream, so each run starts empty and the
+//!   de-duplication window holds nothing from the previous run.
+//! - `raw URL EVENTS js|core IN_FLIGHT`: publishes every structured CloudEvent of the file (one per
+//!   line) with async-nats, the same bytes, subject (`bench.<short type>`) and headers
+//!   (`Content-Type`, and `Nats-Msg-Id` for JetStream) as the bridge, keeping at most IN_FLIGHT
+//!   PubAcks outstanding; prints events/s and the p50/p99 publish-to-ack latency as JSON.
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, stream};
+use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use std::time::{Duration, Instant};
+
+async fn recreate_stream(url: &str, name: &str, subjects: &str) {
+    let js = jetstream::new(async_nats::connect(url).await.expect("connect"));
+    let _ = js.delete_stream(name).await;
+    js.create_stream(stream::Config {
+        name: name.to_owned(),
+        subjects: subjects.split(',').map(str::to_owned).collect(),
+        ..Default::default()
+    })
+    .await
+    .expect("stream");
+}
+
+struct Message {
+    subject: String,
+    id: String,
+    payload: Bytes,
+}
+
+fn load(path: &str) -> Vec<Message> {
+    std::fs::read_to_string(path)
+        .expect("events")
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).expect("json");
+            let ty = v["type"].as_str().expect("type");
+            let mut parts = ty.rsplitn(3, '.');
+            let (last, kind) = (parts.next().expect("last"), parts.next().expect("kind"));
+            Message {
+                subject: format!("bench.{kind}.{last}"),
+                id: v["id"].as_str().expect("id").to_owned(),
+                payload: Bytes::from(line.as_bytes().to_vec()),
+            }
+        })
+        .collect()
+}
+
+async fn raw(url: &str, events: &str, jetstream_on: bool, in_flight: usize) {
+    let messages = load(events);
+    let client = async_nats::connect(url).await.expect("connect");
+    let js = jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .max_ack_inflight(4096)
+        .backpressure_on_inflight(true)
+        .build(client.clone());
+    let count = messages.len();
+    let mut latencies = Vec::with_capacity(count);
+    let start = Instant::now();
+    if jetstream_on {
+        let mut pending = FuturesUnordered::new();
+        for m in messages {
+            while pending.len() >= in_flight {
+                latencies.push(pending.next().await.expect("ack"));
+            }
+            let mut headers = HeaderMap::new();
+            headers.insert("Content-Type", "application/cloudevents+json");
+            let publish = jetstream::message::PublishMessage::build()
+                .payload(m.payload)
+                .headers(headers)
+                .message_id(&m.id);
+            let sent = Instant::now();
+            let ack = js.send_publish(m.subject, publish).await.expect("publish");
+            pending.push(async move {
+                ack.await.expect("PubAck");
+                sent.elapsed()
+            });
+        }
+        while let Some(latency) = pending.next().await {
+            latencies.push(latency);
+        }
+    } else {
+        for m in messages {
+            let mut headers = HeaderMap::new();
+            headers.insert("Content-Type", "application/cloudevents+json");
+            client
+                .publish_with_headers(m.subject, headers, m.payload)
+                .await
+                .expect("publish");
+        }
+        client.flush().await.expect("flush");
+    }
+    let elapsed = start.elapsed();
+    latencies.sort_unstable();
+    let quantile = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1))
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "events": count,
+            "seconds": elapsed.as_secs_f64(),
+            "per_second": count as f64 / elapsed.as_secs_f64(),
+            "p50_ms": quantile(0.5),
+            "p99_ms": quantile(0.99),
+        })
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["stream", url, name, subjects] => runtime.block_on(recreate_stream(url, name, subjects)),
+        ["raw", url, events, mode, in_flight] => runtime.block_on(raw(
+            url,
+            events,
+            *mode == "js",
+            in_flight.parse().expect("IN_FLIGHT"),
+        )),
+        _ => {
+            eprintln!(
+                "usage: nats_publish stream URL NAME SUBJECTS | raw URL EVENTS js|core IN_FLIGHT"
+            );
+            std::process::exit(2);
+        }
+    }
+}
