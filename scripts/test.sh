@@ -3,8 +3,9 @@
 # the official CloudEvents SDK), then formatting, clippy with -D warnings, every Rust test, and the
 # independent CloudEvents validation of every bundled recording's output.
 # Servers: the HTTP receivers are started here (loopback, ephemeral ports) and stopped on exit;
-# each NATS test starts its own nats-server (loopback, ephemeral port, own store and pid file) and
-# stops it when done; nothing that this script did not start is touched.
+# each NATS test starts its own nats-server, each AMQP test its own RabbitMQ with its own Erlang
+# port mapper (loopback, ephemeral ports, own data directory and pid file) and stops it when done;
+# nothing that this script did not start is touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -17,10 +18,11 @@ step "toolchain components"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 command -v cargo-clippy >/dev/null || { echo "clippy missing and could not be installed" >&2; exit 1; }
 
-step "system tools the tests use (openssl for TLS certificates; nats-server, which each NATS test starts on its own loopback port)"
+step "system tools the tests use (openssl for TLS certificates; nats-server and rabbitmq-server, which each broker test starts on its own loopback ports)"
 missing=""
 command -v openssl >/dev/null || missing="$missing openssl"
 command -v nats-server >/dev/null || missing="$missing nats-server"
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing="$missing rabbitmq-server"
 if [ -n "$missing" ]; then
   # Installing must not start anything: policy-rc.d keeps package scripts from starting services.
   [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }

@@ -7,10 +7,16 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// Opens the sink a spec names: `stdout`, `file:PATH` (appends JSON lines), `http(s)://…`,
-/// `nats://…` (connects and checks streams before returning).
+/// `nats://…` (connects and checks streams before returning), `amqp(s)://…` (connects and checks
+/// the exchange before returning).
 pub async fn open(spec: &SinkSpec) -> Result<Arc<dyn Sink>, SinkError> {
     let uri = spec.uri.as_str();
     let display = spec.name.clone().unwrap_or_else(|| redact(uri));
+    if uri.starts_with("amqp://") || uri.starts_with("amqps://") {
+        return Ok(Arc::new(
+            sink_amqp::AmqpSink::open(uri, spec.name.as_deref(), spec.options.as_deref()).await?,
+        ));
+    }
     if uri.starts_with("nats://") || uri.starts_with("tls://") {
         return Ok(Arc::new(
             sink_nats::NatsSink::open(uri, spec.name.as_deref(), spec.options.as_deref()).await?,

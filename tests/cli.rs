@@ -89,7 +89,7 @@ fn file_sink_appends_and_stdout_stays_empty() {
 #[test]
 fn unknown_sinks_and_bad_overrides_are_configuration_errors() {
     for args in [
-        vec!["replay", "x.jsonl", "--sink", "amqp://user:secret@rabbit/"],
+        vec!["replay", "x.jsonl", "--sink", "mqtt://user:secret@broker/"],
         vec![
             "replay",
             "x.jsonl",

@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use support::bridge::{BIN, Scratch, all_recordings, bridge, stderr, summaries, wait};
+use support::bridge::{
+    BIN, Scratch, all_recordings, bridge, spawn_logged, stderr, summaries, wait,
+};
 use support::nats_server::NatsServer;
 
 /// `replay`'s structured events for `input`, by id, in order.
@@ -162,23 +164,22 @@ async fn server_down_for_30_s_mid_stream_loses_nothing() {
     let mut server = NatsServer::start("outage", None);
     let mut stream = stream_named(&server.url(), "KFP", &["kfp.>"]).await;
     let sink = format!("{}/kfp.{{namespace}}.{{type}}", server.url());
-    let mut child = Command::new(BIN)
-        .args([
-            "replay",
-            "-",
-            "--sink",
-            &sink,
-            "--retry-max",
-            "2s",
-            "--log-format",
-            "json",
-        ])
-        .env_clear()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("bridge");
+    let mut child = spawn_logged(
+        Command::new(BIN)
+            .args([
+                "replay",
+                "-",
+                "--sink",
+                &sink,
+                "--retry-max",
+                "2s",
+                "--log-format",
+                "json",
+            ])
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null()),
+    );
     let mut stdin = child.stdin.take().expect("stdin");
     let half = lines.len() / 2;
     for line in &lines[..half] {

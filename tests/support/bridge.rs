@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_kfp-event-bridge");
@@ -67,16 +69,32 @@ pub fn expected(input: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Where each running child's standard error goes: a file, so a chatty child never blocks on a
+/// full pipe while the test is busy elsewhere.
+static LOGS: Mutex<BTreeMap<u32, PathBuf>> = Mutex::new(BTreeMap::new());
+static NEXT_LOG: AtomicU64 = AtomicU64::new(0);
+
+/// Spawns `command` with standard error captured to a file that `stderr` reads back.
+pub fn spawn_logged(command: &mut Command) -> Child {
+    let n = NEXT_LOG.fetch_add(1, Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("kfp-bridge-stderr-{}-{n}", std::process::id()));
+    let file = std::fs::File::create(&path).expect("log file");
+    let child = command.stderr(file).spawn().expect("bridge starts");
+    LOGS.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(child.id(), path);
+    child
+}
+
 pub fn bridge(args: &[&str], envs: &[(&str, &str)]) -> Child {
-    Command::new(BIN)
-        .args(args)
-        .args(["--log-format", "json"])
-        .env_clear()
-        .envs(envs.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("bridge starts")
+    spawn_logged(
+        Command::new(BIN)
+            .args(args)
+            .args(["--log-format", "json"])
+            .env_clear()
+            .envs(envs.iter().copied())
+            .stdout(Stdio::null()),
+    )
 }
 
 pub async fn wait(child: &mut Child, limit: Duration) -> ExitStatus {
@@ -93,12 +111,15 @@ pub async fn wait(child: &mut Child, limit: Duration) -> ExitStatus {
     }
 }
 
+/// Everything the child wrote to standard error so far.
 pub fn stderr(child: &mut Child) -> String {
-    let mut text = String::new();
-    if let Some(mut err) = child.stderr.take() {
-        std::io::Read::read_to_string(&mut err, &mut text).expect("stderr");
-    }
-    text
+    let path = LOGS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&child.id())
+        .cloned()
+        .expect("spawned with spawn_logged");
+    std::fs::read_to_string(path).expect("stderr")
 }
 
 /// The `sink summary` log lines, by sink name.

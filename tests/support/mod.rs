@@ -4,6 +4,7 @@
 
 pub mod bridge;
 pub mod nats_server;
+pub mod rabbit_server;
 
 use kfp_event_bridge::derive::{DeriveConfig, Deriver};
 use kfp_event_bridge::encode::EncodeConfig;

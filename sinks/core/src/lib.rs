@@ -98,7 +98,7 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 }
 
 /// Query parameters whose values are safe to show in logs; every other value is masked.
-const SHOWN_PARAMETERS: [&str; 15] = [
+const SHOWN_PARAMETERS: [&str; 20] = [
     "mode",
     "types",
     "namespaces",
@@ -114,6 +114,11 @@ const SHOWN_PARAMETERS: [&str; 15] = [
     "exchange",
     "routing_key",
     "key",
+    "declare",
+    "durable",
+    "header_prefix",
+    "stream",
+    "ack_timeout",
 ];
 
 /// A sink URI fit for logs: user-info becomes `***@`, and query values become `***` unless the
