@@ -139,7 +139,7 @@ impl AmqpSink {
         let timestamp = event
             .time()
             .map(|t| t.timestamp())
-            .unwrap_or_else(|| chrono_now_seconds())
+            .unwrap_or_else(now_seconds)
             .max(0) as u64;
         let properties = BasicProperties::default()
             .with_message_id(event.id().into())
@@ -168,7 +168,7 @@ impl AmqpSink {
     }
 }
 
-fn chrono_now_seconds() -> i64 {
+fn now_seconds() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
