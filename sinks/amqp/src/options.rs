@@ -265,12 +265,10 @@ mod tests {
             ("http://h/", "expected amqp://"),
             ("amqp://h/?password_file=/nonexistent", "password_file"),
         ] {
-            let err = parse(uri, None).err().expect(uri);
+            let err = parse(uri, None).expect_err(uri);
             assert!(err.contains(want), "{uri}: {err}");
         }
-        let err = parse("amqp://h/", Some(&[("nope".into(), "1".into())]))
-            .err()
-            .expect("unknown");
+        let err = parse("amqp://h/", Some(&[("nope".into(), "1".into())])).expect_err("unknown");
         assert!(err.contains("unknown option \"nope\""), "{err}");
     }
 }
