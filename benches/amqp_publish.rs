@@ -26,7 +26,12 @@ async fn setup(url: &str) {
         ..Default::default()
     };
     channel
-        .exchange_declare("bench".into(), ExchangeKind::Topic, durable, FieldTable::default())
+        .exchange_declare(
+            "bench".into(),
+            ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        )
         .await
         .expect("exchange");
     let durable = QueueDeclareOptions {
@@ -38,7 +43,13 @@ async fn setup(url: &str) {
         .await
         .expect("queue");
     channel
-        .queue_bind("bench".into(), "bench".into(), "#".into(), QueueBindOptions::default(), FieldTable::default())
+        .queue_bind(
+            "bench".into(),
+            "bench".into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .expect("bind");
     channel
@@ -65,7 +76,10 @@ fn load(path: &str) -> Vec<Message> {
                 if matches!(name.as_str(), "data" | "data_base64" | "datacontenttype") {
                     continue;
                 }
-                let text = value.as_str().map(str::to_owned).unwrap_or_else(|| value.to_string());
+                let text = value
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| value.to_string());
                 headers.insert(
                     ShortString::from(format!("ce-{name}")),
                     AMQPValue::LongString(LongString::from(text)),
@@ -153,12 +167,20 @@ async fn raw(url: &str, events: &str, in_flight: usize) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["setup", url] => runtime.block_on(setup(url)),
         ["raw", url, events, in_flight] => {
             runtime.block_on(raw(url, events, in_flight.parse().expect("IN_FLIGHT")))
