@@ -150,8 +150,10 @@ impl Sink for NatsSink {
     }
 
     fn key_order(&self) -> KeyOrder {
-        // One connection, publishes in order; a lost connection fails every later ack too.
-        KeyOrder::Pipelined
+        // async-nats keeps publishing into its buffer while disconnected and sends that buffer on
+        // reconnect, so a publish whose ack already timed out can still reach the stream after a
+        // later one: one event per run in flight keeps runs in order (found by the outage test).
+        KeyOrder::OneInFlight
     }
 
     fn publish<'a>(&'a self, event: &'a Event) -> Accepting<'a> {
