@@ -414,6 +414,15 @@ impl Lane {
                 },
                 () = sleep_until(resume_at), if resume_at.is_some() => self.resume_at = None,
             }
+            // Take in everything already queued, so that every run with an event waiting is a
+            // candidate for the window (one item per wake-up would starve it while acks stream in).
+            while open {
+                match rx.try_recv() {
+                    Ok(item) => self.enqueue(item, false),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => open = false,
+                }
+            }
         }
     }
 
