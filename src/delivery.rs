@@ -13,7 +13,8 @@ use cloudevents::event::ExtensionValue;
 use cloudevents::{AttributesReader as _, Event};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use sink_core::{KeyOrder, Receipt, Sink, SinkError};
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -223,7 +224,7 @@ impl Delivery {
                     retry: retry.clone(),
                     stats: Arc::clone(&stats),
                     keys: HashMap::new(),
-                    runnable: VecDeque::new(),
+                    runnable: BinaryHeap::new(),
                     failures: 0,
                     flying: 0,
                     resume_at: None,
@@ -367,7 +368,18 @@ impl Jitter {
 struct KeyState {
     queue: VecDeque<Item>,
     in_flight: usize,
-    listed: bool,
+    /// The sequence number under which the key is in the runnable heap, if it is.
+    listed: Option<u64>,
+}
+
+/// Lists `key` as runnable under its first queued event, unless it already is.
+fn list(runnable: &mut BinaryHeap<Reverse<(u64, Arc<str>)>>, state: &mut KeyState, key: &Arc<str>) {
+    if let Some(front) = state.queue.front() {
+        if state.listed != Some(front.seq) {
+            state.listed = Some(front.seq);
+            runnable.push(Reverse((front.seq, Arc::clone(key))));
+        }
+    }
 }
 
 type Flight = Pin<Box<dyn Future<Output = Landed> + Send>>;
@@ -385,8 +397,10 @@ struct Lane {
     retry: RetryPolicy,
     stats: Arc<LaneStats>,
     keys: HashMap<Arc<str>, KeyState>,
-    /// Keys whose first queued event may be published now (each listed at most once).
-    runnable: VecDeque<Arc<str>>,
+    /// Keys whose first queued event may be published now, earliest event first, so a sink that
+    /// keeps up publishes in arrival order (deterministic output); entries whose sequence number
+    /// no longer matches the key's listing are stale and skipped.
+    runnable: BinaryHeap<Reverse<(u64, Arc<str>)>>,
     /// Consecutive failed attempts; while non-zero the lane probes with one event at a time.
     failures: u32,
     /// Events published to the sink and not yet acknowledged or failed.
@@ -432,21 +446,23 @@ impl Lane {
 
     async fn dispatch(&mut self, flights: &mut FuturesUnordered<Flight>) {
         while self.resume_at.is_none() && self.flying < self.limit() {
-            let Some(key) = self.runnable.pop_front() else {
+            let Some(Reverse((seq, key))) = self.runnable.pop() else {
                 return;
             };
             let Some(state) = self.keys.get_mut(&key) else {
                 continue;
             };
-            state.listed = false;
+            if state.listed != Some(seq) {
+                continue;
+            }
+            state.listed = None;
             let Some(mut item) = state.queue.pop_front() else {
                 continue;
             };
             state.in_flight += 1;
             self.flying += 1;
-            if self.order == KeyOrder::Pipelined && !state.queue.is_empty() {
-                state.listed = true;
-                self.runnable.push_back(Arc::clone(&key));
+            if self.order == KeyOrder::Pipelined {
+                list(&mut self.runnable, state, &key);
             }
             item.attempts += 1;
             let started = Instant::now();
@@ -483,14 +499,9 @@ impl Lane {
             KeyOrder::Pipelined => true,
             KeyOrder::OneInFlight => state.in_flight == 0,
         };
-        if free && !state.listed {
-            state.listed = true;
+        if free {
             let key = Arc::clone(&state.queue[0].key);
-            if retry {
-                self.runnable.push_front(key);
-            } else {
-                self.runnable.push_back(key);
-            }
+            list(&mut self.runnable, state, &key);
         }
     }
 
@@ -570,9 +581,8 @@ impl Lane {
     fn release(&mut self, key: &Arc<str>) {
         if let Some(state) = self.keys.get_mut(key) {
             state.in_flight = state.in_flight.saturating_sub(1);
-            if state.in_flight == 0 && !state.queue.is_empty() && !state.listed {
-                state.listed = true;
-                self.runnable.push_back(Arc::clone(key));
+            if state.in_flight == 0 {
+                list(&mut self.runnable, state, key);
             }
         }
     }
