@@ -7,6 +7,8 @@
 //!   in confirm mode — keeping at most IN_FLIGHT confirms outstanding; prints events/s and the
 //!   p50/p99 publish-to-confirm latency as JSON. Headers and bodies are built before timing.
 
+mod support;
+
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
@@ -148,33 +150,12 @@ async fn raw(url: &str, events: &str, in_flight: usize) {
         latencies.push(latency);
     }
     let elapsed = start.elapsed();
-    latencies.sort_unstable();
-    let quantile = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1))
-            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
-    };
-    println!(
-        "{}",
-        serde_json::json!({
-            "events": count,
-            "seconds": elapsed.as_secs_f64(),
-            "per_second": count as f64 / elapsed.as_secs_f64(),
-            "p50_ms": quantile(0.5),
-            "p99_ms": quantile(0.99),
-        })
-    );
+    support::report(count, elapsed, latencies);
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let args = support::args();
+    let runtime = support::runtime();
     match args
         .iter()
         .map(String::as_str)

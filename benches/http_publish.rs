@@ -8,6 +8,8 @@
 //!   keep-alive) posting every recorded request with IN_FLIGHT concurrent; prints requests/s and
 //!   the p50/p99 request latency as one JSON line.
 
+mod support;
+
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -99,7 +101,7 @@ async fn raw(record: &str, url: &str, in_flight: usize) {
         .expect("client");
     let count = requests.len();
     let start = Instant::now();
-    let mut latencies: Vec<Duration> = stream::iter(requests)
+    let latencies: Vec<Duration> = stream::iter(requests)
         .map(|(headers, body)| {
             let request = client.post(url).headers(headers).body(body);
             async move {
@@ -114,33 +116,12 @@ async fn raw(record: &str, url: &str, in_flight: usize) {
         .collect()
         .await;
     let elapsed = start.elapsed();
-    latencies.sort_unstable();
-    let quantile = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1))
-            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
-    };
-    println!(
-        "{}",
-        serde_json::json!({
-            "requests": count,
-            "seconds": elapsed.as_secs_f64(),
-            "per_second": count as f64 / elapsed.as_secs_f64(),
-            "p50_ms": quantile(0.5),
-            "p99_ms": quantile(0.99),
-        })
-    );
+    support::report(count, elapsed, latencies);
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let args = support::args();
+    let runtime = support::runtime();
     match args
         .iter()
         .map(String::as_str)

@@ -11,29 +11,14 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Connection, ConnectionProperties, ExchangeKind};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 use support::bridge::{
-    BIN, Scratch, all_recordings, bridge, spawn_logged, stderr, summaries, wait,
+    BIN, Fed, Scratch, all_recordings, assert_same_as_replay, bridge, replayed, stderr, summaries,
+    wait,
 };
 use support::rabbit_server::RabbitServer;
 
-fn replayed(input: &std::path::Path) -> Vec<serde_json::Value> {
-    let out = Command::new(BIN)
-        .args(["replay", &input.display().to_string()])
-        .env_clear()
-        .output()
-        .expect("replay");
-    assert!(out.status.success());
-    String::from_utf8(out.stdout)
-        .expect("utf8")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect()
-}
-
-/// A durable topic exchange `kfp` and durable queues bound with the given patterns.
 async fn topology(url: &str, queues: &[(&str, &str)]) -> lapin::Channel {
     let connection = Connection::connect(url, ConnectionProperties::default())
         .await
@@ -127,37 +112,6 @@ async fn drain(channel: &lapin::Channel, queue: &str) -> Vec<serde_json::Value> 
         out.push(event);
     }
     out
-}
-
-fn assert_same_as_replay(got: &[serde_json::Value], want: &[serde_json::Value]) {
-    let ids: Vec<&str> = got.iter().map(|e| e["id"].as_str().expect("id")).collect();
-    assert_eq!(
-        ids.iter().collect::<BTreeSet<_>>().len(),
-        ids.len(),
-        "an id arrived twice"
-    );
-    assert_eq!(got.len(), want.len(), "events missing");
-    let by_id: BTreeMap<&str, &serde_json::Value> = want
-        .iter()
-        .map(|e| (e["id"].as_str().expect("id"), e))
-        .collect();
-    for e in got {
-        assert_eq!(
-            Some(&e),
-            by_id.get(e["id"].as_str().expect("id")),
-            "event differs"
-        );
-    }
-    let runs = |events: &[serde_json::Value]| {
-        let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for e in events {
-            m.entry(e["partitionkey"].to_string())
-                .or_default()
-                .push(e["id"].to_string());
-        }
-        m
-    };
-    assert_eq!(runs(got), runs(want), "a run's events are out of order");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,36 +238,10 @@ async fn broker_down_for_30_s_mid_stream_loses_nothing() {
     let scratch = Scratch::new("amqp-outage");
     let input = all_recordings(&scratch);
     let want = replayed(&input);
-    let lines: Vec<String> = std::fs::read_to_string(&input)
-        .expect("input")
-        .lines()
-        .map(str::to_owned)
-        .collect();
     let mut server = RabbitServer::start("outage");
     let channel = topology(&server.url(), &[("all", "kfp.#")]).await;
     let sink = format!("{}?exchange=kfp&routing_key=kfp.{{type}}", server.url());
-    let mut child = spawn_logged(
-        Command::new(BIN)
-            .args([
-                "replay",
-                "-",
-                "--sink",
-                &sink,
-                "--retry-max",
-                "2s",
-                "--log-format",
-                "json",
-            ])
-            .env_clear()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null()),
-    );
-    let mut stdin = child.stdin.take().expect("stdin");
-    let half = lines.len() / 2;
-    for line in &lines[..half] {
-        writeln!(stdin, "{line}").expect("feed");
-    }
-    stdin.flush().expect("flush");
+    let mut fed = Fed::start(&input, &sink);
     let mut before = 0;
     for _ in 0..200 {
         let q = channel
@@ -336,18 +264,15 @@ async fn broker_down_for_30_s_mid_stream_loses_nothing() {
     assert!(before > 0, "nothing arrived before the outage");
     drop(channel);
     server.stop();
-    for line in &lines[half..] {
-        writeln!(stdin, "{line}").expect("feed");
-    }
-    drop(stdin);
+    fed.rest();
     tokio::time::sleep(Duration::from_secs(30)).await;
     assert!(
-        child.try_wait().expect("poll").is_none(),
+        fed.child.try_wait().expect("poll").is_none(),
         "the bridge waits for the broker"
     );
     server.resume();
-    let status = wait(&mut child, Duration::from_secs(120)).await;
-    let log = stderr(&mut child);
+    let status = wait(&mut fed.child, Duration::from_secs(120)).await;
+    let log = stderr(&mut fed.child);
     assert!(status.success(), "{log}");
     assert!(summaries(&log)[&sink.replace("guest:guest@", "***@")]["retried"].as_u64() > Some(0));
     let connection = Connection::connect(&server.url(), ConnectionProperties::default())

@@ -6,29 +6,13 @@
 mod support;
 
 use async_nats::jetstream::{self, stream};
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 use support::bridge::{
-    BIN, Scratch, all_recordings, bridge, spawn_logged, stderr, summaries, wait,
+    BIN, Fed, Scratch, all_recordings, assert_same_as_replay, bridge, replayed, stderr, summaries,
+    wait,
 };
 use support::nats_server::NatsServer;
-
-/// `replay`'s structured events for `input`, by id, in order.
-fn replayed(input: &std::path::Path) -> Vec<serde_json::Value> {
-    let out = Command::new(BIN)
-        .args(["replay", &input.display().to_string()])
-        .env_clear()
-        .output()
-        .expect("replay");
-    assert!(out.status.success());
-    String::from_utf8(out.stdout)
-        .expect("utf8")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect()
-}
 
 async fn stream_named(url: &str, name: &str, subjects: &[&str]) -> jetstream::stream::Stream {
     let client = async_nats::connect(url)
@@ -60,38 +44,6 @@ async fn read_all(
 
 fn header(headers: &async_nats::HeaderMap, name: &str) -> Option<String> {
     headers.get(name).map(|v| v.as_str().to_owned())
-}
-
-/// Each id once, the same JSON as `replay`, each run in order.
-fn assert_same_as_replay(got: &[serde_json::Value], want: &[serde_json::Value]) {
-    let ids: Vec<&str> = got.iter().map(|e| e["id"].as_str().expect("id")).collect();
-    assert_eq!(
-        ids.iter().collect::<BTreeSet<_>>().len(),
-        ids.len(),
-        "an id is stored twice"
-    );
-    let by_id: BTreeMap<&str, &serde_json::Value> = want
-        .iter()
-        .map(|e| (e["id"].as_str().expect("id"), e))
-        .collect();
-    assert_eq!(got.len(), want.len(), "events missing");
-    for e in got {
-        assert_eq!(
-            Some(&e),
-            by_id.get(e["id"].as_str().expect("id")),
-            "event differs"
-        );
-    }
-    let runs = |events: &[serde_json::Value]| {
-        let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for e in events {
-            m.entry(e["partitionkey"].to_string())
-                .or_default()
-                .push(e["id"].to_string());
-        }
-        m
-    };
-    assert_eq!(runs(got), runs(want), "a run's events are out of order");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,36 +108,10 @@ async fn server_down_for_30_s_mid_stream_loses_nothing() {
     let scratch = Scratch::new("nats-outage");
     let input = all_recordings(&scratch);
     let want = replayed(&input);
-    let lines: Vec<String> = std::fs::read_to_string(&input)
-        .expect("input")
-        .lines()
-        .map(str::to_owned)
-        .collect();
     let mut server = NatsServer::start("outage", None);
     let mut stream = stream_named(&server.url(), "KFP", &["kfp.>"]).await;
     let sink = format!("{}/kfp.{{namespace}}.{{type}}", server.url());
-    let mut child = spawn_logged(
-        Command::new(BIN)
-            .args([
-                "replay",
-                "-",
-                "--sink",
-                &sink,
-                "--retry-max",
-                "2s",
-                "--log-format",
-                "json",
-            ])
-            .env_clear()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null()),
-    );
-    let mut stdin = child.stdin.take().expect("stdin");
-    let half = lines.len() / 2;
-    for line in &lines[..half] {
-        writeln!(stdin, "{line}").expect("feed");
-    }
-    stdin.flush().expect("flush");
+    let mut fed = Fed::start(&input, &sink);
     // Wait until the first half is stored, then take the server away.
     for _ in 0..200 {
         if stream.info().await.expect("info").state.messages > 0 {
@@ -196,18 +122,15 @@ async fn server_down_for_30_s_mid_stream_loses_nothing() {
     let before = stream.info().await.expect("info").state.messages;
     assert!(before > 0, "nothing arrived before the outage");
     server.stop();
-    for line in &lines[half..] {
-        writeln!(stdin, "{line}").expect("feed");
-    }
-    drop(stdin);
+    fed.rest();
     tokio::time::sleep(Duration::from_secs(30)).await;
     assert!(
-        child.try_wait().expect("poll").is_none(),
+        fed.child.try_wait().expect("poll").is_none(),
         "the bridge waits for the server"
     );
     server.resume();
-    let status = wait(&mut child, Duration::from_secs(90)).await;
-    let log = stderr(&mut child);
+    let status = wait(&mut fed.child, Duration::from_secs(90)).await;
+    let log = stderr(&mut fed.child);
     assert!(status.success(), "{log}");
     let mut stream = stream_named_existing(&server.url(), "KFP").await;
     let events: Vec<serde_json::Value> = read_all(&mut stream)

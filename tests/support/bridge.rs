@@ -1,7 +1,8 @@
 //! Running the real binary from a test: scratch directories, the bundled recordings as one input,
 //! what `replay` prints, and the `sink summary` log lines.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
@@ -134,4 +135,105 @@ pub fn summaries(log: &str) -> BTreeMap<String, serde_json::Value> {
             )
         })
         .collect()
+}
+
+/// `replay`'s structured events for `input`, by id, in order.
+pub fn replayed(input: &std::path::Path) -> Vec<serde_json::Value> {
+    let out = Command::new(BIN)
+        .args(["replay", &input.display().to_string()])
+        .env_clear()
+        .output()
+        .expect("replay");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect()
+}
+
+/// Each id once, the same JSON as `replay`, each run in order.
+pub fn assert_same_as_replay(got: &[serde_json::Value], want: &[serde_json::Value]) {
+    let ids: Vec<&str> = got.iter().map(|e| e["id"].as_str().expect("id")).collect();
+    assert_eq!(
+        ids.iter().collect::<BTreeSet<_>>().len(),
+        ids.len(),
+        "an id is stored twice"
+    );
+    let by_id: BTreeMap<&str, &serde_json::Value> = want
+        .iter()
+        .map(|e| (e["id"].as_str().expect("id"), e))
+        .collect();
+    assert_eq!(got.len(), want.len(), "events missing");
+    for e in got {
+        assert_eq!(
+            Some(&e),
+            by_id.get(e["id"].as_str().expect("id")),
+            "event differs"
+        );
+    }
+    let runs = |events: &[serde_json::Value]| {
+        let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for e in events {
+            m.entry(e["partitionkey"].to_string())
+                .or_default()
+                .push(e["id"].to_string());
+        }
+        m
+    };
+    assert_eq!(runs(got), runs(want), "a run's events are out of order");
+}
+
+/// A replay reading its recording from standard input, for outage tests: the test feeds the first
+/// half of `input`'s lines now and the rest when it chooses (`Fed::rest`).
+pub struct Fed {
+    pub child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    rest: Vec<String>,
+}
+
+impl Fed {
+    pub fn start(input: &Path, sink: &str) -> Self {
+        let lines: Vec<String> = std::fs::read_to_string(input)
+            .expect("input")
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        let mut child = spawn_logged(
+            Command::new(BIN)
+                .args([
+                    "replay",
+                    "-",
+                    "--sink",
+                    sink,
+                    "--retry-max",
+                    "2s",
+                    "--log-format",
+                    "json",
+                ])
+                .env_clear()
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null()),
+        );
+        let mut stdin = child.stdin.take().expect("stdin");
+        let half = lines.len() / 2;
+        for line in &lines[..half] {
+            writeln!(stdin, "{line}").expect("feed");
+        }
+        stdin.flush().expect("flush");
+        Self {
+            child,
+            stdin: Some(stdin),
+            rest: lines[half..].to_vec(),
+        }
+    }
+
+    /// Feeds the second half and closes standard input.
+    pub fn rest(&mut self) {
+        if let Some(mut stdin) = self.stdin.take() {
+            for line in &self.rest {
+                writeln!(stdin, "{line}").expect("feed");
+            }
+        }
+    }
 }

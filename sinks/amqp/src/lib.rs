@@ -21,7 +21,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
-use sink_core::template::{Template, Var};
+use sink_core::template::{self, Template, Var};
 use sink_core::{Accepting, Event, KeyOrder, Receipt, Sink, SinkError, binary, redact, structured};
 use tokio::sync::Mutex;
 
@@ -183,21 +183,10 @@ async fn confirm_channel(connection: &Connection) -> Result<Channel, lapin::Erro
     Ok(channel)
 }
 
-/// Routing-key values: AMQP topic patterns split on `.` and match `*`/`#`, so a value's own dots
-/// and wildcards become `_` (`{type}` keeps its one dot: bind `*.task.failed` or `#.failed`).
+/// Routing-key values become single words: topic patterns split on `.` and match `*`/`#`, so a
+/// value's own dots and wildcards turn into `_` (`{type}` keeps its one dot: bind `*.task.failed`).
 pub fn escape_word(var: Var, value: &str, out: &mut String) {
-    if value.is_empty() {
-        out.push('_');
-        return;
-    }
-    for c in value.chars() {
-        let keep = var == Var::Type && c == '.';
-        out.push(if keep || !(c == '.' || c == '*' || c == '#') {
-            c
-        } else {
-            '_'
-        });
-    }
+    template::escape_token(var, value, &['.', '*', '#'], out);
 }
 
 /// Whether a broker error means the message can never be published as is: the exchange does not
@@ -267,23 +256,5 @@ impl Sink for AmqpSink {
                 }
             }) as Receipt)
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn values_become_single_words() {
-        let render = |var, value| {
-            let mut out = String::new();
-            escape_word(var, value, &mut out);
-            out
-        };
-        assert_eq!(render(Var::Namespace, "team.a"), "team_a");
-        assert_eq!(render(Var::Pipeline, "x*#y"), "x__y");
-        assert_eq!(render(Var::Type, "task.failed"), "task.failed");
-        assert_eq!(render(Var::Workflow, ""), "_");
     }
 }

@@ -52,6 +52,22 @@ impl Var {
     }
 }
 
+/// Appends `value` as one token of a dotted name (a NATS subject, an AMQP routing key): the
+/// `special` characters (the name's separator and wildcards), whitespace and control characters
+/// become `_`, an empty value becomes `_`, and `{type}` keeps its dot — it is two tokens on
+/// purpose, so consumers can match `*.task.failed`.
+pub fn escape_token(var: Var, value: &str, special: &[char], out: &mut String) {
+    if value.is_empty() {
+        out.push('_');
+        return;
+    }
+    for c in value.chars() {
+        let keep_dot = var == Var::Type && c == '.';
+        let replace = special.contains(&c) || c.is_whitespace() || c.is_control();
+        out.push(if replace && !keep_dot { '_' } else { c });
+    }
+}
+
 /// `org.kubeflow.pipelines.task.failed` → `task.failed`.
 pub fn short_type(ty: &str) -> &str {
     let mut dots = ty.rmatch_indices('.').map(|(i, _)| i);
@@ -174,6 +190,19 @@ mod tests {
             Err(TemplateError::Unknown("nope".into()))
         );
         assert_eq!(Template::parse("a.{type"), Err(TemplateError::Unclosed));
+    }
+
+    #[test]
+    fn values_become_single_tokens() {
+        let render = |var, value| {
+            let mut out = String::new();
+            escape_token(var, value, &['.', '*', '>'], &mut out);
+            out
+        };
+        assert_eq!(render(Var::Namespace, "team.a b"), "team_a_b");
+        assert_eq!(render(Var::Pipeline, "x*>y"), "x__y");
+        assert_eq!(render(Var::Type, "task.failed"), "task.failed");
+        assert_eq!(render(Var::Workflow, ""), "_");
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub use options::{Mode, NatsOptions};
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, context::PublishErrorKind};
 use bytes::Bytes;
-use sink_core::template::{Template, Var};
+use sink_core::template::{self, Template, Var};
 use sink_core::{Accepting, Event, KeyOrder, Receipt, Sink, SinkError, binary, redact, structured};
 use tokio::sync::{mpsc, oneshot};
 
@@ -263,21 +263,10 @@ fn log_event(name: &str, event: async_nats::Event) {
     }
 }
 
-/// Template values become single subject tokens: `.`, wildcards and whitespace turn into `_`
-/// (`{type}` keeps its one dot, so `kfp.*.task.failed` subscriptions work).
+/// Template values become single subject tokens (`.`, `*`, `>` and whitespace turn into `_`;
+/// `{type}` keeps its one dot, so `kfp.*.task.failed` subscriptions work).
 pub fn escape_token(var: Var, value: &str, out: &mut String) {
-    if value.is_empty() {
-        out.push('_');
-        return;
-    }
-    for c in value.chars() {
-        let keep_dot = var == Var::Type && c == '.';
-        if keep_dot || !(c == '.' || c == '*' || c == '>' || c.is_whitespace() || c.is_control()) {
-            out.push(c);
-        } else {
-            out.push('_');
-        }
-    }
+    template::escape_token(var, value, &['.', '*', '>'], out);
 }
 
 fn check_subject(subject: &str) -> Result<(), String> {
@@ -307,19 +296,6 @@ fn sample_event() -> Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn values_become_single_tokens() {
-        let render = |var, value| {
-            let mut out = String::new();
-            escape_token(var, value, &mut out);
-            out
-        };
-        assert_eq!(render(Var::Namespace, "team.a b"), "team_a_b");
-        assert_eq!(render(Var::Pipeline, "x*>y"), "x__y");
-        assert_eq!(render(Var::Type, "task.failed"), "task.failed");
-        assert_eq!(render(Var::Workflow, ""), "_");
-    }
 
     #[test]
     fn subjects_are_checked() {
