@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::Duration;
 use support::bridge::{
-    BIN, Fed, Scratch, all_recordings, assert_same_as_replay, bridge, replayed, stderr, summaries,
-    wait,
+    BIN, Fed, Scratch, all_recordings, assert_same_as_replay, read_events, replayed, run_ok,
+    stderr, summaries, wait,
 };
 use support::rabbit_server::RabbitServer;
 
@@ -134,13 +134,11 @@ async fn routing_keys_route_and_every_event_arrives_as_the_binding_says_then_fai
         "{}?exchange=kfp&routing_key=kfp.{{namespace}}.{{type}}",
         server.url()
     );
-    let mut child = bridge(
+    let log = run_ok(
         &["replay", &input.display().to_string(), "--sink", &sink],
         &[],
-    );
-    let status = wait(&mut child, Duration::from_secs(60)).await;
-    let log = stderr(&mut child);
-    assert!(status.success(), "{log}");
+    )
+    .await;
     assert!(!log.contains("guest:guest"), "credentials in the log");
     let all = drain(&channel, "all").await;
     assert_same_as_replay(&all, &want);
@@ -167,7 +165,7 @@ async fn routing_keys_route_and_every_event_arrives_as_the_binding_says_then_fai
     // A routing key nobody binds: returned by the broker (mandatory), dead-lettered, counted.
     let dead = scratch.path("dead.jsonl");
     let unroutable = format!("{}?exchange=kfp&routing_key=nobody.{{type}}", server.url());
-    let mut child = bridge(
+    let log = run_ok(
         &[
             "replay",
             &input.display().to_string(),
@@ -177,15 +175,9 @@ async fn routing_keys_route_and_every_event_arrives_as_the_binding_says_then_fai
             &format!("file:{}", dead.display()),
         ],
         &[],
-    );
-    let status = wait(&mut child, Duration::from_secs(60)).await;
-    let log = stderr(&mut child);
-    assert!(status.success(), "{log}");
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&dead)
-        .expect("dead letters")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect();
+    )
+    .await;
+    let lines = read_events(&dead);
     assert_eq!(lines.len(), want.len());
     assert!(lines.iter().all(|e| {
         e["deadletterreason"]
@@ -214,7 +206,7 @@ async fn routing_keys_route_and_every_event_arrives_as_the_binding_says_then_fai
     );
     assert!(!err.contains("guest:guest"));
     let dead2 = scratch.path("dead2.jsonl");
-    let mut child = bridge(
+    run_ok(
         &[
             "replay",
             &input.display().to_string(),
@@ -224,10 +216,8 @@ async fn routing_keys_route_and_every_event_arrives_as_the_binding_says_then_fai
             &format!("file:{}", dead2.display()),
         ],
         &[],
-    );
-    let status = wait(&mut child, Duration::from_secs(60)).await;
-    let log = stderr(&mut child);
-    assert!(status.success(), "{log}");
+    )
+    .await;
     let lines = std::fs::read_to_string(&dead2).expect("dead letters");
     assert_eq!(lines.lines().count(), want.len());
     assert!(lines.contains("NOT_FOUND"), "the broker's reason is kept");

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 mod support;
 
-use support::bridge::{BIN, Scratch, all_recordings, bridge, expected, stderr, summaries, wait};
+use support::bridge::{
+    BIN, Scratch, all_recordings, bridge, expected, read_events, run_ok, stderr, summaries, wait,
+};
 
 #[derive(Debug, Clone)]
 struct Hit {
@@ -191,7 +193,7 @@ async fn a_receiver_refusing_everything_fills_the_dead_letter_file_and_the_rest_
     let fine_url = url(&fine, "/fine");
     let fine_rx = serve(fine, 200);
     let dead = scratch.path("dead.jsonl");
-    let mut child = bridge(
+    let log = run_ok(
         &[
             "replay",
             &input.display().to_string(),
@@ -203,18 +205,12 @@ async fn a_receiver_refusing_everything_fills_the_dead_letter_file_and_the_rest_
             &format!("file:{}", dead.display()),
         ],
         &[],
-    );
-    let status = wait(&mut child, Duration::from_secs(60)).await;
-    let log = stderr(&mut child);
-    assert!(status.success(), "{log}");
+    )
+    .await;
     // Each refused once (a 400 is not retried), all dead-lettered with the reason.
     assert_eq!(refusing_rx.hits().len(), want.len());
     assert_exactly_once_in_run_order(&fine_rx.hits(), &want);
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&dead)
-        .expect("dead letters")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect();
+    let lines = read_events(&dead);
     assert_eq!(lines.len(), want.len());
     for line in &lines {
         let reason = line["deadletterreason"].as_str().expect("reason");

@@ -9,8 +9,8 @@ use async_nats::jetstream::{self, stream};
 use std::process::Command;
 use std::time::Duration;
 use support::bridge::{
-    BIN, Fed, Scratch, all_recordings, assert_same_as_replay, bridge, replayed, stderr, summaries,
-    wait,
+    BIN, Fed, Scratch, all_recordings, assert_same_as_replay, bridge, read_events, replayed,
+    run_ok, stderr, summaries, wait,
 };
 use support::nats_server::NatsServer;
 
@@ -230,7 +230,7 @@ async fn oversize_and_uncaptured_events_are_dead_lettered_and_a_fixed_uncaptured
     let dead = scratch.path("dead.jsonl");
     // Task events go to subjects no stream captures; big events exceed max_payload.
     let sink = format!("{}/kfp.{{type}}", server.url());
-    let mut child = bridge(
+    run_ok(
         &[
             "replay",
             &input.display().to_string(),
@@ -240,15 +240,9 @@ async fn oversize_and_uncaptured_events_are_dead_lettered_and_a_fixed_uncaptured
             &format!("file:{}", dead.display()),
         ],
         &[],
-    );
-    let status = wait(&mut child, Duration::from_secs(60)).await;
-    let log = stderr(&mut child);
-    assert!(status.success(), "{log}");
-    let dead: Vec<serde_json::Value> = std::fs::read_to_string(&dead)
-        .expect("dead letters")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect();
+    )
+    .await;
+    let dead = read_events(&dead);
     let stored = read_all(&mut stream).await.len();
     assert_eq!(
         stored + dead.len(),

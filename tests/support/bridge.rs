@@ -237,3 +237,21 @@ impl Fed {
         }
     }
 }
+
+/// Runs the bridge to the end (at most a minute) and returns its log, which must show success.
+pub async fn run_ok(args: &[&str], envs: &[(&str, &str)]) -> String {
+    let mut child = bridge(args, envs);
+    let status = wait(&mut child, Duration::from_secs(60)).await;
+    let log = stderr(&mut child);
+    assert!(status.success(), "exit {status:?}: {log}");
+    log
+}
+
+/// A file of JSON lines (a dead-letter file, a file sink), parsed.
+pub fn read_events(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .expect("JSON lines file")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect()
+}
