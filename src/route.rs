@@ -4,10 +4,9 @@
 
 use cloudevents::AttributesReader as _;
 use cloudevents::Event;
-use percent_encoding::percent_decode_str;
 use serde::Deserialize;
-use sink_core::Sink;
 use sink_core::template::{Var, glob_match, short_type};
+use sink_core::{Sink, uri};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -84,26 +83,19 @@ pub fn parse_sink_arg(arg: &str) -> Result<SinkSpec, ConfigError> {
     };
     let mut spec = SinkSpec::default();
     let mut kept = Vec::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let decoded = percent_decode_str(value)
-            .decode_utf8()
-            .map_err(|_| config_error(context(), format!("{key}: value is not UTF-8")))?;
-        let globs = || -> Result<Vec<String>, ConfigError> { globs(&decoded, key, &context()) };
+    for param in uri::params(query).map_err(|m| config_error(context(), m))? {
+        let (key, value) = (param.key, param.value);
+        let globs = || -> Result<Vec<String>, ConfigError> { globs(&value, key, &context()) };
         match key {
             "types" => spec.filter.types.extend(globs()?),
             "namespaces" => spec.filter.namespaces.extend(globs()?),
             "pipelines" => spec.filter.pipelines.extend(globs()?),
-            "name" if !decoded.is_empty() => spec.name = Some(decoded.into_owned()),
+            "name" if !value.is_empty() => spec.name = Some(value),
             "name" => return Err(config_error(context(), "name: must not be empty")),
-            _ => kept.push(pair),
+            _ => kept.push(param.raw),
         }
     }
-    spec.uri = if kept.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base}?{}", kept.join("&"))
-    };
+    spec.uri = uri::with_query(base, &kept);
     if spec.uri.trim().is_empty() {
         return Err(config_error(context(), "empty sink URI"));
     }

@@ -127,40 +127,28 @@ async fn pipelined_sinks_keep_run_order_through_outages() {
     assert_per_run_order(&sink.acked(), &sent);
 }
 
+/// Virtual time to deliver `sent` to a one-in-flight sink whose acknowledgements take 10 ms.
+async fn time_to_deliver(sent: &[Event]) -> Duration {
+    let sink = MemorySink::new("http-like").with_key_order(KeyOrder::OneInFlight);
+    sink.set_ack_delay(Duration::from_millis(10));
+    let mut delivery = Delivery::start(vec![route(&sink)], None, &LaneConfig::default(), &retry());
+    let t0 = Instant::now();
+    for e in sent.iter().cloned() {
+        delivery.send(e).await;
+    }
+    delivery.finish(std::future::pending()).await;
+    assert_per_run_order(&sink.acked(), sent);
+    t0.elapsed()
+}
+
 #[tokio::test(start_paused = true)]
 async fn one_in_flight_sinks_never_overlap_a_run() {
-    let sink = MemorySink::new("http-like").with_key_order(KeyOrder::OneInFlight);
-    sink.set_ack_delay(Duration::from_millis(10));
-    let sent = interleaved(1, 20);
-    let mut delivery = Delivery::start(vec![route(&sink)], None, &LaneConfig::default(), &retry());
-    let t0 = Instant::now();
-    for e in sent.clone() {
-        delivery.send(e).await;
-    }
-    delivery.finish(std::future::pending()).await;
     // One run, one at a time: 20 events × 10 ms each.
-    assert!(
-        t0.elapsed() >= Duration::from_millis(200),
-        "{:?}",
-        t0.elapsed()
-    );
-    assert_per_run_order(&sink.acked(), &sent);
-
+    let one_run = time_to_deliver(&interleaved(1, 20)).await;
+    assert!(one_run >= Duration::from_millis(200), "{one_run:?}");
     // Twenty runs overlap freely: the same 20 events take one round trip, not twenty.
-    let sink = MemorySink::new("http-like").with_key_order(KeyOrder::OneInFlight);
-    sink.set_ack_delay(Duration::from_millis(10));
-    let sent = interleaved(20, 1);
-    let mut delivery = Delivery::start(vec![route(&sink)], None, &LaneConfig::default(), &retry());
-    let t0 = Instant::now();
-    for e in sent.clone() {
-        delivery.send(e).await;
-    }
-    delivery.finish(std::future::pending()).await;
-    assert!(
-        t0.elapsed() < Duration::from_millis(20),
-        "{:?}",
-        t0.elapsed()
-    );
+    let twenty_runs = time_to_deliver(&interleaved(20, 1)).await;
+    assert!(twenty_runs < Duration::from_millis(20), "{twenty_runs:?}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -3,7 +3,7 @@
 
 use lapin::ExchangeKind;
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
-use sink_core::parse_duration;
+use sink_core::{parse_duration, uri};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -164,13 +164,6 @@ impl AmqpOptions {
     }
 }
 
-fn decode(value: &str) -> Result<String, String> {
-    percent_encoding::percent_decode_str(value)
-        .decode_utf8()
-        .map(|s| s.into_owned())
-        .map_err(|_| "value is not UTF-8".to_owned())
-}
-
 /// Takes the sink's options out of the URI; returns the URI for the client library (credentials,
 /// host, vhost and its own query parameters such as `heartbeat`) and the options.
 pub fn parse(
@@ -187,15 +180,15 @@ pub fn parse(
     let mut options = AmqpOptions::default();
     let mut password_file = None;
     let mut kept = Vec::new();
-    let mut apply = |key: &str, value: &str, from_query: bool| -> Result<(), String> {
+    let mut apply = |key: &str, value: &str, raw: Option<&str>| -> Result<(), String> {
         if key == "password_file" {
             password_file = Some(PathBuf::from(value));
             return Ok(());
         }
         if !options.set(key, value)? {
-            if from_query {
-                // The client library's own parameters (heartbeat, frame_max, …).
-                kept.push(format!("{key}={value}"));
+            if let Some(raw) = raw {
+                // The client library's own query parameters (heartbeat, frame_max, …), as written.
+                kept.push(raw.to_owned());
             } else {
                 return Err(format!(
                     "unknown option {key:?}; known: {}",
@@ -205,13 +198,11 @@ pub fn parse(
         }
         Ok(())
     };
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = decode(value).map_err(|m| format!("{key}: {m}"))?;
-        apply(key, &value, given.is_none())?;
+    for param in uri::params(query)? {
+        apply(param.key, &param.value, Some(param.raw))?;
     }
     for (key, value) in given.unwrap_or_default() {
-        apply(key, value, false)?;
+        apply(key, value, None)?;
     }
     let mut base = base;
     if let Some(path) = password_file {
@@ -229,11 +220,8 @@ pub fn parse(
         let user = userinfo.split(':').next().unwrap_or(userinfo);
         base = format!("{scheme}://{user}:{encoded}@{host}");
     }
-    let uri = if kept.is_empty() {
-        base
-    } else {
-        format!("{base}?{}", kept.join("&"))
-    };
+    let kept: Vec<&str> = kept.iter().map(String::as_str).collect();
+    let uri = uri::with_query(&base, &kept);
     Ok((uri, options))
 }
 

@@ -16,6 +16,7 @@ mod memory;
 mod stream;
 pub mod structured;
 pub mod template;
+pub mod uri;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,6 +26,7 @@ pub use error::SinkError;
 pub use memory::{MemorySink, Script};
 pub use stream::JsonLinesSink;
 pub use template::Template;
+pub use uri::redact;
 
 /// Resolves when the broker acknowledged one accepted message, or with the reason it did not.
 pub type Receipt = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'static>>;
@@ -95,60 +97,4 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         return Err(format!("{text:?} is out of range"));
     }
     Ok(std::time::Duration::from_secs_f64(seconds))
-}
-
-/// Query parameters whose values are safe to show in logs; every other value is masked.
-const SHOWN_PARAMETERS: [&str; 20] = [
-    "mode",
-    "types",
-    "namespaces",
-    "pipelines",
-    "name",
-    "timeout",
-    "connect_timeout",
-    "batch_max_events",
-    "batch_max_bytes",
-    "batch_linger",
-    "pool_max_idle",
-    "jetstream",
-    "exchange",
-    "routing_key",
-    "key",
-    "declare",
-    "durable",
-    "header_prefix",
-    "stream",
-    "ack_timeout",
-];
-
-/// A sink URI fit for logs: user-info becomes `***@`, and query values become `***` unless the
-/// parameter is a known harmless option (an endpoint's own `?code=…` may well be a secret).
-pub fn redact(uri: &str) -> String {
-    let (base, query) = match uri.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (uri, None),
-    };
-    let mut out = match base.split_once("://") {
-        Some((scheme, rest)) => {
-            let end = rest.find(['/', '#']).unwrap_or(rest.len());
-            match rest[..end].rfind('@') {
-                Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-                None => base.to_owned(),
-            }
-        }
-        None => base.to_owned(),
-    };
-    if let Some(query) = query {
-        let query = query.split('#').next().unwrap_or("");
-        let pairs: Vec<String> = query
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((key, _)) if !SHOWN_PARAMETERS.contains(&key) => format!("{key}=***"),
-                _ => pair.to_owned(),
-            })
-            .collect();
-        out.push('?');
-        out.push_str(&pairs.join("&"));
-    }
-    out
 }

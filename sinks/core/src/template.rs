@@ -124,6 +124,19 @@ impl Template {
         self.pieces.iter().all(|p| matches!(p, Piece::Text(_)))
     }
 
+    /// Renders for a stand-in event with no extensions (short type `run.started`): what a sink
+    /// checks at start to refuse a template that cannot make a valid destination.
+    pub fn render_sample(&self, escape: impl Fn(Var, &str, &mut String)) -> String {
+        use cloudevents::{EventBuilder, EventBuilderV10};
+        let sample = EventBuilderV10::new()
+            .id("sample")
+            .source("/sample")
+            .ty("sample.run.started")
+            .build()
+            .unwrap_or_default();
+        self.render(&sample, escape)
+    }
+
     /// Renders for `event`; each value goes through `escape` (which appends to the output and
     /// may treat variables differently: `{type}` is two dot-separated tokens by design).
     pub fn render(&self, event: &Event, escape: impl Fn(Var, &str, &mut String)) -> String {

@@ -50,12 +50,10 @@ enum Target {
 
 /// One HTTP endpoint.
 pub struct HttpSink {
-    name: String,
-    client: reqwest::Client,
+    /// The name, client, extra headers and token every request shares; built once.
+    poster: Arc<Poster>,
     target: Target,
     mode: Mode,
-    headers: HeaderMap,
-    token: Option<Arc<TokenFile>>,
     batches: Option<mpsc::Sender<Batched>>,
 }
 
@@ -94,8 +92,7 @@ impl HttpSink {
             Target::Fixed(parse_url(&url).map_err(&err)?)
         } else {
             // Check the template yields a valid URL for a sample value.
-            parse_url(&template.render(&sample_event(), |_, _, out| out.push('x')))
-                .map_err(&err)?;
+            parse_url(&template.render_sample(|_, _, out| out.push('x'))).map_err(&err)?;
             if opts.mode == Mode::Batch {
                 return Err(err(
                     "batch mode needs a fixed URL (no {…} template)".to_owned()
@@ -117,26 +114,22 @@ impl HttpSink {
             None => None,
         };
         let mut sink = Self {
-            name: display,
-            client,
+            poster: Arc::new(Poster {
+                name: display,
+                client,
+                headers,
+                token,
+            }),
             target,
             mode: opts.mode,
-            headers,
-            token,
             batches: None,
         };
         if opts.mode == Mode::Batch {
             let (tx, rx) = mpsc::channel(opts.batch_max_events.max(1) * 2);
-            let poster = Poster {
-                name: sink.name.clone(),
-                client: sink.client.clone(),
-                headers: sink.headers.clone(),
-                token: sink.token.clone(),
-            };
             let Target::Fixed(url) = &sink.target else {
                 unreachable!("checked above: batch mode has a fixed URL")
             };
-            tokio::spawn(batch_loop(rx, poster, url.clone(), opts));
+            tokio::spawn(batch_loop(rx, Arc::clone(&sink.poster), url.clone(), opts));
             sink.batches = Some(tx);
         }
         Ok(sink)
@@ -149,24 +142,15 @@ impl HttpSink {
                 let text = template.render(event, |_, value, out| {
                     out.extend(utf8_percent_encode(value, PATH_SEGMENT));
                 });
-                parse_url(&text).map_err(|m| SinkError::permanent(&self.name, m))
+                parse_url(&text).map_err(|m| SinkError::permanent(&self.poster.name, m))
             }
-        }
-    }
-
-    fn poster(&self) -> Poster {
-        Poster {
-            name: self.name.clone(),
-            client: self.client.clone(),
-            headers: self.headers.clone(),
-            token: self.token.clone(),
         }
     }
 }
 
 impl Sink for HttpSink {
     fn name(&self) -> &str {
-        &self.name
+        &self.poster.name
     }
 
     fn key_order(&self) -> KeyOrder {
@@ -181,8 +165,10 @@ impl Sink for HttpSink {
                 batches
                     .send((structured::to_vec(event), tx))
                     .await
-                    .map_err(|_| SinkError::permanent(&self.name, "batching task stopped"))?;
-                let name = self.name.clone();
+                    .map_err(|_| {
+                        SinkError::permanent(&self.poster.name, "batching task stopped")
+                    })?;
+                let name = self.poster.name.clone();
                 return Ok(Box::pin(async move {
                     rx.await
                         .unwrap_or_else(|_| Err(SinkError::transient(&name, "batch abandoned")))
@@ -196,7 +182,7 @@ impl Sink for HttpSink {
                         let name = HeaderName::from_bytes(format!("ce-{name}").as_bytes())
                             .map_err(|_| {
                                 SinkError::permanent(
-                                    &self.name,
+                                    &self.poster.name,
                                     format!("attribute {name:?} is not a valid header name"),
                                 )
                             })?;
@@ -221,13 +207,12 @@ impl Sink for HttpSink {
                     structured::to_vec(event)
                 }
             };
-            Ok(self.poster().post(url, headers, body))
+            Ok(Arc::clone(&self.poster).post(url, headers, body))
         })
     }
 }
 
 /// What a request needs besides its URL, headers and body.
-#[derive(Clone)]
 struct Poster {
     name: String,
     client: reqwest::Client,
@@ -236,7 +221,7 @@ struct Poster {
 }
 
 impl Poster {
-    fn post(self, url: Url, mut headers: HeaderMap, body: Vec<u8>) -> Receipt {
+    fn post(self: Arc<Self>, url: Url, mut headers: HeaderMap, body: Vec<u8>) -> Receipt {
         for (k, v) in &self.headers {
             headers.append(k.clone(), v.clone());
         }
@@ -348,16 +333,6 @@ fn parse_url(text: &str) -> Result<Url, String> {
     }
 }
 
-fn sample_event() -> Event {
-    use cloudevents::{EventBuilder, EventBuilderV10};
-    EventBuilderV10::new()
-        .id("sample")
-        .source("/sample")
-        .ty("sample.run.started")
-        .build()
-        .unwrap_or_default()
-}
-
 fn build_client(opts: &HttpOptions, extra_ca_pem: Option<&str>) -> Result<reqwest::Client, String> {
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -403,7 +378,12 @@ fn build_client(opts: &HttpOptions, extra_ca_pem: Option<&str>) -> Result<reqwes
 }
 
 /// Gathers structured events into batches and posts each, resolving every member's receipt.
-async fn batch_loop(mut rx: mpsc::Receiver<Batched>, poster: Poster, url: Url, opts: HttpOptions) {
+async fn batch_loop(
+    mut rx: mpsc::Receiver<Batched>,
+    poster: Arc<Poster>,
+    url: Url,
+    opts: HttpOptions,
+) {
     while let Some(first) = rx.recv().await {
         let mut bytes = first.0.len();
         let mut batch = vec![first];
@@ -425,7 +405,7 @@ async fn batch_loop(mut rx: mpsc::Receiver<Batched>, poster: Poster, url: Url, o
     }
 }
 
-fn post_batch(poster: &Poster, url: &Url, batch: Vec<Batched>) {
+fn post_batch(poster: &Arc<Poster>, url: &Url, batch: Vec<Batched>) {
     if batch.is_empty() {
         return;
     }
@@ -446,7 +426,7 @@ fn post_batch(poster: &Poster, url: &Url, batch: Vec<Batched>) {
         HeaderValue::from_static("application/cloudevents-batch+json; charset=utf-8"),
     );
     let name = poster.name.clone();
-    let receipt = poster.clone().post(url.clone(), headers, body);
+    let receipt = Arc::clone(poster).post(url.clone(), headers, body);
     tokio::spawn(async move {
         let result = receipt.await;
         for waiter in waiters {

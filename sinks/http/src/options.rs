@@ -1,6 +1,6 @@
 //! The HTTP sink's options, from the URI query (`?mode=structured&header=X-Team:a`) or a config file.
 
-use sink_core::parse_duration;
+use sink_core::{parse_duration, uri};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -125,20 +125,12 @@ impl HttpOptions {
             None => (query, None),
         };
         let mut kept = Vec::new();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = percent_encoding::percent_decode_str(value)
-                .decode_utf8()
-                .map_err(|_| format!("{key}: value is not UTF-8"))?;
-            if !self.set(key, &value)? {
-                kept.push(pair);
+        for param in uri::params(query)? {
+            if !self.set(param.key, &param.value)? {
+                kept.push(param.raw);
             }
         }
-        let mut out = base.to_owned();
-        if !kept.is_empty() {
-            out.push('?');
-            out.push_str(&kept.join("&"));
-        }
+        let mut out = uri::with_query(base, &kept);
         if let Some(fragment) = fragment {
             out.push('#');
             out.push_str(fragment);

@@ -66,7 +66,7 @@ impl NatsSink {
         let config = |m: String| SinkError::config(&display, m);
         let target = options::parse(uri, options).map_err(config)?;
         let subject = Template::parse(&target.subject).map_err(|e| config(e.to_string()))?;
-        check_subject(&subject.render(&sample_event(), escape_token)).map_err(config)?;
+        check_subject(&subject.render_sample(escape_token)).map_err(config)?;
         let connect = target.options.connect_options().await.map_err(config)?;
         let client = connect
             .name("kfp-event-bridge")
@@ -97,7 +97,7 @@ impl NatsSink {
                         .await
                         .map_err(|e| config(format!("stream {stream:?} is not available: {e}")))?;
                 } else if subject.is_constant() {
-                    let fixed = subject.render(&sample_event(), escape_token);
+                    let fixed = subject.render_sample(escape_token);
                     context.stream_by_subject(fixed.clone()).await.map_err(|e| {
                     config(format!(
                         "no JetStream stream captures subject {fixed:?} ({e}); create one, or \
@@ -281,16 +281,6 @@ fn check_subject(subject: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-fn sample_event() -> Event {
-    use cloudevents::{EventBuilder, EventBuilderV10};
-    EventBuilderV10::new()
-        .id("sample")
-        .source("/sample")
-        .ty("sample.run.started")
-        .build()
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! options of the NATS sink, from the URI query or a config file.
 
 use async_nats::ConnectOptions;
-use sink_core::parse_duration;
+use sink_core::{parse_duration, uri};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -182,13 +182,6 @@ impl NatsOptions {
     }
 }
 
-fn percent_decode(value: &str) -> Result<String, String> {
-    percent_encoding::percent_decode_str(value)
-        .decode_utf8()
-        .map(|s| s.into_owned())
-        .map_err(|_| "value is not UTF-8".to_owned())
-}
-
 /// Splits a sink URI into servers, subject template and options.
 pub fn parse(uri: &str, given: Option<&[(String, String)]>) -> Result<Target, String> {
     let (scheme, rest) = uri
@@ -218,10 +211,10 @@ pub fn parse(uri: &str, given: Option<&[(String, String)]>) -> Result<Target, St
         Some((userinfo, hosts)) => {
             match userinfo.split_once(':') {
                 Some((user, password)) => {
-                    options.user = Some(percent_decode(user)?);
-                    options.password = Some(percent_decode(password)?);
+                    options.user = Some(uri::decode(user)?);
+                    options.password = Some(uri::decode(password)?);
                 }
-                None => options.token = Some(percent_decode(userinfo)?),
+                None => options.token = Some(uri::decode(userinfo)?),
             }
             hosts
         }
@@ -239,33 +232,24 @@ pub fn parse(uri: &str, given: Option<&[(String, String)]>) -> Result<Target, St
             .parse::<async_nats::ServerAddr>()
             .map_err(|e| format!("server {:?}: {e}", sink_core::redact(server)))?;
     }
-    match given {
-        Some(pairs) => {
-            for (key, value) in pairs {
-                if !options.set(key, value)? {
-                    return Err(format!(
-                        "unknown option {key:?}; known: {}",
-                        NatsOptions::KEYS.join(", ")
-                    ));
-                }
-            }
-        }
-        None => {
-            for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                let value = percent_decode(value).map_err(|m| format!("{key}: {m}"))?;
-                if !options.set(key, &value)? {
-                    return Err(format!(
-                        "unknown option {key:?}; known: {}",
-                        NatsOptions::KEYS.join(", ")
-                    ));
-                }
-            }
+    // Options from the URI query, then those given separately (a config file); all must be known.
+    let query = uri::params(query.unwrap_or(""))?;
+    let from_query = query.iter().map(|p| (p.key, p.value.as_str()));
+    let given = given
+        .unwrap_or_default()
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()));
+    for (key, value) in from_query.chain(given) {
+        if !options.set(key, value)? {
+            return Err(format!(
+                "unknown option {key:?}; known: {}",
+                NatsOptions::KEYS.join(", ")
+            ));
         }
     }
     Ok(Target {
         servers,
-        subject: percent_decode(subject)?,
+        subject: uri::decode(subject)?,
         options,
     })
 }
