@@ -87,6 +87,7 @@ impl DeriveArgs {
         DeriveConfig {
             node_events: self.node_events,
             kfp_only: self.kfp_only,
+            history_before: None,
         }
     }
 }

@@ -17,7 +17,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -175,7 +175,33 @@ struct Item {
     key: Arc<str>,
     seq: u64,
     attempts: u32,
+    done: Option<Arc<Completion>>,
     _permit: OwnedSemaphorePermit,
+}
+
+impl Item {
+    /// The event reached its sink or the dead-letter sink.
+    fn complete(&self) {
+        if let Some(done) = &self.done {
+            done.lane_done();
+        }
+    }
+}
+
+/// Counts down the lanes one tracked event was routed to; the last one reports its token.
+struct Completion {
+    remaining: AtomicUsize,
+    token: u64,
+    tx: mpsc::UnboundedSender<u64>,
+}
+
+impl Completion {
+    fn lane_done(&self) {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The receiver is gone only when the caller stopped caring (shutdown).
+            let _ = self.tx.send(self.token);
+        }
+    }
 }
 
 struct LaneHandle {
@@ -264,6 +290,35 @@ impl Delivery {
 
     /// Hands `event` to every lane whose filter selects it, waiting while a lane is full.
     pub async fn send(&mut self, event: Event) {
+        self.send_inner(event, None).await;
+    }
+
+    /// As [`send`](Self::send), and once every lane it was routed to has delivered or
+    /// dead-lettered it, `token` comes out of `done` — at once when no filter selects it. Events
+    /// a lane gives up on without a dead-letter sink, or still holds at shutdown, never do.
+    pub async fn send_tracked(
+        &mut self,
+        event: Event,
+        token: u64,
+        done: &mpsc::UnboundedSender<u64>,
+    ) {
+        let lanes = self
+            .lanes
+            .iter()
+            .filter(|l| l.filter.matches(&event))
+            .count();
+        if lanes == 0 {
+            let _ = done.send(token);
+        }
+        let completion = Arc::new(Completion {
+            remaining: AtomicUsize::new(lanes),
+            token,
+            tx: done.clone(),
+        });
+        self.send_inner(event, Some(completion)).await;
+    }
+
+    async fn send_inner(&mut self, event: Event, done: Option<Arc<Completion>>) {
         let event = Arc::new(event);
         let key: Arc<str> = match event.extension("partitionkey") {
             Some(ExtensionValue::String(key)) => Arc::from(key.as_str()),
@@ -286,6 +341,7 @@ impl Delivery {
                 key: Arc::clone(&key),
                 seq: self.seq,
                 attempts: 0,
+                done: done.clone(),
                 _permit: permit,
             };
             if lane.tx.send(item).is_err() {
@@ -530,6 +586,7 @@ impl Lane {
                 self.stats.delivered.fetch_add(1, Ordering::Relaxed);
                 self.stats.depth.fetch_sub(1, Ordering::Relaxed);
                 self.forget_if_idle(&item.key);
+                item.complete();
             }
             Err(err)
                 if err.is_transient()
@@ -642,6 +699,7 @@ async fn dead_letter(
         match result {
             Ok(()) => {
                 stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                item.complete();
                 tracing::warn!(sink = %sink_name, id = event.id(), %reason, "event dead-lettered");
                 break;
             }

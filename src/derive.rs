@@ -12,11 +12,11 @@ pub mod nodes;
 pub mod run;
 pub mod tasks;
 
-use crate::model::{Fact, FactKey, FactKind, Lifecycle, Origin, RunInfo, Slot, TaskInfo};
+use crate::model::{Fact, FactKind, Lifecycle, Mark, Origin, RunInfo, TaskInfo};
 use crate::source::objects::{Node, Workflow};
 use crate::source::recording::Observed;
 use chrono::{DateTime, Utc};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 pub use tasks::NodeEvents;
 
@@ -26,6 +26,9 @@ pub struct DeriveConfig {
     pub node_events: NodeEvents,
     /// Skip workflows without the `pipeline/runid` label (plain Argo workflows).
     pub kfp_only: bool,
+    /// Runs that finished before this moment, and Events last seen before it, are history: no
+    /// facts (the live input's `--retention`; a replay has none).
+    pub history_before: Option<DateTime<Utc>>,
 }
 
 /// Counters a caller reports (replay's summary, the metrics endpoint).
@@ -48,12 +51,24 @@ pub struct Stats {
     pub offloaded_observations: u64,
     /// Observations whose `compressedNodes` could not be decoded.
     pub node_decode_errors: u64,
+    /// Observations of runs that finished before the retention window, or of finished runs whose
+    /// facts are all done.
+    pub history_skipped: u64,
 }
+
+/// Event facts held per run at most, while the status is expected to give them.
+const HELD_PER_RUN: usize = 64;
 
 /// What has been derived for one workflow.
 #[derive(Default)]
 struct RunState {
-    done: HashSet<(String, Slot)>,
+    /// Per node hash, the slots already derived (or done according to the checkpoint).
+    done: HashMap<u64, u16>,
+    /// Every fact of this finished run is done: later observations derive nothing.
+    finished: bool,
+    /// Facts Kubernetes Events carried that the status should give too; published if the
+    /// workflow disappears before its status does ([`Deriver::gone`]).
+    held: Vec<Fact>,
     /// The latest status had node information the derivation could use.
     nodes_visible: bool,
     /// The offloaded node status has been reported once (it is reported once per workflow).
@@ -89,13 +104,58 @@ impl Deriver {
         std::mem::take(&mut self.notices)
     }
 
-    /// Marks a fact as already delivered (from a checkpoint), so it is never derived again.
-    pub fn mark_done(&mut self, key: FactKey) {
-        self.runs
-            .entry(key.workflow_uid)
-            .or_default()
-            .done
-            .insert((key.node_id, key.slot));
+    /// Marks facts as already delivered (from a checkpoint), so they are never derived again.
+    pub fn mark_done(&mut self, workflow_uid: &str, mark: Mark) {
+        let state = self.runs.entry(workflow_uid.to_owned()).or_default();
+        *state.done.entry(mark.node).or_default() |= mark.slots;
+    }
+
+    /// Records that every fact of a finished run is done: its state shrinks to the uid, and
+    /// later observations of it (labels a persistence agent adds, late Events) derive nothing.
+    pub fn finish(&mut self, workflow_uid: &str) {
+        let state = self.runs.entry(workflow_uid.to_owned()).or_default();
+        *state = RunState {
+            finished: true,
+            ..RunState::default()
+        };
+    }
+
+    /// Forgets a workflow entirely (deleted, and past the retention window).
+    pub fn forget(&mut self, workflow_uid: &str) {
+        self.runs.remove(workflow_uid);
+    }
+
+    /// Workflows the deriver holds state for.
+    pub fn tracked(&self) -> usize {
+        self.runs.len()
+    }
+
+    /// Moves the history horizon (see [`DeriveConfig::history_before`]).
+    pub fn set_history_before(&mut self, at: Option<DateTime<Utc>>) {
+        self.config.history_before = at;
+    }
+
+    /// The workflow disappeared without its final status being observed (deleted while the
+    /// watch was re-listing): from now on its Events speak for it, and the facts they carried
+    /// while the status was expected to give them come out now.
+    pub fn gone(&mut self, workflow_uid: &str) -> Vec<Fact> {
+        let Some(state) = self.runs.get_mut(workflow_uid) else {
+            return Vec::new();
+        };
+        if state.finished {
+            return Vec::new();
+        }
+        state.nodes_visible = false;
+        let held = std::mem::take(&mut state.held);
+        let facts = emit_new(state, held);
+        // Run facts from Events are no longer merged into a status that will not come.
+        if let Some(run) = &mut state.run {
+            if !run.finished() {
+                state.run = None;
+            }
+        }
+        self.stats.facts += facts.len() as u64;
+        facts
     }
 
     /// The new facts one watch event brings, in causal order.
@@ -121,7 +181,15 @@ impl Deriver {
             self.stats.workflows_skipped_not_kfp += 1;
             return Vec::new();
         }
+        if self.runs.get(&wf.metadata.uid).is_some_and(|s| s.finished) {
+            self.stats.history_skipped += 1;
+            return Vec::new();
+        }
         let run = Arc::new(run::run_info(wf));
+        if run.finished() && self.is_history(run.finished_at) {
+            self.stats.history_skipped += 1;
+            return Vec::new();
+        }
         let status = wf.status.as_ref();
         let mut nodes_visible = status.is_some_and(|s| !s.nodes.is_empty());
         let decoded;
@@ -172,8 +240,15 @@ impl Deriver {
             }
         }
         state.nodes_visible = nodes_visible;
+        if run.finished() {
+            state.held.clear();
+        }
         state.run = Some(run);
         emit_new(state, candidates)
+    }
+
+    fn is_history(&self, at: Option<DateTime<Utc>>) -> bool {
+        matches!((self.config.history_before, at), (Some(before), Some(at)) if at < before)
     }
 }
 
@@ -182,8 +257,11 @@ fn emit_new(state: &mut RunState, mut candidates: Vec<Fact>) -> Vec<Fact> {
     // Inserting while filtering also drops a fact proposed twice in one observation (a node that
     // a malformed tree reaches by two paths).
     candidates.retain(|f| {
-        let key = f.key();
-        state.done.insert((key.node_id, key.slot))
+        let mark = f.mark();
+        let slots = state.done.entry(mark.node).or_default();
+        let new = *slots & mark.slots == 0;
+        *slots |= mark.slots;
+        new
     });
     sort_causally(&mut candidates);
     candidates

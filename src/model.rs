@@ -94,6 +94,13 @@ pub struct RunInfo {
     pub nodes_offloaded: bool,
 }
 
+impl RunInfo {
+    /// The run reached a terminal phase.
+    pub fn finished(&self) -> bool {
+        matches!(self.phase.as_str(), "Succeeded" | "Failed" | "Error")
+    }
+}
+
 /// A pod lifecycle problem of a Pending task (KEP-12843).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lifecycle {
@@ -166,6 +173,15 @@ impl Fact {
             slot: Slot::of(self.kind, self.lifecycle.as_ref()),
         }
     }
+
+    /// This fact's [`Mark`].
+    pub fn mark(&self) -> Mark {
+        let node = self.task.as_ref().map_or("", |t| t.node_id.as_str());
+        Mark {
+            node: node_hash(node),
+            slots: Slot::of(self.kind, self.lifecycle.as_ref()).bit(),
+        }
+    }
 }
 
 /// Which of an attempt's (or run's) at-most-once slots a fact fills.
@@ -185,6 +201,39 @@ impl Slot {
             _ => Self::Terminal,
         }
     }
+}
+
+impl Slot {
+    /// The slot as one bit of a node's [`Mark`] mask: started, terminal, then one bit per
+    /// lifecycle category in table order (an unknown category shares the last bit).
+    pub fn bit(&self) -> u16 {
+        match self {
+            Self::Started => 1,
+            Self::Terminal => 2,
+            Self::Warning(category) => {
+                let index = crate::derive::lifecycle::categories()
+                    .position(|(c, _, _)| c == *category)
+                    .unwrap_or(13);
+                4 << index.min(13)
+            }
+        }
+    }
+}
+
+/// A compact, stable record of done facts within one workflow: a hash of the node id (the run's
+/// own facts use the empty id) and a mask of [`Slot::bit`]s. What derivation and the checkpoint
+/// remember per workflow, so memory grows with nodes, not with object size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Mark {
+    pub node: u64,
+    pub slots: u16,
+}
+
+/// FNV-1a, 64 bits: stable across builds and platforms, so checkpoints survive upgrades.
+pub fn node_hash(node_id: &str) -> u64 {
+    node_id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Identity of a fact for de-duplication: workflow uid, node id (empty for the run), slot.

@@ -447,3 +447,77 @@ async fn a_sink_that_keeps_up_receives_events_in_arrival_order() {
         }
     }
 }
+
+/// The checkpoint's contract: a token comes out once every sink the event was routed to has
+/// acknowledged or dead-lettered it, and never for an event that is still pending or was lost.
+#[tokio::test(start_paused = true)]
+async fn a_tracked_event_is_done_when_every_routed_sink_finished_with_it() {
+    let fast = MemorySink::new("fast");
+    let slow = MemorySink::new("slow");
+    slow.set_ack_delay(Duration::from_secs(10));
+    let picky = MemorySink::new("picky");
+    picky.script([Script::RejectPermanent]);
+    let only_a = Route {
+        filter: Filter {
+            namespaces: vec!["team-a".into()],
+            ..Filter::default()
+        },
+        ..route(&picky)
+    };
+    let dlq = MemorySink::new("dlq");
+    let mut delivery = Delivery::start(
+        vec![route(&fast), route(&slow), only_a],
+        Some(Arc::new(dlq.clone())),
+        &LaneConfig::default(),
+        &retry(),
+    );
+    let (tx, mut done) = tokio::sync::mpsc::unbounded_channel();
+    // run 0 is team-a: fast, slow and picky (dead-lettered); run 1 is team-b: fast and slow.
+    delivery
+        .send_tracked(event(0, 0, "run.started"), 10, &tx)
+        .await;
+    delivery
+        .send_tracked(event(1, 0, "run.started"), 11, &tx)
+        .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        done.try_recv().is_err(),
+        "the slow sink has acknowledged nothing yet"
+    );
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let mut tokens = vec![
+        done.recv().await.expect("token"),
+        done.recv().await.expect("token"),
+    ];
+    tokens.sort_unstable();
+    assert_eq!(tokens, [10, 11]);
+    assert_eq!(
+        dlq.acked().len(),
+        1,
+        "picky's refusal was dead-lettered, which counts as done"
+    );
+
+    // Lost without a dead-letter sink, or still pending at shutdown: never done.
+    let refusing = MemorySink::new("refusing");
+    refusing.script([Script::RejectPermanent]);
+    let down = MemorySink::new("down");
+    down.set_down(true);
+    let mut delivery = Delivery::start(
+        vec![route(&refusing)],
+        None,
+        &LaneConfig::default(),
+        &retry(),
+    );
+    delivery
+        .send_tracked(event(2, 0, "run.started"), 20, &tx)
+        .await;
+    delivery.finish(std::future::pending()).await;
+    let mut delivery = Delivery::start(vec![route(&down)], None, &LaneConfig::default(), &retry());
+    delivery
+        .send_tracked(event(3, 0, "run.started"), 30, &tx)
+        .await;
+    delivery
+        .finish(tokio::time::sleep(Duration::from_secs(30)))
+        .await;
+    assert!(done.try_recv().is_err());
+}

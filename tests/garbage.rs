@@ -157,7 +157,7 @@ proptest! {
     #[test]
     fn mutated_recordings_never_panic(picks in prop::collection::vec((any::<prop::sample::Index>(), any::<prop::sample::Index>(), any::<u8>(), 0u8..4), 1..10)) {
         let lines = real_lines();
-        let mut deriver = Deriver::new(DeriveConfig { node_events: NodeEvents::All, kfp_only: false });
+        let mut deriver = Deriver::new(DeriveConfig { node_events: NodeEvents::All, kfp_only: false, ..DeriveConfig::default() });
         for (line, at, byte, how) in picks {
             let mut line = line.get(&lines).clone();
             let at = at.index(line.len().max(1)).min(line.len());
@@ -174,7 +174,7 @@ proptest! {
     #[test]
     fn random_node_trees_never_panic_and_never_repeat_a_fact(wfs in prop::collection::vec(workflow(), 1..5), all in any::<bool>()) {
         let mode = if all { NodeEvents::All } else { NodeEvents::Tasks };
-        let mut deriver = Deriver::new(DeriveConfig { node_events: mode, kfp_only: false });
+        let mut deriver = Deriver::new(DeriveConfig { node_events: mode, kfp_only: false, ..DeriveConfig::default() });
         let mut ids = std::collections::HashSet::new();
         for wf in &wfs {
             let line = serde_json::to_vec(wf).expect("json");

@@ -9,7 +9,7 @@
 //! gone or its nodes are offloaded to Argo's database.
 
 use super::tasks::{NodeEvents, split_attempt};
-use super::{Deriver, emit_new, nodes, run::timestamp};
+use super::{Deriver, HELD_PER_RUN, emit_new, nodes, run::timestamp};
 use crate::model::{Fact, FactKind, Origin, RunInfo, TaskInfo};
 use crate::source::objects::ClusterEvent;
 use chrono::{DateTime, Utc};
@@ -73,11 +73,16 @@ impl Deriver {
             self.stats.events_unmapped += 1;
             return Vec::new();
         };
-        let state = self.runs.entry(uid.clone()).or_default();
-        if state.nodes_visible || (kind.is_run() && state.run.is_some()) {
-            self.stats.events_merged += 1;
+        if self.is_history(timestamp(ev.last_seen())) {
+            self.stats.history_skipped += 1;
             return Vec::new();
         }
+        let state = self.runs.entry(uid.clone()).or_default();
+        if state.finished {
+            self.stats.history_skipped += 1;
+            return Vec::new();
+        }
+        let merged = state.nodes_visible || (kind.is_run() && state.run.is_some());
         let namespace = if obj.namespace.is_empty() {
             &ev.metadata.namespace
         } else {
@@ -147,6 +152,15 @@ impl Deriver {
             if kind != FactKind::TaskStarted {
                 candidates.push(fact(kind, Some(task), time, &ev.reason, message));
             }
+        }
+        if merged {
+            // The status gives (or gave) these; hold them in case the workflow disappears first.
+            self.stats.events_merged += 1;
+            if !state.run.as_ref().is_some_and(|r| r.finished()) {
+                let room = HELD_PER_RUN.saturating_sub(state.held.len());
+                state.held.extend(candidates.into_iter().take(room));
+            }
+            return Vec::new();
         }
         self.stats.events_used += 1;
         emit_new(state, candidates)
