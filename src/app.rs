@@ -10,7 +10,6 @@ use crate::source::resend;
 use sink_core::Sink;
 use std::io::BufRead;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// How a command ended, as the process exit code says it.
@@ -41,15 +40,26 @@ pub enum AppError {
     Sink(#[from] sink_core::SinkError),
     #[error("replay reader stopped unexpectedly")]
     Reader,
+    /// A flag or setting of `run` that cannot work.
+    #[error("{0}")]
+    Setup(String),
+    /// The cluster or the checkpoint store could not be reached or read.
+    #[error("{0}")]
+    Live(String),
+    #[error("leadership lost: another replica publishes now")]
+    LeadershipLost,
 }
 
 impl AppError {
     /// A configuration mistake (exit code 2, like a usage error), not a runtime failure.
     pub fn is_config(&self) -> bool {
         match self {
-            AppError::Config(_) | AppError::Encode(_) => true,
+            AppError::Config(_) | AppError::Encode(_) | AppError::Setup(_) => true,
             AppError::Sink(err) => err.class() == "config",
-            AppError::Input { .. } | AppError::Reader => false,
+            AppError::Input { .. }
+            | AppError::Reader
+            | AppError::Live(_)
+            | AppError::LeadershipLost => false,
         }
     }
 }
@@ -101,7 +111,7 @@ pub async fn open_sinks(plan: &DeliveryPlan) -> Result<OpenSinks, AppError> {
 }
 
 /// Resolves on the first SIGTERM or SIGINT; a second one ends the process at once.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     wait_for_signal().await;
     tracing::info!("shutdown requested: stopping intake, waiting for in-flight events");
     tokio::spawn(async {
@@ -190,25 +200,7 @@ async fn deliver(
     let unfinished = delivery.finish(give_up).await;
     let sinks = lanes
         .iter()
-        .map(|(name, lane)| {
-            let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-            SinkReport {
-                name: name.clone(),
-                routed: load(&lane.routed),
-                delivered: load(&lane.delivered),
-                retried: load(&lane.retried),
-                failed: load(&lane.failed),
-                dead_lettered: load(&lane.dead_lettered),
-                undeliverable: load(&lane.undeliverable),
-                pending: unfinished
-                    .pending
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .map_or(0, |(_, p)| *p),
-                p50: lane.latency_quantile(0.5),
-                p99: lane.latency_quantile(0.99),
-            }
-        })
+        .map(|(name, lane)| SinkReport::from_lane(name, lane, &unfinished))
         .collect();
     Delivered {
         sinks,

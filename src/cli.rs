@@ -16,15 +16,23 @@ use std::time::Duration;
     version,
     about = "Kubeflow Pipelines / Argo Workflows runs → CloudEvents"
 )]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(flatten)]
     pub log: LogArgs,
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+    /// Without a subcommand the bridge runs live (`run`).
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Watch Workflows and the workflow controller's Events and publish their facts (the default).
+    Run(RunArgs),
+    /// Write a recording (JSON lines of watch events) from a live cluster until interrupted.
+    Record(RecordArgs),
     /// Feed a recording (JSON lines of Kubernetes watch events) through derivation and encoding.
     Replay(ReplayArgs),
     /// Publish CloudEvents from a file (JSON lines: a dead-letter file, a replay's output) again.
@@ -65,6 +73,99 @@ pub struct ResendArgs {
     pub file: PathBuf,
     #[command(flatten)]
     pub delivery: DeliveryArgs,
+}
+
+/// Which cluster and what in it to watch.
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// A kubeconfig file; without it `KUBECONFIG`, `~/.kube/config` or the in-cluster service
+    /// account are used.
+    #[arg(long, env = "KFP_BRIDGE_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Watch only this namespace (repeatable; comma-separated in the environment). Default: all.
+    #[arg(long = "namespace", env = "KFP_BRIDGE_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// Watch only Workflows matching this label selector, e.g. `pipeline/runid`.
+    #[arg(long, env = "KFP_BRIDGE_LABEL_SELECTOR")]
+    pub label_selector: Option<String>,
+    /// Also watch the workflow controller's Kubernetes Events (`source=workflow-controller`).
+    #[arg(
+        long,
+        env = "KFP_BRIDGE_WATCH_EVENTS",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub watch_events: bool,
+}
+
+impl WatchArgs {
+    pub fn config(&self) -> crate::source::live::WatchConfig {
+        crate::source::live::WatchConfig {
+            namespaces: self
+                .namespaces
+                .iter()
+                .map(|n| n.trim().to_owned())
+                .filter(|n| !n.is_empty())
+                .collect(),
+            label_selector: self
+                .label_selector
+                .clone()
+                .filter(|s| !s.trim().is_empty()),
+            events: self.watch_events,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RecordArgs {
+    /// The recording to write (appended); `-` writes standard output.
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub watch: WatchArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub watch: WatchArgs,
+    /// Where done facts are remembered across restarts: `file:DIR`, `configmap:NAMESPACE/NAME`
+    /// (`?shards=N`, default 32) or `none`. Default in a cluster: a ConfigMap
+    /// `kfp-event-bridge-checkpoint` in the bridge's namespace; outside one it must be given.
+    #[arg(long, env = "KFP_BRIDGE_CHECKPOINT")]
+    pub checkpoint: Option<String>,
+    /// How often changed checkpoint shards are written.
+    #[arg(long, env = "KFP_BRIDGE_CHECKPOINT_INTERVAL", default_value = "1s")]
+    pub checkpoint_interval: String,
+    /// Runs that finished longer ago are history: never published, their tombstones dropped.
+    #[arg(long, env = "KFP_BRIDGE_RETENTION", default_value = "24h")]
+    pub retention: String,
+    /// Run several replicas; only the holder of a Lease publishes.
+    #[arg(long, env = "KFP_BRIDGE_LEADER_ELECTION")]
+    pub leader_election: bool,
+    /// Name of the Lease.
+    #[arg(long, env = "KFP_BRIDGE_LEADER_ELECTION_NAME", default_value = "kfp-event-bridge")]
+    pub leader_election_name: String,
+    /// Namespace of the Lease; default the bridge's own (in a cluster) or the kubeconfig's.
+    #[arg(long, env = "KFP_BRIDGE_LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+    /// This replica's name in the Lease; default the host name plus a random suffix.
+    #[arg(long, env = "KFP_BRIDGE_LEADER_ELECTION_IDENTITY")]
+    pub leader_election_identity: Option<String>,
+    /// How long a standby waits on an unrenewed Lease before taking over.
+    #[arg(long, env = "KFP_BRIDGE_LEASE_DURATION", default_value = "15s")]
+    pub lease_duration: String,
+    /// How long the leader keeps trying to renew before it stops publishing.
+    #[arg(long, env = "KFP_BRIDGE_RENEW_DEADLINE", default_value = "10s")]
+    pub renew_deadline: String,
+    /// Interval between Lease attempts, by leader and standby.
+    #[arg(long, env = "KFP_BRIDGE_LEASE_RETRY_PERIOD", default_value = "2s")]
+    pub lease_retry_period: String,
+    #[command(flatten)]
+    pub delivery: DeliveryArgs,
+    #[command(flatten)]
+    pub derive: DeriveArgs,
+    #[command(flatten)]
+    pub encode: EncodeArgs,
 }
 
 #[derive(Debug, Clone, Args)]

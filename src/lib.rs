@@ -18,12 +18,15 @@
 //! - [`cli`], [`app`], [`telemetry`]: the command line, the commands, logging.
 
 pub mod app;
+pub mod checkpoint;
 pub mod cli;
 pub mod delivery;
 pub mod derive;
 pub mod encode;
+pub mod leader;
 pub mod model;
 pub mod route;
+pub mod run;
 pub mod sinks;
 pub mod source;
 pub mod telemetry;

@@ -3,7 +3,7 @@
 use clap::Parser;
 use kfp_event_bridge::app::{self, AppError, Outcome, ReplayReport};
 use kfp_event_bridge::cli::{Cli, Command};
-use kfp_event_bridge::telemetry;
+use kfp_event_bridge::{run, telemetry};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -20,8 +20,11 @@ fn main() -> ExitCode {
         }
     };
     let (what, result) = match cli.command {
-        Command::Replay(args) => ("replay", runtime.block_on(app::replay(&args))),
-        Command::Resend(args) => ("resend", runtime.block_on(app::resend(&args))),
+        Some(Command::Replay(args)) => ("replay", runtime.block_on(app::replay(&args))),
+        Some(Command::Resend(args)) => ("resend", runtime.block_on(app::resend(&args))),
+        Some(Command::Record(args)) => ("record", runtime.block_on(run::record(&args))),
+        Some(Command::Run(args)) => ("run", runtime.block_on(run::run(&args))),
+        None => ("run", runtime.block_on(run::run(&cli.run))),
     };
     finish(what, result)
 }

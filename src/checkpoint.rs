@@ -1,0 +1,708 @@
+//! The checkpoint: which facts are done — delivered to, or dead-lettered by, every sink they
+//! were routed to — so that after a restart (including `kill -9`) the re-list publishes only
+//! what is not.
+//!
+//! Per workflow uid it keeps either the [`Mark`]s of its done facts (10 bytes per node: a hash of
+//! the node id and a mask of slots) or, once the run has finished and all its facts are done, a
+//! tombstone with the finish time. Entries are spread over shards by a hash of the uid; a flush
+//! rewrites only the shards that changed, each as a whole: a file written beside the old one and
+//! renamed over it (`file:DIR`), or a ConfigMap replaced under optimistic concurrency
+//! (`configmap:NAMESPACE/NAME`). A crash leaves every shard either old or new, never torn.
+//!
+//! Tombstones are dropped past the retention; entries of running workflows only once the
+//! workflow is gone and the retention has passed since their last change.
+
+use crate::derive::Deriver;
+use crate::model::{Mark, node_hash};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Shards when the checkpoint URI does not say: 10,000 running workflows of 50 nodes take about
+/// 7 MB, so about 220 KB per ConfigMap, far below the 1 MiB object limit.
+pub const DEFAULT_SHARDS: usize = 32;
+
+/// A shard this large is logged: the API server refuses objects over 1 MiB.
+const SHARD_WARN_BYTES: usize = 768 * 1024;
+
+/// Label on every checkpoint ConfigMap, valued with the checkpoint's name.
+pub const CONFIGMAP_LABEL: &str = "kfp-event-bridge/checkpoint";
+
+/// Where the checkpoint lives, from `--checkpoint`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckpointSpec {
+    /// No checkpoint: a restart publishes again every fact within the retention.
+    None,
+    File { dir: PathBuf, shards: usize },
+    ConfigMap { namespace: String, name: String, shards: usize },
+}
+
+impl CheckpointSpec {
+    /// Parses `none`, `file:DIR[?shards=N]` or `configmap:NAMESPACE/NAME[?shards=N]`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (base, query) = text.split_once('?').unwrap_or((text, ""));
+        let mut shards = DEFAULT_SHARDS;
+        let params =
+            sink_core::uri::params(query).map_err(|e| format!("--checkpoint {text}: {e}"))?;
+        for param in params {
+            match param.key {
+                "shards" => {
+                    shards = param
+                        .value
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=256).contains(n))
+                        .ok_or_else(|| format!("--checkpoint {text}: shards must be 1 to 256"))?;
+                }
+                other => return Err(format!("--checkpoint {text}: unknown parameter {other:?}")),
+            }
+        }
+        if base == "none" {
+            return Ok(Self::None);
+        }
+        if let Some(dir) = base.strip_prefix("file:").filter(|d| !d.is_empty()) {
+            return Ok(Self::File {
+                dir: PathBuf::from(dir),
+                shards,
+            });
+        }
+        if let Some(rest) = base.strip_prefix("configmap:") {
+            if let Some((namespace, name)) = rest.split_once('/') {
+                let valid = |s: &str| {
+                    !s.is_empty()
+                        && s.len() <= 240
+                        && s.bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                };
+                if valid(namespace) && valid(name) {
+                    return Ok(Self::ConfigMap {
+                        namespace: namespace.to_owned(),
+                        name: name.to_owned(),
+                        shards,
+                    });
+                }
+            }
+            return Err(format!(
+                "--checkpoint {text}: want configmap:NAMESPACE/NAME with lower-case DNS names"
+            ));
+        }
+        Err(format!(
+            "--checkpoint {text}: want file:DIR, configmap:NAMESPACE/NAME or none"
+        ))
+    }
+}
+
+/// What is done for one workflow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// Done facts of a run not finished (or not all done); `touched` is the last change, in unix
+    /// seconds.
+    Active { touched: i64, marks: Vec<Mark> },
+    /// Every fact of the finished run is done; `at` is when it finished.
+    Finished { at: i64 },
+}
+
+impl Entry {
+    fn encode(&self) -> String {
+        match self {
+            Entry::Active { touched, marks } => {
+                let mut bytes = Vec::with_capacity(marks.len() * 10);
+                for mark in marks {
+                    bytes.extend_from_slice(&mark.node.to_be_bytes());
+                    bytes.extend_from_slice(&mark.slots.to_be_bytes());
+                }
+                format!("a{touched}:{}", STANDARD_NO_PAD.encode(bytes))
+            }
+            Entry::Finished { at } => format!("f{at}"),
+        }
+    }
+
+    fn decode(text: &str) -> Option<Self> {
+        if let Some(at) = text.strip_prefix('f') {
+            return Some(Entry::Finished { at: at.parse().ok()? });
+        }
+        let (touched, marks) = text.strip_prefix('a')?.split_once(':')?;
+        let bytes = STANDARD_NO_PAD.decode(marks).ok()?;
+        if bytes.len() % 10 != 0 {
+            return None;
+        }
+        let mut marks: Vec<Mark> = bytes
+            .chunks_exact(10)
+            .map(|c| Mark {
+                node: u64::from_be_bytes(c[..8].try_into().unwrap_or_default()),
+                slots: u16::from_be_bytes([c[8], c[9]]),
+            })
+            .collect();
+        marks.sort_unstable();
+        Some(Entry::Active {
+            touched: touched.parse().ok()?,
+            marks,
+        })
+    }
+
+    /// Takes in what another copy knows (a conflicting writer's shard): the union, since a fact
+    /// either copy records as done was done.
+    fn merge(&mut self, other: Entry) {
+        match (&mut *self, other) {
+            (Entry::Finished { at }, Entry::Finished { at: other }) => *at = (*at).max(other),
+            (Entry::Finished { .. }, Entry::Active { .. }) => {}
+            (this @ Entry::Active { .. }, other @ Entry::Finished { .. }) => *this = other,
+            (Entry::Active { touched, marks }, Entry::Active { touched: t, marks: m }) => {
+                *touched = (*touched).max(t);
+                for mark in m {
+                    add_mark(marks, mark);
+                }
+            }
+        }
+    }
+}
+
+fn add_mark(marks: &mut Vec<Mark>, mark: Mark) {
+    match marks.binary_search_by_key(&mark.node, |m| m.node) {
+        Ok(at) => marks[at].slots |= mark.slots,
+        Err(at) => marks.insert(at, mark),
+    }
+}
+
+/// Counters for logs and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckpointStats {
+    pub writes: u64,
+    pub failures: u64,
+}
+
+enum Store {
+    None,
+    File(PathBuf),
+    ConfigMap {
+        api: Api<ConfigMap>,
+        name: String,
+        /// `resourceVersion` of each shard's ConfigMap as last read or written.
+        versions: HashMap<usize, String>,
+    },
+}
+
+/// The done-facts store.
+pub struct Checkpoint {
+    entries: HashMap<Arc<str>, Entry>,
+    shards: usize,
+    dirty: BTreeSet<usize>,
+    store: Store,
+    stats: CheckpointStats,
+}
+
+impl Checkpoint {
+    /// Opens the store and loads what it holds.
+    pub async fn open(spec: &CheckpointSpec, client: Option<&Client>) -> Result<Self, String> {
+        let (store, shards) = match spec {
+            CheckpointSpec::None => (Store::None, 1),
+            CheckpointSpec::File { dir, shards } => {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    format!("checkpoint directory {}: {e}", dir.display())
+                })?;
+                (Store::File(dir.clone()), *shards)
+            }
+            CheckpointSpec::ConfigMap {
+                namespace,
+                name,
+                shards,
+            } => {
+                let client = client.ok_or("a configmap checkpoint needs a Kubernetes client")?;
+                (
+                    Store::ConfigMap {
+                        api: Api::namespaced(client.clone(), namespace),
+                        name: name.clone(),
+                        versions: HashMap::new(),
+                    },
+                    *shards,
+                )
+            }
+        };
+        let mut checkpoint = Self {
+            entries: HashMap::new(),
+            shards,
+            dirty: BTreeSet::new(),
+            store,
+            stats: CheckpointStats::default(),
+        };
+        for (index, data) in checkpoint.load().await? {
+            checkpoint.take_in(index, data);
+        }
+        Ok(checkpoint)
+    }
+
+    fn shard_of(&self, uid: &str) -> usize {
+        (node_hash(uid) % self.shards as u64) as usize
+    }
+
+    /// Merges a stored shard into memory; entries found in another shard than theirs (the shard
+    /// count changed) make both shards dirty so the next flush moves them.
+    fn take_in(&mut self, index: usize, data: BTreeMap<String, String>) {
+        for (uid, value) in data {
+            let Some(entry) = Entry::decode(&value) else {
+                tracing::warn!(workflow_uid = %uid, "checkpoint entry unreadable; ignored");
+                continue;
+            };
+            let home = self.shard_of(&uid);
+            if home != index {
+                self.dirty.insert(home);
+                if index < self.shards {
+                    self.dirty.insert(index);
+                }
+            }
+            match self.entries.get_mut(uid.as_str()) {
+                Some(known) => known.merge(entry),
+                None => {
+                    self.entries.insert(Arc::from(uid), entry);
+                }
+            }
+        }
+    }
+
+    async fn load(&mut self) -> Result<Vec<(usize, BTreeMap<String, String>)>, String> {
+        match &mut self.store {
+            Store::None => Ok(Vec::new()),
+            Store::File(dir) => {
+                let dir = dir.clone();
+                tokio::task::spawn_blocking(move || load_dir(&dir))
+                    .await
+                    .map_err(|e| format!("checkpoint load: {e}"))?
+            }
+            Store::ConfigMap {
+                api,
+                name,
+                versions,
+            } => {
+                let selector = format!("{CONFIGMAP_LABEL}={name}");
+                let list = api
+                    .list(&ListParams::default().labels(&selector))
+                    .await
+                    .map_err(|e| format!("checkpoint ConfigMaps {name}-*: {e}"))?;
+                let mut out = Vec::new();
+                for cm in list.items {
+                    let Some(index) = shard_index(cm.metadata.name.as_deref().unwrap_or(""), name)
+                    else {
+                        continue;
+                    };
+                    if let Some(rv) = cm.metadata.resource_version.clone() {
+                        versions.insert(index, rv);
+                    }
+                    out.push((index, cm.data.unwrap_or_default()));
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// Tells the deriver what is done, so a re-list derives only the rest.
+    pub fn restore(&self, deriver: &mut Deriver) {
+        for (uid, entry) in &self.entries {
+            match entry {
+                Entry::Finished { .. } => deriver.finish(uid),
+                Entry::Active { marks, .. } => {
+                    for mark in marks {
+                        deriver.mark_done(uid, *mark);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records one done fact.
+    pub fn record(&mut self, uid: &str, mark: Mark, now: i64) {
+        let shard = self.shard_of(uid);
+        match self.entries.get_mut(uid) {
+            Some(Entry::Finished { .. }) => return,
+            Some(Entry::Active { touched, marks }) => {
+                *touched = now;
+                add_mark(marks, mark);
+            }
+            None => {
+                self.entries.insert(
+                    Arc::from(uid),
+                    Entry::Active {
+                        touched: now,
+                        marks: vec![mark],
+                    },
+                );
+            }
+        }
+        self.dirty.insert(shard);
+    }
+
+    /// Every fact of a finished run is done: its entry shrinks to a tombstone.
+    pub fn finish(&mut self, uid: &str, at: i64) {
+        let shard = self.shard_of(uid);
+        self.entries.insert(Arc::from(uid), Entry::Finished { at });
+        self.dirty.insert(shard);
+    }
+
+    /// Drops tombstones of runs finished before `before`, and entries of workflows that no longer
+    /// exist (`alive` says no) unchanged since before it. Returns the uids dropped.
+    pub fn prune(&mut self, before: i64, alive: impl Fn(&str) -> bool) -> Vec<Arc<str>> {
+        let gone: Vec<Arc<str>> = self
+            .entries
+            .iter()
+            .filter(|(uid, entry)| match entry {
+                Entry::Finished { at } => *at < before,
+                Entry::Active { touched, .. } => *touched < before && !alive(uid),
+            })
+            .map(|(uid, _)| Arc::clone(uid))
+            .collect();
+        for uid in &gone {
+            self.entries.remove(uid);
+            let shard = self.shard_of(uid);
+            self.dirty.insert(shard);
+        }
+        gone
+    }
+
+    pub fn entry(&self, uid: &str) -> Option<&Entry> {
+        self.entries.get(uid)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn stats(&self) -> &CheckpointStats {
+        &self.stats
+    }
+
+    /// Writes every shard that changed since the last flush. A shard that fails stays dirty
+    /// and is written at the next flush; the error is returned for the caller to log.
+    pub async fn flush(&mut self) -> Result<(), String> {
+        if matches!(self.store, Store::None) {
+            self.dirty.clear();
+            return Ok(());
+        }
+        let mut first_error = None;
+        for shard in std::mem::take(&mut self.dirty) {
+            match self.write_shard(shard).await {
+                Ok(()) => self.stats.writes += 1,
+                Err(err) => {
+                    self.stats.failures += 1;
+                    self.dirty.insert(shard);
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn shard_data(&self, shard: usize) -> BTreeMap<String, String> {
+        self.entries
+            .iter()
+            .filter(|(uid, _)| self.shard_of(uid) == shard)
+            .map(|(uid, entry)| (uid.to_string(), entry.encode()))
+            .collect()
+    }
+
+    async fn write_shard(&mut self, shard: usize) -> Result<(), String> {
+        // A conflicting writer's shard is merged in and the write retried.
+        for _ in 0..3 {
+            let data = self.shard_data(shard);
+            let size: usize = data.iter().map(|(k, v)| k.len() + v.len() + 6).sum();
+            if size > SHARD_WARN_BYTES {
+                tracing::warn!(
+                    shard,
+                    bytes = size,
+                    "checkpoint shard near the 1 MiB object limit; raise ?shards="
+                );
+            }
+            match &mut self.store {
+                Store::None => return Ok(()),
+                Store::File(dir) => {
+                    let dir = dir.clone();
+                    return tokio::task::spawn_blocking(move || write_file(&dir, shard, &data))
+                        .await
+                        .map_err(|e| format!("checkpoint write: {e}"))?;
+                }
+                Store::ConfigMap {
+                    api,
+                    name,
+                    versions,
+                } => {
+                    let cm_name = shard_name(name, shard);
+                    let cm = ConfigMap {
+                        metadata: ObjectMeta {
+                            name: Some(cm_name.clone()),
+                            resource_version: versions.get(&shard).cloned(),
+                            labels: Some(BTreeMap::from([
+                                (CONFIGMAP_LABEL.to_owned(), name.clone()),
+                                (
+                                    "app.kubernetes.io/managed-by".to_owned(),
+                                    "kfp-event-bridge".to_owned(),
+                                ),
+                            ])),
+                            ..ObjectMeta::default()
+                        },
+                        data: Some(data),
+                        ..ConfigMap::default()
+                    };
+                    let result = if cm.metadata.resource_version.is_some() {
+                        api.replace(&cm_name, &PostParams::default(), &cm).await
+                    } else {
+                        api.create(&PostParams::default(), &cm).await
+                    };
+                    match result {
+                        Ok(written) => {
+                            if let Some(rv) = written.metadata.resource_version {
+                                versions.insert(shard, rv);
+                            }
+                            return Ok(());
+                        }
+                        Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => {
+                            // Someone else wrote it (or it was deleted): read, merge, retry.
+                            versions.remove(&shard);
+                            match api.get_opt(&cm_name).await {
+                                Ok(Some(current)) => {
+                                    if let Some(rv) = current.metadata.resource_version.clone() {
+                                        versions.insert(shard, rv);
+                                    }
+                                    let theirs = current.data.unwrap_or_default();
+                                    self.take_in(shard, theirs);
+                                }
+                                Ok(None) => {}
+                                Err(err) => return Err(format!("checkpoint {cm_name}: {err}")),
+                            }
+                        }
+                        Err(err) => return Err(format!("checkpoint {cm_name}: {err}")),
+                    }
+                }
+            }
+        }
+        Err(format!("checkpoint shard {shard}: conflicting writers"))
+    }
+}
+
+fn shard_name(name: &str, shard: usize) -> String {
+    format!("{name}-{shard:02}")
+}
+
+fn shard_index(object_name: &str, name: &str) -> Option<usize> {
+    object_name
+        .strip_prefix(name)?
+        .strip_prefix('-')?
+        .parse()
+        .ok()
+}
+
+fn shard_file(dir: &Path, shard: usize) -> PathBuf {
+    dir.join(format!("shard-{shard:02}.json"))
+}
+
+fn load_dir(dir: &Path) -> Result<Vec<(usize, BTreeMap<String, String>)>, String> {
+    let mut out = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(index) = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix("shard-")?.strip_suffix(".json")?.parse().ok())
+        else {
+            continue;
+        };
+        let path = entry.path();
+        let text = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        // Files are replaced by rename, so a torn file means damage from outside: say so, go on
+        // with the rest (the facts it held are published again, never lost).
+        match serde_json::from_slice::<BTreeMap<String, String>>(&text) {
+            Ok(data) => out.push((index, data)),
+            Err(err) => tracing::error!(
+                path = %path.display(),
+                error = %err,
+                "checkpoint shard unreadable; its facts will be published again"
+            ),
+        }
+    }
+    Ok(out)
+}
+
+/// Writes a shard crash-safely: a temporary file, synced, renamed over the old one, directory
+/// synced.
+fn write_file(dir: &Path, shard: usize, data: &BTreeMap<String, String>) -> Result<(), String> {
+    let path = shard_file(dir, shard);
+    let temp = dir.join(format!(".shard-{shard:02}.json.tmp"));
+    let fail = |e: std::io::Error| format!("checkpoint {}: {e}", path.display());
+    let bytes = serde_json::to_vec(data).map_err(|e| format!("checkpoint encode: {e}"))?;
+    let mut file = std::fs::File::create(&temp).map_err(fail)?;
+    file.write_all(&bytes).map_err(fail)?;
+    file.sync_all().map_err(fail)?;
+    drop(file);
+    std::fs::rename(&temp, &path).map_err(fail)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(fail)?;
+    Ok(())
+}
+
+/// The facts handed to delivery and not yet done, per run: turns completion tokens into
+/// checkpoint records, and a run's last done fact after its end into a tombstone.
+#[derive(Default)]
+pub struct Progress {
+    next: u64,
+    pending: HashMap<u64, Pending>,
+    runs: HashMap<Arc<str>, RunProgress>,
+}
+
+struct Pending {
+    uid: Arc<str>,
+    mark: Mark,
+    /// The run's terminal fact: when it finished.
+    run_end: Option<i64>,
+}
+
+#[derive(Default)]
+struct RunProgress {
+    in_flight: usize,
+    ended: Option<i64>,
+}
+
+impl Progress {
+    /// Registers a fact about to be sent; returns its completion token.
+    pub fn add(&mut self, uid: &str, mark: Mark, run_end: Option<i64>) -> u64 {
+        self.next += 1;
+        let uid: Arc<str> = match self.runs.get_key_value(uid) {
+            Some((known, _)) => Arc::clone(known),
+            None => Arc::from(uid),
+        };
+        self.runs.entry(Arc::clone(&uid)).or_default().in_flight += 1;
+        self.pending.insert(self.next, Pending { uid, mark, run_end });
+        self.next
+    }
+
+    /// A fact is done: recorded in the checkpoint; if it completes a finished run, the run
+    /// becomes a tombstone in the checkpoint and in the deriver.
+    pub fn done(&mut self, token: u64, checkpoint: &mut Checkpoint, deriver: &mut Deriver, now: i64) {
+        let Some(fact) = self.pending.remove(&token) else {
+            return;
+        };
+        checkpoint.record(&fact.uid, fact.mark, now);
+        let Some(run) = self.runs.get_mut(&fact.uid) else {
+            return;
+        };
+        run.in_flight -= 1;
+        if fact.run_end.is_some() {
+            run.ended = fact.run_end;
+        }
+        if run.in_flight == 0 {
+            if let Some(at) = run.ended {
+                checkpoint.finish(&fact.uid, at);
+                deriver.finish(&fact.uid);
+            }
+            self.runs.remove(&fact.uid);
+        }
+    }
+
+    /// Facts sent and not yet done.
+    pub fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_and_bad_ones_are_named() {
+        assert_eq!(
+            CheckpointSpec::parse("file:/var/lib/kfp?shards=4"),
+            Ok(CheckpointSpec::File {
+                dir: "/var/lib/kfp".into(),
+                shards: 4
+            })
+        );
+        assert_eq!(
+            CheckpointSpec::parse("configmap:kubeflow/kfp-event-bridge"),
+            Ok(CheckpointSpec::ConfigMap {
+                namespace: "kubeflow".into(),
+                name: "kfp-event-bridge".into(),
+                shards: DEFAULT_SHARDS
+            })
+        );
+        assert_eq!(CheckpointSpec::parse("none"), Ok(CheckpointSpec::None));
+        for bad in ["file:", "configmap:Kubeflow/x", "configmap:x", "s3://b", "file:/d?shards=0", "file:/d?x=1"] {
+            let err = CheckpointSpec::parse(bad).expect_err(bad);
+            assert!(err.contains("--checkpoint"), "{err}");
+        }
+    }
+
+    #[test]
+    fn entries_round_trip_and_merge_as_a_union() {
+        let a = Entry::Active {
+            touched: 5,
+            marks: vec![Mark { node: 1, slots: 1 }, Mark { node: u64::MAX, slots: 0x8003 }],
+        };
+        assert_eq!(Entry::decode(&a.encode()), Some(a.clone()));
+        let f = Entry::Finished { at: 1_700_000_000 };
+        assert_eq!(Entry::decode(&f.encode()), Some(f.clone()));
+        for bad in ["", "a", "a1:!!", "a1:AAA", "fX", "x1"] {
+            assert_eq!(Entry::decode(bad), None, "{bad}");
+        }
+        let mut merged = a.clone();
+        merged.merge(Entry::Active {
+            touched: 9,
+            marks: vec![Mark { node: 1, slots: 2 }, Mark { node: 7, slots: 4 }],
+        });
+        assert_eq!(
+            merged,
+            Entry::Active {
+                touched: 9,
+                marks: vec![
+                    Mark { node: 1, slots: 3 },
+                    Mark { node: 7, slots: 4 },
+                    Mark { node: u64::MAX, slots: 0x8003 }
+                ]
+            }
+        );
+        merged.merge(f.clone());
+        assert_eq!(merged, f);
+    }
+
+    #[tokio::test]
+    async fn a_file_checkpoint_survives_reopening_and_prunes() {
+        let dir = std::env::temp_dir().join(format!("kfp-ckpt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let spec = CheckpointSpec::File {
+            dir: dir.clone(),
+            shards: 4,
+        };
+        let mut checkpoint = Checkpoint::open(&spec, None).await.expect("open");
+        let mark = Mark { node: 42, slots: 1 };
+        for n in 0..100 {
+            checkpoint.record(&format!("uid-{n}"), mark, 100);
+        }
+        checkpoint.finish("uid-0", 50);
+        checkpoint.flush().await.expect("flush");
+        assert!(checkpoint.stats().writes <= 4, "one write per dirty shard");
+        let mut reopened = Checkpoint::open(&spec, None).await.expect("reopen");
+        assert_eq!(reopened.len(), 100);
+        assert_eq!(reopened.entry("uid-0"), Some(&Entry::Finished { at: 50 }));
+        // A tombstone past retention goes; an active entry goes only once its workflow is gone.
+        let gone = reopened.prune(60, |uid| uid != "uid-1");
+        assert_eq!(gone.len(), 1);
+        let gone = reopened.prune(200, |uid| uid != "uid-1");
+        assert_eq!(&*gone[0], "uid-1");
+        // Reopened with another shard count, everything is still found.
+        let spec8 = CheckpointSpec::File {
+            dir: dir.clone(),
+            shards: 8,
+        };
+        let again = Checkpoint::open(&spec8, None).await.expect("reopen with 8 shards");
+        assert_eq!(again.len(), 100);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,479 @@
+//! `run`: the live bridge. Watches feed the deriver; its facts go through the lanes; each fact
+//! every routed sink finished with is recorded in the checkpoint, so a restart publishes only
+//! what is not done. With `--leader-election` only the Lease holder gets this far. `record`
+//! writes what the same watches see as a recording.
+
+use crate::app::{AppError, Outcome, ReplayReport, SinkReport, open_sinks, shutdown_signal};
+use crate::checkpoint::{Checkpoint, CheckpointSpec, Progress};
+use crate::cli::{RecordArgs, RunArgs};
+use crate::delivery::Delivery;
+use crate::derive::Deriver;
+use crate::encode;
+use crate::leader::{Elector, LeaseConfig};
+use crate::model::FactKind;
+use crate::source::live::{self, Input};
+use crate::source::recording::{Change, Observed};
+use chrono::Utc;
+use futures_util::StreamExt;
+use std::collections::{HashSet, VecDeque};
+use std::io::Write;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Where a pod finds its own namespace.
+const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+/// How often retention is applied.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// Shortest retention: Kubernetes keeps Events an hour, and a run forgotten sooner could be
+/// brought back by its Events.
+const MIN_RETENTION: Duration = Duration::from_secs(3600);
+
+fn setup(message: impl Into<String>) -> AppError {
+    AppError::Setup(message.into())
+}
+
+fn duration(flag: &str, text: &str) -> Result<Duration, AppError> {
+    sink_core::parse_duration(text).map_err(|e| setup(format!("--{flag} {text}: {e}")))
+}
+
+fn own_namespace() -> Option<String> {
+    std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE)
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+fn default_identity() -> String {
+    let host = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_else(|| "kfp-event-bridge".into());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{host}_{:x}{nanos:08x}", std::process::id())
+}
+
+/// What the watches have shown to exist, per workflow watch.
+#[derive(Default)]
+struct Presence {
+    alive: Vec<HashSet<String>>,
+    listing: Vec<Option<HashSet<String>>>,
+    /// Deleted workflows, forgotten by the deriver once the retention has passed.
+    deleted: VecDeque<(i64, String)>,
+}
+
+impl Presence {
+    fn is_alive(&self, uid: &str) -> bool {
+        self.alive.iter().any(|a| a.contains(uid))
+    }
+}
+
+/// `run`: until a signal (exit 0 once in-flight events are done or the shutdown timeout passed)
+/// or the loss of leadership (an error: the process stops publishing at once).
+pub async fn run(args: &RunArgs) -> Result<(Outcome, ReplayReport), AppError> {
+    let encode_config = args.encode.config()?;
+    let plan = args.delivery.plan()?;
+    let retention = duration("retention", &args.retention)?;
+    if retention < MIN_RETENTION {
+        return Err(setup(format!(
+            "--retention {}: at least 1h (Kubernetes keeps Events an hour)",
+            args.retention
+        )));
+    }
+    let flush_every = duration("checkpoint-interval", &args.checkpoint_interval)?;
+    if flush_every.is_zero() {
+        return Err(setup("--checkpoint-interval must be above zero"));
+    }
+    let spec = match &args.checkpoint {
+        Some(text) => CheckpointSpec::parse(text).map_err(setup)?,
+        None => match own_namespace() {
+            Some(namespace) => CheckpointSpec::ConfigMap {
+                namespace,
+                name: "kfp-event-bridge-checkpoint".into(),
+                shards: crate::checkpoint::DEFAULT_SHARDS,
+            },
+            None => {
+                return Err(setup(
+                    "--checkpoint is required outside a cluster: file:DIR, configmap:NAMESPACE/NAME, or none to publish without one",
+                ));
+            }
+        },
+    };
+    let lease = if args.leader_election {
+        Some((
+            duration("lease-duration", &args.lease_duration)?,
+            duration("renew-deadline", &args.renew_deadline)?,
+            duration("lease-retry-period", &args.lease_retry_period)?,
+        ))
+    } else {
+        None
+    };
+    if let Some((lease_duration, renew, retry)) = lease {
+        if retry.is_zero() || renew <= retry || lease_duration <= renew {
+            return Err(setup(
+                "leader election wants lease duration > renew deadline > retry period > 0",
+            ));
+        }
+    }
+    let client = live::client(args.watch.kubeconfig.as_deref())
+        .await
+        .map_err(AppError::Live)?;
+
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let leadership = match lease {
+        None => None,
+        Some((lease_duration, renew_deadline, retry_period)) => {
+            let namespace = args
+                .leader_election_namespace
+                .clone()
+                .or_else(own_namespace)
+                .unwrap_or_else(|| client.default_namespace().to_owned());
+            let config = LeaseConfig {
+                namespace,
+                name: args.leader_election_name.clone(),
+                identity: args
+                    .leader_election_identity
+                    .clone()
+                    .unwrap_or_else(default_identity),
+                lease_duration,
+                renew_deadline,
+                retry_period,
+            };
+            tokio::select! {
+                held = Elector::new(&client, config).acquire() => Some(held),
+                () = &mut shutdown => return Ok((Outcome::Clean, ReplayReport::default())),
+            }
+        }
+    };
+
+    let sinks = open_sinks(&plan).await?;
+    let mut checkpoint = Checkpoint::open(&spec, Some(&client))
+        .await
+        .map_err(AppError::Live)?;
+    let mut derive_config = args.derive.config();
+    derive_config.history_before = Some(Utc::now() - retention);
+    let mut deriver = Deriver::new(derive_config);
+    checkpoint.restore(&mut deriver);
+    tracing::info!(
+        checkpoint = ?spec,
+        entries = checkpoint.len(),
+        "checkpoint loaded"
+    );
+
+    let mut delivery = Delivery::start(sinks.0, sinks.1, &plan.lanes, &plan.retry);
+    let lanes = delivery.stats();
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    let mut progress = Progress::default();
+    let (watch_ids, mut inputs) = live::watch(&client, &args.watch.config());
+    let mut presence = Presence {
+        alive: vec![HashSet::new(); watch_ids.len()],
+        listing: vec![None; watch_ids.len()],
+        ..Presence::default()
+    };
+    let mut synced = vec![false; watch_ids.len()];
+    let mut report = ReplayReport::default();
+    let mut flush = tokio::time::interval(flush_every);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut prune = tokio::time::interval(PRUNE_EVERY);
+    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let lost = leadership.as_ref().map(|l| l.lost());
+    let lost = async move {
+        match lost {
+            Some(lost) => lost.await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(lost);
+
+    loop {
+        let input = tokio::select! {
+            biased;
+            () = &mut lost => {
+                // Another replica publishes now: stop at once, write nothing more.
+                return Err(AppError::LeadershipLost);
+            }
+            () = &mut shutdown => {
+                report.interrupted = true;
+                break;
+            }
+            Some(token) = done_rx.recv() => {
+                progress.done(token, &mut checkpoint, &mut deriver, Utc::now().timestamp());
+                continue;
+            }
+            _ = flush.tick() => {
+                if let Err(err) = checkpoint.flush().await {
+                    tracing::warn!(error = %err, "checkpoint write failed; retrying at the next flush");
+                }
+                continue;
+            }
+            _ = prune.tick() => {
+                apply_retention(&mut checkpoint, &mut deriver, &mut presence, retention);
+                continue;
+            }
+            input = inputs.next() => match input {
+                Some(input) => input,
+                None => break,
+            },
+        };
+        let (index, observed) = match input {
+            Input::Listing(i) => {
+                if watch_ids[i].resource == "workflows" {
+                    presence.listing[i] = Some(HashSet::new());
+                }
+                continue;
+            }
+            Input::Listed(i) => {
+                let mut facts = Vec::new();
+                if let Some(listed) = presence.listing[i].take() {
+                    // Workflows gone while the watch was away: their Events speak for them now.
+                    for uid in presence.alive[i].difference(&listed) {
+                        facts.extend(deriver.gone(uid));
+                    }
+                    presence.alive[i] = listed;
+                }
+                if !std::mem::replace(&mut synced[i], true) {
+                    tracing::info!(watch = %watch_ids[i], "watch synced");
+                }
+                publish(facts, &encode_config, &mut progress, &mut delivery, &done_tx, &mut report).await;
+                continue;
+            }
+            Input::Failed(i, err) => {
+                tracing::warn!(watch = %watch_ids[i], error = %err, "watch failed; retrying with backoff");
+                continue;
+            }
+            Input::Observed(i, observed) => (i, observed),
+        };
+        report.counts.lines += 1;
+        if let Observed::Workflow(change, wf) = &observed {
+            let uid = wf.metadata.uid.clone();
+            if *change == Change::Deleted {
+                presence.alive[index].remove(&uid);
+                presence.deleted.push_back((Utc::now().timestamp(), uid));
+            } else {
+                if let Some(listing) = &mut presence.listing[index] {
+                    listing.insert(uid.clone());
+                }
+                presence.alive[index].insert(uid);
+            }
+        }
+        let facts = deriver.observe(&observed);
+        for notice in deriver.take_notices() {
+            tracing::warn!("{notice}");
+        }
+        publish(facts, &encode_config, &mut progress, &mut delivery, &done_tx, &mut report).await;
+    }
+
+    // Shutdown: the lanes finish what they hold (up to the timeout), the done facts are
+    // recorded, the checkpoint written, the Lease given up.
+    tracing::info!(in_flight = progress.in_flight(), "stopping: waiting for in-flight events");
+    report.unrouted = delivery.unrouted();
+    let unfinished = delivery
+        .finish(tokio::time::sleep(plan.shutdown_timeout))
+        .await;
+    while let Ok(token) = done_rx.try_recv() {
+        progress.done(token, &mut checkpoint, &mut deriver, Utc::now().timestamp());
+    }
+    if let Err(err) = checkpoint.flush().await {
+        tracing::error!(error = %err, "final checkpoint write failed; undone facts will be published again");
+    }
+    if let Some(leadership) = leadership {
+        leadership.release().await;
+    }
+    report.stats = deriver.stats().clone();
+    report.sinks = lanes
+        .iter()
+        .map(|(name, lane)| SinkReport::from_lane(name, lane, &unfinished))
+        .collect();
+    let outcome = if report
+        .sinks
+        .iter()
+        .any(|s| s.undeliverable > 0 || s.pending > 0)
+    {
+        Outcome::Undelivered
+    } else {
+        Outcome::Clean
+    };
+    Ok((outcome, report))
+}
+
+async fn publish(
+    facts: Vec<crate::model::Fact>,
+    config: &encode::EncodeConfig,
+    progress: &mut Progress,
+    delivery: &mut Delivery,
+    done_tx: &tokio::sync::mpsc::UnboundedSender<u64>,
+    report: &mut ReplayReport,
+) {
+    for fact in facts {
+        let event = match encode::encode(&fact, config) {
+            Ok(event) => event,
+            Err(err) => {
+                tracing::error!(error = %err, "fact could not be encoded");
+                continue;
+            }
+        };
+        let run_end = matches!(fact.kind, FactKind::RunSucceeded | FactKind::RunFailed)
+            .then(|| fact.time.map_or_else(|| Utc::now().timestamp(), |t| t.timestamp()));
+        let token = progress.add(&fact.run.uid, fact.mark(), run_end);
+        report.counts.events += 1;
+        delivery.send_tracked(event, token, done_tx).await;
+    }
+}
+
+fn apply_retention(
+    checkpoint: &mut Checkpoint,
+    deriver: &mut Deriver,
+    presence: &mut Presence,
+    retention: Duration,
+) {
+    let now = Utc::now();
+    let horizon = now - retention;
+    deriver.set_history_before(Some(horizon));
+    let before = horizon.timestamp();
+    for uid in checkpoint.prune(before, |uid| presence.is_alive(uid)) {
+        deriver.forget(&uid);
+    }
+    while presence.deleted.front().is_some_and(|(at, _)| *at < before) {
+        if let Some((_, uid)) = presence.deleted.pop_front() {
+            if !presence.is_alive(&uid) {
+                deriver.forget(&uid);
+            }
+        }
+    }
+}
+
+/// `record FILE`: writes every watch event of the same watches `run` uses as a recording line,
+/// `managedFields` stripped, until interrupted.
+pub async fn record(args: &RecordArgs) -> Result<(Outcome, ReplayReport), AppError> {
+    use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+    use kube::runtime::{WatchStreamExt, watcher};
+    let client = live::client(args.watch.kubeconfig.as_deref())
+        .await
+        .map_err(AppError::Live)?;
+    let config = args.watch.config();
+    let mut out: Box<dyn Write + Send> = if args.file.as_os_str() == "-" {
+        Box::new(std::io::stdout())
+    } else {
+        Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&args.file)
+                .map_err(|source| AppError::Input {
+                    path: args.file.display().to_string(),
+                    source,
+                })?,
+        )
+    };
+    let kinds = [
+        (GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Workflow"), "workflows", false),
+        (GroupVersionKind::gvk("", "v1", "Event"), "events", true),
+    ];
+    let scopes = if config.namespaces.is_empty() {
+        vec![String::new()]
+    } else {
+        config.namespaces.clone()
+    };
+    let mut streams = futures_util::stream::SelectAll::new();
+    for namespace in &scopes {
+        for (gvk, plural, is_event) in &kinds {
+            if *is_event && !config.events {
+                continue;
+            }
+            let resource = ApiResource::from_gvk_with_plural(gvk, plural);
+            let api: Api<DynamicObject> = if namespace.is_empty() {
+                Api::all_with(client.clone(), &resource)
+            } else {
+                Api::namespaced_with(client.clone(), namespace, &resource)
+            };
+            let mut watch = watcher::Config::default().page_size(live::PAGE_SIZE);
+            if *is_event {
+                watch = watch.fields(live::EVENT_FIELD_SELECTOR);
+            } else if let Some(selector) = &config.label_selector {
+                watch = watch.labels(selector);
+            }
+            let (api_version, kind) = (resource.api_version.clone(), resource.kind.clone());
+            streams.push(
+                watcher(api, watch)
+                    .default_backoff()
+                    .map(move |e| (api_version.clone(), kind.clone(), e))
+                    .boxed(),
+            );
+        }
+    }
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut report = ReplayReport::default();
+    loop {
+        let (api_version, kind, event) = tokio::select! {
+            () = &mut shutdown => break,
+            next = streams.next() => match next {
+                Some(next) => next,
+                None => break,
+            },
+        };
+        let (change, mut object) = match event {
+            Ok(watcher::Event::InitApply(o)) => ("ADDED", o),
+            Ok(watcher::Event::Apply(o)) => ("MODIFIED", o),
+            Ok(watcher::Event::Delete(o)) => ("DELETED", o),
+            Ok(_) => continue,
+            Err(err) => {
+                tracing::warn!(error = %err, "watch failed; retrying with backoff");
+                continue;
+            }
+        };
+        object.metadata.managed_fields = None;
+        let mut value = serde_json::to_value(&object).unwrap_or_default();
+        value["apiVersion"] = serde_json::Value::String(api_version);
+        value["kind"] = serde_json::Value::String(kind);
+        let line = serde_json::json!({"type": change, "object": value});
+        let written = serde_json::to_writer(&mut out, &line)
+            .map_err(std::io::Error::from)
+            .and_then(|()| out.write_all(b"\n"))
+            .and_then(|()| out.flush());
+        if let Err(source) = written {
+            return Err(AppError::Input {
+                path: args.file.display().to_string(),
+                source,
+            });
+        }
+        report.counts.lines += 1;
+    }
+    Ok((Outcome::Clean, report))
+}
+
+impl SinkReport {
+    pub(crate) fn from_lane(
+        name: &str,
+        lane: &crate::delivery::LaneStats,
+        unfinished: &crate::delivery::Unfinished,
+    ) -> Self {
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        SinkReport {
+            name: name.to_owned(),
+            routed: load(&lane.routed),
+            delivered: load(&lane.delivered),
+            retried: load(&lane.retried),
+            failed: load(&lane.failed),
+            dead_lettered: load(&lane.dead_lettered),
+            undeliverable: load(&lane.undeliverable),
+            pending: unfinished
+                .pending
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(0, |(_, p)| *p),
+            p50: lane.latency_quantile(0.5),
+            p99: lane.latency_quantile(0.99),
+        }
+    }
+}

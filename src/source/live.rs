@@ -1,0 +1,247 @@
+//! The live input: Argo `Workflow`s and the workflow controller's Kubernetes `Event`s, listed and
+//! watched with kube-runtime's watcher (paged list, `resourceVersion` resume, re-list on 410 Gone,
+//! bookmarks, backoff on errors).
+//!
+//! Objects are decoded straight into the lenient projections of [`super::objects`] — what
+//! derivation reads — and dropped once derived, so memory does not follow the size of Workflow
+//! objects (managed fields, templates' bodies and stored specs are never kept).
+
+use super::objects::{ClusterEvent, Workflow};
+use super::recording::{Change, Observed};
+use futures_util::stream::{BoxStream, SelectAll};
+use futures_util::{Stream, StreamExt};
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use serde::{Deserialize, Deserializer};
+use std::borrow::Cow;
+use std::fmt;
+
+/// Objects listed per page: bounds the memory of the initial list (KFP workflows with large
+/// node trees are tens of kilobytes each).
+pub const PAGE_SIZE: u32 = 100;
+
+/// Field selector of the Event watch: only the workflow controller's Events.
+pub const EVENT_FIELD_SELECTOR: &str = "source=workflow-controller";
+
+/// A projection plus the identity kube-runtime's watcher tracks (name, namespace, uid and
+/// `resourceVersion` — nothing else of `metadata` is copied).
+#[derive(Clone)]
+pub struct Watched<T> {
+    meta: ObjectMeta,
+    pub object: T,
+}
+
+impl<T> fmt::Debug for Watched<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Watched")
+            .field("namespace", &self.meta.namespace)
+            .field("name", &self.meta.name)
+            .field("resource_version", &self.meta.resource_version)
+            .finish()
+    }
+}
+
+/// What [`Watched`] needs of a projection.
+pub trait Projection: Clone + Send + Sync + 'static {
+    const GROUP: &'static str;
+    const VERSION: &'static str;
+    const KIND: &'static str;
+    const PLURAL: &'static str;
+    fn metadata(&self) -> &super::objects::ObjectMeta;
+}
+
+impl Projection for Workflow {
+    const GROUP: &'static str = "argoproj.io";
+    const VERSION: &'static str = "v1alpha1";
+    const KIND: &'static str = "Workflow";
+    const PLURAL: &'static str = "workflows";
+    fn metadata(&self) -> &super::objects::ObjectMeta {
+        &self.metadata
+    }
+}
+
+impl Projection for ClusterEvent {
+    const GROUP: &'static str = "";
+    const VERSION: &'static str = "v1";
+    const KIND: &'static str = "Event";
+    const PLURAL: &'static str = "events";
+    fn metadata(&self) -> &super::objects::ObjectMeta {
+        &self.metadata
+    }
+}
+
+impl<'de, T: Projection + Deserialize<'de>> Deserialize<'de> for Watched<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let object = T::deserialize(deserializer)?;
+        let m = object.metadata();
+        let some = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        let meta = ObjectMeta {
+            name: some(&m.name),
+            namespace: some(&m.namespace),
+            uid: some(&m.uid),
+            resource_version: some(&m.resource_version),
+            ..ObjectMeta::default()
+        };
+        Ok(Self { meta, object })
+    }
+}
+
+impl<T: Projection> Resource for Watched<T> {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed(T::KIND)
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed(T::GROUP)
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed(T::VERSION)
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed(T::PLURAL)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.meta
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.meta
+    }
+}
+
+/// Which watch an input came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchId {
+    /// `workflows` or `events`.
+    pub resource: &'static str,
+    /// The namespace watched; empty for all.
+    pub namespace: String,
+}
+
+impl fmt::Display for WatchId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.namespace.as_str() {
+            "" => write!(f, "{} (all namespaces)", self.resource),
+            ns => write!(f, "{} in {ns}", self.resource),
+        }
+    }
+}
+
+/// What the watches report, in the order each watch saw it.
+#[derive(Debug)]
+pub enum Input {
+    /// A (re-)list begins: the objects that follow until [`Input::Listed`] are the full set.
+    Listing(usize),
+    /// The (re-)list is complete.
+    Listed(usize),
+    Observed(usize, Observed),
+    /// The watch failed; the watcher retries with backoff.
+    Failed(usize, String),
+}
+
+/// What to watch.
+#[derive(Debug, Clone, Default)]
+pub struct WatchConfig {
+    /// Empty: all namespaces.
+    pub namespaces: Vec<String>,
+    pub label_selector: Option<String>,
+    /// Also watch the workflow controller's Events (on by default).
+    pub events: bool,
+}
+
+/// Starts the watches; the returned list names them by the index the inputs carry.
+pub fn watch(
+    client: &Client,
+    config: &WatchConfig,
+) -> (Vec<WatchId>, impl Stream<Item = Input> + Send + Unpin + 'static) {
+    let mut ids = Vec::new();
+    let mut streams: SelectAll<BoxStream<'static, Input>> = SelectAll::new();
+    let scopes: Vec<String> = if config.namespaces.is_empty() {
+        vec![String::new()]
+    } else {
+        config.namespaces.clone()
+    };
+    for namespace in scopes {
+        let mut workflows = watcher::Config::default().page_size(PAGE_SIZE);
+        if let Some(selector) = &config.label_selector {
+            workflows = workflows.labels(selector);
+        }
+        ids.push(WatchId {
+            resource: "workflows",
+            namespace: namespace.clone(),
+        });
+        streams.push(one::<Workflow>(
+            client,
+            &namespace,
+            workflows,
+            ids.len() - 1,
+            |c, w| Observed::Workflow(c, Box::new(w)),
+        ));
+        if config.events {
+            let events = watcher::Config::default()
+                .page_size(PAGE_SIZE)
+                .fields(EVENT_FIELD_SELECTOR);
+            ids.push(WatchId {
+                resource: "events",
+                namespace: namespace.clone(),
+            });
+            streams.push(one::<ClusterEvent>(
+                client,
+                &namespace,
+                events,
+                ids.len() - 1,
+                |c, e| Observed::Event(c, Box::new(e)),
+            ));
+        }
+    }
+    (ids, streams)
+}
+
+fn one<T>(
+    client: &Client,
+    namespace: &str,
+    config: watcher::Config,
+    index: usize,
+    wrap: fn(Change, T) -> Observed,
+) -> BoxStream<'static, Input>
+where
+    T: Projection + for<'de> Deserialize<'de>,
+{
+    let api: Api<Watched<T>> = if namespace.is_empty() {
+        Api::all(client.clone())
+    } else {
+        Api::namespaced(client.clone(), namespace)
+    };
+    watcher(api, config)
+        .default_backoff()
+        .map(move |event| match event {
+            Ok(watcher::Event::Init) => Input::Listing(index),
+            Ok(watcher::Event::InitDone) => Input::Listed(index),
+            Ok(watcher::Event::InitApply(w)) => Input::Observed(index, wrap(Change::Added, w.object)),
+            Ok(watcher::Event::Apply(w)) => Input::Observed(index, wrap(Change::Modified, w.object)),
+            Ok(watcher::Event::Delete(w)) => Input::Observed(index, wrap(Change::Deleted, w.object)),
+            Err(err) => Input::Failed(index, err.to_string()),
+        })
+        .boxed()
+}
+
+/// A client from `--kubeconfig`, else the usual inference (`KUBECONFIG`, `~/.kube/config`, the
+/// in-cluster service account).
+pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, String> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| format!("cannot read kubeconfig {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| format!("no Kubernetes configuration found: {e}"))?,
+    };
+    Client::try_from(config).map_err(|e| format!("cannot build the Kubernetes client: {e}"))
+}

@@ -1,0 +1,830 @@
+//! A fake of the parts of the Kubernetes API server kfp-event-bridge uses, faithful to the
+//! documented API concepts, for tests: no real apiserver can be installed where this project is
+//! built and tested.
+//!
+//! What it serves (HTTP on `127.0.0.1:0`, no auth; point a kubeconfig at it):
+//! - discovery: `/version`, `/api`, `/apis`, `/api/v1`, `/apis/{group}/{version}`;
+//! - Argo `workflows` (`argoproj.io/v1alpha1`), core `events`, `configmaps`, and
+//!   `coordination.k8s.io/v1` `leases`, cluster-wide and per namespace;
+//! - list with `metadata.resourceVersion` on the list and every object, `limit`/`continue`
+//!   paging served from a snapshot, `labelSelector` (`k=v`, `k==v`, `k!=v`, `k`, `!k`) and
+//!   `fieldSelector` (`path=v`, `path!=v` over any dotted field, e.g. `involvedObject.kind`);
+//! - watch (`watch=true&resourceVersion=N&allowWatchBookmarks=true&timeoutSeconds=S`): one JSON
+//!   watch event per line, strictly after `N`; an `ERROR` event carrying a 410 `Status` when `N`
+//!   is older than the retained history; `BOOKMARK`s; closed after `timeoutSeconds`; without `N`
+//!   (or `0`) the current objects first as `ADDED`;
+//! - get, create (409 `AlreadyExists`), replace (409 `Conflict` on a stale
+//!   `metadata.resourceVersion`, unconditional without one) and delete.
+//!
+//! Test controls: [`FakeApiServer::apply`], [`FakeApiServer::delete`] and
+//! [`FakeApiServer::feed_line`] (a recording line played live), [`FakeApiServer::compact`]
+//! (history dropped: resuming watches get 410), [`FakeApiServer::cut_watches`],
+//! [`FakeApiServer::set_unavailable`] (every request 503), and request counts.
+//!
+//! The resource version is a global counter, as etcd's revision is; clients must treat it as
+//! opaque, and the bridge does.
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{RawQuery, State};
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{broadcast, watch};
+
+/// The resources served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Workflow,
+    Event,
+    ConfigMap,
+    Lease,
+}
+
+impl Kind {
+    const ALL: [Kind; 4] = [Kind::Workflow, Kind::Event, Kind::ConfigMap, Kind::Lease];
+
+    fn group_version(self) -> &'static str {
+        match self {
+            Kind::Workflow => "argoproj.io/v1alpha1",
+            Kind::Event | Kind::ConfigMap => "v1",
+            Kind::Lease => "coordination.k8s.io/v1",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Workflow => "Workflow",
+            Kind::Event => "Event",
+            Kind::ConfigMap => "ConfigMap",
+            Kind::Lease => "Lease",
+        }
+    }
+
+    fn plural(self) -> &'static str {
+        match self {
+            Kind::Workflow => "workflows",
+            Kind::Event => "events",
+            Kind::ConfigMap => "configmaps",
+            Kind::Lease => "leases",
+        }
+    }
+
+    fn from_path(group_version: &str, plural: &str) -> Option<Kind> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.group_version() == group_version && k.plural() == plural)
+    }
+
+    /// The kind of an object, from its `apiVersion` and `kind`.
+    pub fn of(object: &Value) -> Option<Kind> {
+        let api_version = object["apiVersion"].as_str()?;
+        let kind = object["kind"].as_str()?;
+        let api_version = if api_version == "events.k8s.io/v1" {
+            "v1"
+        } else {
+            api_version
+        };
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.group_version() == api_version && k.name() == kind)
+    }
+}
+
+type Key = (Kind, String, String);
+
+/// One change, as watches deliver it.
+#[derive(Clone)]
+struct Change {
+    rv: u64,
+    kind: Kind,
+    ty: &'static str,
+    object: Arc<Value>,
+}
+
+struct Inner {
+    rv: u64,
+    objects: BTreeMap<Key, Arc<Value>>,
+    history: VecDeque<Change>,
+    /// Watches from a resource version below this get 410 Gone.
+    oldest: u64,
+    history_limit: usize,
+    snapshots: HashMap<u64, (u64, Arc<Vec<Arc<Value>>>)>,
+    next_snapshot: u64,
+    uids: u64,
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    changes: broadcast::Sender<Change>,
+    cut: watch::Sender<u64>,
+    unavailable: AtomicBool,
+    bookmark_every: Duration,
+    requests: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A running fake apiserver; stops when dropped.
+pub struct FakeApiServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeApiServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeApiServer {
+    /// Starts on `127.0.0.1:0` with the default history (10,000 changes) and bookmarks every
+    /// second.
+    pub async fn start() -> Self {
+        Self::start_with(10_000, Duration::from_secs(1)).await
+    }
+
+    /// Starts keeping the last `history_limit` changes for watches to resume from.
+    pub async fn start_with(history_limit: usize, bookmark_every: Duration) -> Self {
+        let (changes, _) = broadcast::channel(65_536);
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                rv: 1000,
+                objects: BTreeMap::new(),
+                history: VecDeque::new(),
+                oldest: 1000,
+                history_limit: history_limit.max(1),
+                snapshots: HashMap::new(),
+                next_snapshot: 0,
+                uids: 0,
+            }),
+            changes,
+            cut: watch::channel(0).0,
+            unavailable: AtomicBool::new(false),
+            bookmark_every,
+            requests: Mutex::new(BTreeMap::new()),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let app = Router::new()
+            .fallback(handle)
+            .with_state(Arc::clone(&shared));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { addr, shared, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Writes a kubeconfig that points at this server (no credentials).
+    pub fn write_kubeconfig(&self, path: &Path) {
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\ncurrent-context: fake\nusers:\n- name: fake\n  user: {{}}\n",
+            self.url()
+        );
+        std::fs::write(path, text).expect("write kubeconfig");
+    }
+
+    /// Creates or updates an object (its kind from `apiVersion`/`kind`), assigning a uid when it
+    /// has none and a new resource version; returns that version.
+    pub fn apply(&self, mut object: Value) -> u64 {
+        let kind = Kind::of(&object).expect("object has a served apiVersion/kind");
+        let key = key_of(kind, &object);
+        let mut inner = self.shared.lock();
+        let existing = inner.objects.get(&key).cloned();
+        let uid = match existing.as_deref() {
+            Some(old) => old["metadata"]["uid"].clone(),
+            None => match &object["metadata"]["uid"] {
+                Value::String(u) if !u.is_empty() => Value::String(u.clone()),
+                _ => {
+                    inner.uids += 1;
+                    Value::String(format!("00000000-0000-4000-8000-{:012}", inner.uids))
+                }
+            },
+        };
+        object["metadata"]["uid"] = uid;
+        let ty = if existing.is_some() {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        commit(&self.shared, &mut inner, kind, key, ty, object)
+    }
+
+    /// Deletes an object; the watch event carries its last state. `false` if it did not exist.
+    pub fn delete(&self, kind: Kind, namespace: &str, name: &str) -> bool {
+        let mut inner = self.shared.lock();
+        let key = (kind, namespace.to_owned(), name.to_owned());
+        let Some(old) = inner.objects.get(&key).cloned() else {
+            return false;
+        };
+        commit(&self.shared, &mut inner, kind, key, "DELETED", (*old).clone());
+        true
+    }
+
+    /// Plays one recording line (`{"type":…,"object":…}`) live: `ADDED`/`MODIFIED` apply the
+    /// object, `DELETED` deletes it. Other lines are ignored.
+    pub fn feed_line(&self, line: &str) {
+        let Ok(event) = serde_json::from_str::<Value>(line) else {
+            return;
+        };
+        let object = event["object"].clone();
+        let Some(kind) = Kind::of(&object) else {
+            return;
+        };
+        match event["type"].as_str() {
+            Some("ADDED" | "MODIFIED") => {
+                self.apply(object);
+            }
+            Some("DELETED") => {
+                let (_, ns, name) = key_of(kind, &object);
+                self.delete(kind, &ns, &name);
+            }
+            _ => {}
+        }
+    }
+
+    /// Drops the retained history: a watch resuming from any earlier version gets 410 Gone.
+    pub fn compact(&self) {
+        let mut inner = self.shared.lock();
+        inner.history.clear();
+        inner.oldest = inner.rv + 1;
+        inner.snapshots.clear();
+    }
+
+    /// Ends every open watch stream (clients reconnect from their last version).
+    pub fn cut_watches(&self) {
+        self.shared.cut.send_modify(|g| *g += 1);
+    }
+
+    /// While unavailable every request is answered 503 and open watches are cut.
+    pub fn set_unavailable(&self, unavailable: bool) {
+        self.shared.unavailable.store(unavailable, Ordering::SeqCst);
+        if unavailable {
+            self.cut_watches();
+        }
+    }
+
+    /// The current resource version.
+    pub fn resource_version(&self) -> u64 {
+        self.shared.lock().rv
+    }
+
+    /// One stored object.
+    pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<Value> {
+        let key = (kind, namespace.to_owned(), name.to_owned());
+        self.shared.lock().objects.get(&key).map(|o| (**o).clone())
+    }
+
+    /// Every stored object of a kind.
+    pub fn objects(&self, kind: Kind) -> Vec<Value> {
+        let inner = self.shared.lock();
+        inner
+            .objects
+            .iter()
+            .filter(|((k, _, _), _)| *k == kind)
+            .map(|(_, o)| (**o).clone())
+            .collect()
+    }
+
+    /// Requests served so far, by `METHOD path` (`?watch` appended for watches).
+    pub fn requests(&self) -> BTreeMap<String, u64> {
+        self.shared
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+fn key_of(kind: Kind, object: &Value) -> Key {
+    let meta = &object["metadata"];
+    (
+        kind,
+        meta["namespace"].as_str().unwrap_or("").to_owned(),
+        meta["name"].as_str().unwrap_or("").to_owned(),
+    )
+}
+
+/// Stores the change under a new resource version and tells the watches.
+fn commit(
+    shared: &Shared,
+    inner: &mut Inner,
+    kind: Kind,
+    key: Key,
+    ty: &'static str,
+    mut object: Value,
+) -> u64 {
+    inner.rv += 1;
+    let rv = inner.rv;
+    object["metadata"]["resourceVersion"] = Value::String(rv.to_string());
+    if object["metadata"]["creationTimestamp"].is_null() {
+        object["metadata"]["creationTimestamp"] = Value::String("2026-01-01T00:00:00Z".into());
+    }
+    object["apiVersion"] = Value::String(kind.group_version().into());
+    object["kind"] = Value::String(kind.name().into());
+    let object = Arc::new(object);
+    if ty == "DELETED" {
+        inner.objects.remove(&key);
+    } else {
+        inner.objects.insert(key, Arc::clone(&object));
+    }
+    let change = Change {
+        rv,
+        kind,
+        ty,
+        object,
+    };
+    inner.history.push_back(change.clone());
+    while inner.history.len() > inner.history_limit {
+        if let Some(old) = inner.history.pop_front() {
+            inner.oldest = old.rv + 1;
+        }
+    }
+    let _ = shared.changes.send(change);
+    rv
+}
+
+fn status(code: StatusCode, reason: &str, message: &str) -> Response {
+    let body = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code.as_u16(),
+    });
+    let mut response = json_response(&body);
+    *response.status_mut() = code;
+    response
+}
+
+fn json_response(value: &Value) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_vec(value).unwrap_or_default(),
+    )
+        .into_response()
+}
+
+/// Query parameters, percent-decoded.
+fn query_params(query: Option<&str>) -> HashMap<String, String> {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (decode(k), decode(v)),
+            None => (decode(p), String::new()),
+        })
+        .collect()
+}
+
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    let params = query_params(query.as_deref());
+    let watching = matches!(params.get("watch").map(String::as_str), Some("true" | "1"));
+    {
+        let mut requests = shared.requests.lock().unwrap_or_else(|p| p.into_inner());
+        let label = format!(
+            "{method} {}{}",
+            uri.path(),
+            if watching { "?watch" } else { "" }
+        );
+        *requests.entry(label).or_default() += 1;
+    }
+    if shared.unavailable.load(Ordering::SeqCst) {
+        return status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "the server is currently unable to handle the request",
+        );
+    }
+    let segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
+    if let Some(found) = discovery(&segments) {
+        return json_response(&found);
+    }
+    let (group_version, rest) = match segments.as_slice() {
+        ["api", version, rest @ ..] => (version.to_string(), rest),
+        ["apis", group, version, rest @ ..] => (format!("{group}/{version}"), rest),
+        _ => return status(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource"),
+    };
+    let (namespace, plural, name) = match rest {
+        [plural] => (None, *plural, None),
+        ["namespaces", ns, plural] => (Some(*ns), *plural, None),
+        ["namespaces", ns, plural, name] => (Some(*ns), *plural, Some(*name)),
+        _ => return status(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource"),
+    };
+    let Some(kind) = Kind::from_path(&group_version, plural) else {
+        return status(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource");
+    };
+    match (method, name) {
+        (Method::GET, None) if watching => watch_stream(&shared, kind, namespace, &params),
+        (Method::GET, None) => list(&shared, kind, namespace, &params),
+        (Method::GET, Some(name)) => {
+            let key = (kind, namespace.unwrap_or("").to_owned(), name.to_owned());
+            match shared.lock().objects.get(&key) {
+                Some(object) => json_response(object),
+                None => not_found(kind, name),
+            }
+        }
+        (Method::POST, None) => create(&shared, kind, namespace.unwrap_or(""), &body),
+        (Method::PUT, Some(name)) => replace(&shared, kind, namespace.unwrap_or(""), name, &body),
+        (Method::DELETE, Some(name)) => {
+            let key = (kind, namespace.unwrap_or("").to_owned(), name.to_owned());
+            let mut inner = shared.lock();
+            let Some(old) = inner.objects.get(&key).cloned() else {
+                return not_found(kind, name);
+            };
+            commit(&shared, &mut inner, kind, key, "DELETED", (*old).clone());
+            json_response(&json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Success"}))
+        }
+        _ => status(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "the server does not allow this method on the requested resource"),
+    }
+}
+
+fn not_found(kind: Kind, name: &str) -> Response {
+    status(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        &format!("{} {name:?} not found", kind.plural()),
+    )
+}
+
+fn discovery(segments: &[&str]) -> Option<Value> {
+    let resources = |gv: &str| {
+        let list: Vec<Value> = Kind::ALL
+            .into_iter()
+            .filter(|k| k.group_version() == gv)
+            .map(|k| json!({"name": k.plural(), "namespaced": true, "kind": k.name(), "verbs": ["create","delete","get","list","update","watch"]}))
+            .collect();
+        json!({"kind":"APIResourceList","apiVersion":"v1","groupVersion": gv, "resources": list})
+    };
+    Some(match segments {
+        ["version"] => json!({"major":"1","minor":"33","gitVersion":"v1.33.0-fake","platform":"linux/amd64"}),
+        ["api"] => json!({"kind":"APIVersions","versions":["v1"],"serverAddressByClientCIDRs":[]}),
+        ["apis"] => {
+            let group = |name: &str, version: &str| {
+                let gv = format!("{name}/{version}");
+                json!({"name": name, "versions": [{"groupVersion": gv, "version": version}], "preferredVersion": {"groupVersion": gv, "version": version}})
+            };
+            json!({"kind":"APIGroupList","apiVersion":"v1","groups":[group("argoproj.io","v1alpha1"), group("coordination.k8s.io","v1")]})
+        }
+        ["api", "v1"] => resources("v1"),
+        ["apis", "argoproj.io", "v1alpha1"] => resources("argoproj.io/v1alpha1"),
+        ["apis", "coordination.k8s.io", "v1"] => resources("coordination.k8s.io/v1"),
+        _ => return None,
+    })
+}
+
+/// `labelSelector` and `fieldSelector`, as far as the bridge uses them.
+struct Selectors {
+    labels: Vec<(String, Op)>,
+    fields: Vec<(String, Op)>,
+}
+
+enum Op {
+    Eq(String),
+    Ne(String),
+    Exists,
+    Absent,
+}
+
+impl Selectors {
+    fn parse(params: &HashMap<String, String>) -> Self {
+        let parse = |text: Option<&String>| {
+            text.map(|t| {
+                t.split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(|term| {
+                        if let Some((k, v)) = term.split_once("!=") {
+                            (k.trim().to_owned(), Op::Ne(v.trim().to_owned()))
+                        } else if let Some((k, v)) = term.split_once("==") {
+                            (k.trim().to_owned(), Op::Eq(v.trim().to_owned()))
+                        } else if let Some((k, v)) = term.split_once('=') {
+                            (k.trim().to_owned(), Op::Eq(v.trim().to_owned()))
+                        } else if let Some(k) = term.strip_prefix('!') {
+                            (k.trim().to_owned(), Op::Absent)
+                        } else {
+                            (term.to_owned(), Op::Exists)
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+        };
+        Self {
+            labels: parse(params.get("labelSelector")),
+            fields: parse(params.get("fieldSelector")),
+        }
+    }
+
+    fn matches(&self, object: &Value) -> bool {
+        let check = |value: Option<&str>, op: &Op| match op {
+            Op::Eq(v) => value == Some(v.as_str()),
+            Op::Ne(v) => value != Some(v.as_str()),
+            Op::Exists => value.is_some(),
+            Op::Absent => value.is_none(),
+        };
+        let labels = &object["metadata"]["labels"];
+        self.labels
+            .iter()
+            .all(|(k, op)| check(labels.get(k).and_then(Value::as_str), op))
+            && self.fields.iter().all(|(path, op)| {
+                // The Event field `source` is `source.component`, as the real server maps it.
+                let path = if path == "source" {
+                    "source.component"
+                } else {
+                    path
+                };
+                let value = path
+                    .split('.')
+                    .try_fold(object, |v, part| v.get(part))
+                    .and_then(Value::as_str);
+                // Field selectors compare absent fields as empty strings.
+                check(Some(value.unwrap_or("")), op)
+            })
+    }
+}
+
+fn in_scope(object: &Value, namespace: Option<&str>, selectors: &Selectors) -> bool {
+    namespace.is_none_or(|ns| object["metadata"]["namespace"].as_str() == Some(ns))
+        && selectors.matches(object)
+}
+
+fn list(
+    shared: &Shared,
+    kind: Kind,
+    namespace: Option<&str>,
+    params: &HashMap<String, String>,
+) -> Response {
+    let selectors = Selectors::parse(params);
+    let limit = params
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0);
+    let mut inner = shared.lock();
+    // A continued list reads the snapshot of its first page, at the same resource version.
+    let (snapshot_id, list_rv, items, offset) = match params.get("continue").filter(|c| !c.is_empty()) {
+        Some(token) => {
+            let parsed = token
+                .split_once(':')
+                .and_then(|(id, off)| Some((id.parse::<u64>().ok()?, off.parse::<usize>().ok()?)));
+            let Some(((list_rv, items), id, offset)) = parsed
+                .and_then(|(id, off)| inner.snapshots.get(&id).map(|s| (s.clone(), id, off)))
+            else {
+                return status(
+                    StatusCode::GONE,
+                    "Expired",
+                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                );
+            };
+            (Some(id), list_rv, items, offset)
+        }
+        None => {
+            let items: Vec<Arc<Value>> = inner
+                .objects
+                .iter()
+                .filter(|((k, _, _), o)| *k == kind && in_scope(o, namespace, &selectors))
+                .map(|(_, o)| Arc::clone(o))
+                .collect();
+            (None, inner.rv, Arc::new(items), 0)
+        }
+    };
+    let end = limit.map_or(items.len(), |l| (offset + l).min(items.len()));
+    let page: Vec<&Value> = items[offset.min(end)..end].iter().map(|o| &**o).collect();
+    let mut metadata = json!({"resourceVersion": list_rv.to_string()});
+    if end < items.len() {
+        let id = snapshot_id.unwrap_or_else(|| {
+            inner.next_snapshot += 1;
+            let id = inner.next_snapshot;
+            inner.snapshots.insert(id, (list_rv, Arc::clone(&items)));
+            id
+        });
+        metadata["continue"] = Value::String(format!("{id}:{end}"));
+        metadata["remainingItemCount"] = json!(items.len() - end);
+    } else if let Some(id) = snapshot_id {
+        inner.snapshots.remove(&id);
+    }
+    drop(inner);
+    json_response(&json!({
+        "kind": format!("{}List", kind.name()),
+        "apiVersion": kind.group_version(),
+        "metadata": metadata,
+        "items": page,
+    }))
+}
+
+fn watch_line(ty: &str, object: &Value) -> Bytes {
+    let mut line = serde_json::to_vec(&json!({"type": ty, "object": object})).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+fn watch_stream(
+    shared: &Arc<Shared>,
+    kind: Kind,
+    namespace: Option<&str>,
+    params: &HashMap<String, String>,
+) -> Response {
+    let selectors = Selectors::parse(params);
+    let namespace = namespace.map(str::to_owned);
+    let bookmarks = params.get("allowWatchBookmarks").is_some_and(|b| b == "true");
+    let timeout = params
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map_or(Duration::from_secs(1800), Duration::from_secs);
+    let from = params
+        .get("resourceVersion")
+        .filter(|rv| !rv.is_empty() && *rv != "0")
+        .map(|rv| rv.parse::<u64>());
+    let inner = shared.lock();
+    let mut live = shared.changes.subscribe();
+    let mut cut = shared.cut.subscribe();
+    cut.mark_unchanged();
+    let mut backlog = Vec::new();
+    let after = match from {
+        Some(Ok(rv)) if rv + 1 < inner.oldest => {
+            let message = format!("too old resource version: {rv} ({})", inner.oldest - 1);
+            let gone = json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":message,"reason":"Expired","code":410});
+            drop(inner);
+            return chunked(futures_util::stream::iter([watch_line("ERROR", &gone)]).boxed());
+        }
+        Some(Ok(rv)) => {
+            for change in inner.history.iter().filter(|c| c.rv > rv && c.kind == kind) {
+                if in_scope(&change.object, namespace.as_deref(), &selectors) {
+                    backlog.push(watch_line(change.ty, &change.object));
+                }
+            }
+            rv.max(inner.history.back().map_or(rv, |c| c.rv))
+        }
+        Some(Err(_)) => {
+            drop(inner);
+            return status(StatusCode::BAD_REQUEST, "BadRequest", "resourceVersion is not a number");
+        }
+        None => {
+            for ((k, _, _), object) in &inner.objects {
+                if *k == kind && in_scope(object, namespace.as_deref(), &selectors) {
+                    backlog.push(watch_line("ADDED", object));
+                }
+            }
+            inner.rv
+        }
+    };
+    drop(inner);
+    let shared = Arc::clone(shared);
+    let stream = async_stream(move |tx: tokio::sync::mpsc::Sender<Bytes>| async move {
+        for line in backlog {
+            if tx.send(line).await.is_err() {
+                return;
+            }
+        }
+        let mut last = after;
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let mut tick = tokio::time::interval(shared.bookmark_every);
+        tick.tick().await;
+        loop {
+            let line = tokio::select! {
+                () = &mut deadline => return,
+                _ = cut.changed() => return,
+                _ = tick.tick() => {
+                    if !bookmarks {
+                        continue;
+                    }
+                    let object = json!({"kind": kind.name(), "apiVersion": kind.group_version(), "metadata": {"resourceVersion": last.to_string()}});
+                    watch_line("BOOKMARK", &object)
+                }
+                change = live.recv() => match change {
+                    Ok(change) if change.rv > last => {
+                        last = change.rv;
+                        if change.kind != kind || !in_scope(&change.object, namespace.as_deref(), &selectors) {
+                            continue;
+                        }
+                        watch_line(change.ty, &change.object)
+                    }
+                    Ok(_) => continue,
+                    // A watcher too slow to keep up is dropped, as the real server does.
+                    Err(_) => return,
+                },
+            };
+            if tx.send(line).await.is_err() {
+                return;
+            }
+        }
+    });
+    chunked(stream)
+}
+
+/// A stream fed by a spawned task.
+fn async_stream<F, Fut>(body: F) -> futures_util::stream::BoxStream<'static, Bytes>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Bytes>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(body(tx));
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+}
+
+fn chunked(stream: futures_util::stream::BoxStream<'static, Bytes>) -> Response {
+    let body = Body::from_stream(stream.map(Ok::<_, std::convert::Infallible>));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+fn parse_body(kind: Kind, namespace: &str, body: &[u8]) -> Result<Value, Response> {
+    let mut object: Value = serde_json::from_slice(body).map_err(|e| {
+        status(StatusCode::BAD_REQUEST, "BadRequest", &format!("invalid body: {e}"))
+    })?;
+    if object["metadata"]["name"].as_str().is_none_or(str::is_empty) {
+        return Err(status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", "metadata.name: Required value"));
+    }
+    object["metadata"]["namespace"] = Value::String(namespace.to_owned());
+    object["apiVersion"] = Value::String(kind.group_version().into());
+    object["kind"] = Value::String(kind.name().into());
+    Ok(object)
+}
+
+fn create(shared: &Shared, kind: Kind, namespace: &str, body: &[u8]) -> Response {
+    let mut object = match parse_body(kind, namespace, body) {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let key = key_of(kind, &object);
+    let mut inner = shared.lock();
+    if inner.objects.contains_key(&key) {
+        return status(
+            StatusCode::CONFLICT,
+            "AlreadyExists",
+            &format!("{} {:?} already exists", kind.plural(), key.2),
+        );
+    }
+    inner.uids += 1;
+    object["metadata"]["uid"] = Value::String(format!("00000000-0000-4000-9000-{:012}", inner.uids));
+    commit(shared, &mut inner, kind, key.clone(), "ADDED", object);
+    let stored = inner.objects.get(&key).cloned();
+    drop(inner);
+    let mut response = json_response(stored.as_deref().unwrap_or(&Value::Null));
+    *response.status_mut() = StatusCode::CREATED;
+    response
+}
+
+fn replace(shared: &Shared, kind: Kind, namespace: &str, name: &str, body: &[u8]) -> Response {
+    let mut object = match parse_body(kind, namespace, body) {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    if object["metadata"]["name"].as_str() != Some(name) {
+        return status(StatusCode::BAD_REQUEST, "BadRequest", "the name of the object does not match the name on the URL");
+    }
+    let key = key_of(kind, &object);
+    let mut inner = shared.lock();
+    let Some(current) = inner.objects.get(&key).cloned() else {
+        return not_found(kind, name);
+    };
+    let current_rv = current["metadata"]["resourceVersion"].as_str().unwrap_or("");
+    match object["metadata"]["resourceVersion"].as_str() {
+        Some(rv) if !rv.is_empty() && rv != current_rv => {
+            return status(
+                StatusCode::CONFLICT,
+                "Conflict",
+                &format!("Operation cannot be fulfilled on {} {name:?}: the object has been modified; please apply your changes to the latest version and try again", kind.plural()),
+            );
+        }
+        _ => {}
+    }
+    object["metadata"]["uid"] = current["metadata"]["uid"].clone();
+    object["metadata"]["creationTimestamp"] = current["metadata"]["creationTimestamp"].clone();
+    commit(shared, &mut inner, kind, key.clone(), "MODIFIED", object);
+    let stored = inner.objects.get(&key).cloned();
+    drop(inner);
+    json_response(stored.as_deref().unwrap_or(&Value::Null))
+}
