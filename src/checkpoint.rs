@@ -194,6 +194,8 @@ pub struct Checkpoint {
     entries: HashMap<Arc<str>, Entry>,
     shards: usize,
     dirty: BTreeSet<usize>,
+    /// Changes since the last successful flush.
+    unflushed: usize,
     store: Store,
     stats: CheckpointStats,
 }
@@ -229,6 +231,7 @@ impl Checkpoint {
             entries: HashMap::new(),
             shards,
             dirty: BTreeSet::new(),
+            unflushed: 0,
             store,
             stats: CheckpointStats::default(),
         };
@@ -335,6 +338,7 @@ impl Checkpoint {
             }
         }
         self.dirty.insert(shard);
+        self.unflushed += 1;
     }
 
     /// Every fact of a finished run is done: its entry shrinks to a tombstone.
@@ -342,6 +346,7 @@ impl Checkpoint {
         let shard = self.shard_of(uid);
         self.entries.insert(Arc::from(uid), Entry::Finished { at });
         self.dirty.insert(shard);
+        self.unflushed += 1;
     }
 
     /// Drops tombstones of runs finished before `before`, and entries of workflows that no longer
@@ -380,11 +385,17 @@ impl Checkpoint {
         &self.stats
     }
 
+    /// Changes recorded in memory and not yet written.
+    pub fn unflushed(&self) -> usize {
+        self.unflushed
+    }
+
     /// Writes every shard that changed since the last flush. A shard that fails stays dirty
     /// and is written at the next flush; the error is returned for the caller to log.
     pub async fn flush(&mut self) -> Result<(), String> {
         if matches!(self.store, Store::None) {
             self.dirty.clear();
+            self.unflushed = 0;
             return Ok(());
         }
         let mut first_error = None;
@@ -397,6 +408,9 @@ impl Checkpoint {
                     first_error.get_or_insert(err);
                 }
             }
+        }
+        if first_error.is_none() {
+            self.unflushed = 0;
         }
         first_error.map_or(Ok(()), Err)
     }

@@ -189,6 +189,7 @@ impl DeriveArgs {
             node_events: self.node_events,
             kfp_only: self.kfp_only,
             history_before: None,
+            defer_event_facts: false,
         }
     }
 }

@@ -29,6 +29,10 @@ pub struct DeriveConfig {
     /// Runs that finished before this moment, and Events last seen before it, are history: no
     /// facts (the live input's `--retention`; a replay has none).
     pub history_before: Option<DateTime<Utc>>,
+    /// Hold the facts an Event carries unless its workflow is known to be offloaded or gone
+    /// ([`Deriver::gone`]). Live, the Event watch can run ahead of the Workflow watch, and the
+    /// status, richer, is expected to give the same facts; a replay reads one ordered stream.
+    pub defer_event_facts: bool,
 }
 
 /// Counters a caller reports (replay's summary, the metrics endpoint).
@@ -69,6 +73,8 @@ struct RunState {
     /// Facts Kubernetes Events carried that the status should give too; published if the
     /// workflow disappears before its status does ([`Deriver::gone`]).
     held: Vec<Fact>,
+    /// The workflow is known to be gone: its Events speak for it at once.
+    gone: bool,
     /// The latest status had node information the derivation could use.
     nodes_visible: bool,
     /// The offloaded node status has been reported once (it is reported once per workflow).
@@ -125,6 +131,15 @@ impl Deriver {
         self.runs.remove(workflow_uid);
     }
 
+    /// Workflows with held Event facts.
+    pub fn holding(&self) -> Vec<String> {
+        self.runs
+            .iter()
+            .filter(|(_, s)| !s.held.is_empty())
+            .map(|(uid, _)| uid.clone())
+            .collect()
+    }
+
     /// Workflows the deriver holds state for.
     pub fn tracked(&self) -> usize {
         self.runs.len()
@@ -146,6 +161,7 @@ impl Deriver {
             return Vec::new();
         }
         state.nodes_visible = false;
+        state.gone = true;
         let held = std::mem::take(&mut state.held);
         let facts = emit_new(state, held);
         // Run facts from Events are no longer merged into a status that will not come.
@@ -229,6 +245,10 @@ impl Deriver {
             }
         }
         let mut candidates = run_facts(&run);
+        if run.nodes_offloaded && !nodes_visible {
+            // Held Event facts are all there is for an offloaded workflow.
+            candidates.append(&mut state.held);
+        }
         if let Some(nodes) = nodes {
             let format_v1 = wf
                 .metadata

@@ -15,13 +15,17 @@ use crate::source::live::{self, Input};
 use crate::source::recording::{Change, Observed};
 use chrono::Utc;
 use futures_util::StreamExt;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// Where a pod finds its own namespace.
 const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+/// How long Event facts of a workflow the Workflow watch has not shown are held before the
+/// workflow counts as gone (deleted before the bridge saw it) and its Events speak for it.
+const UNSEEN_GRACE: Duration = Duration::from_secs(10);
 
 /// How often retention is applied.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
@@ -69,6 +73,8 @@ struct Presence {
     listing: Vec<Option<HashSet<String>>>,
     /// Deleted workflows, forgotten by the deriver once the retention has passed.
     deleted: VecDeque<(i64, String)>,
+    /// Workflows with held Event facts that no Workflow watch shows, since when.
+    unseen: HashMap<String, tokio::time::Instant>,
 }
 
 impl Presence {
@@ -157,11 +163,12 @@ pub async fn run(args: &RunArgs) -> Result<(Outcome, ReplayReport), AppError> {
     };
 
     let sinks = open_sinks(&plan).await?;
-    let mut checkpoint = Checkpoint::open(&spec, Some(&client))
+    let checkpoint = Checkpoint::open(&spec, Some(&client))
         .await
         .map_err(AppError::Live)?;
     let mut derive_config = args.derive.config();
     derive_config.history_before = Some(Utc::now() - retention);
+    derive_config.defer_event_facts = true;
     let mut deriver = Deriver::new(derive_config);
     checkpoint.restore(&mut deriver);
     tracing::info!(
@@ -170,20 +177,31 @@ pub async fn run(args: &RunArgs) -> Result<(Outcome, ReplayReport), AppError> {
         "checkpoint loaded"
     );
 
-    let mut delivery = Delivery::start(sinks.0, sinks.1, &plan.lanes, &plan.retry);
+    let delivery = Delivery::start(sinks.0, sinks.1, &plan.lanes, &plan.retry);
     let lanes = delivery.stats();
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
-    let mut progress = Progress::default();
+    let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
     let (watch_ids, mut inputs) = live::watch(&client, &args.watch.config());
+    let mut live = Live {
+        deriver,
+        checkpoint,
+        progress: Progress::default(),
+        delivery,
+        done_tx,
+        done_rx,
+        encode: encode_config,
+        undurable_max: plan.lanes.window,
+        report: ReplayReport::default(),
+    };
     let mut presence = Presence {
         alive: vec![HashSet::new(); watch_ids.len()],
         listing: vec![None; watch_ids.len()],
         ..Presence::default()
     };
     let mut synced = vec![false; watch_ids.len()];
-    let mut report = ReplayReport::default();
     let mut flush = tokio::time::interval(flush_every);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sweep = tokio::time::interval(Duration::from_secs(1));
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut prune = tokio::time::interval(PRUNE_EVERY);
     prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let lost = leadership.as_ref().map(|l| l.lost());
@@ -203,78 +221,87 @@ pub async fn run(args: &RunArgs) -> Result<(Outcome, ReplayReport), AppError> {
                 return Err(AppError::LeadershipLost);
             }
             () = &mut shutdown => {
-                report.interrupted = true;
+                live.report.interrupted = true;
                 break;
             }
-            Some(token) = done_rx.recv() => {
-                progress.done(token, &mut checkpoint, &mut deriver, Utc::now().timestamp());
+            Some(token) = live.done_rx.recv() => {
+                live.done(token);
                 continue;
             }
             _ = flush.tick() => {
-                if let Err(err) = checkpoint.flush().await {
-                    tracing::warn!(error = %err, "checkpoint write failed; retrying at the next flush");
-                }
+                live.flush().await;
                 continue;
             }
+            _ = sweep.tick(), if synced.iter().zip(&watch_ids).all(|(s, id)| *s || id.resource != "workflows") => {
+                Next::Facts(unseen_gone(&mut live.deriver, &mut presence))
+            }
             _ = prune.tick() => {
-                apply_retention(&mut checkpoint, &mut deriver, &mut presence, retention);
+                apply_retention(&mut live.checkpoint, &mut live.deriver, &mut presence, retention);
                 continue;
             }
             input = inputs.next() => match input {
-                Some(input) => input,
+                Some(input) => Next::Input(input),
                 None => break,
             },
         };
-        let (index, observed) = match input {
-            Input::Listing(i) => {
+        let facts = match input {
+            Next::Facts(facts) => facts,
+            Next::Input(Input::Listing(i)) => {
                 if watch_ids[i].resource == "workflows" {
                     presence.listing[i] = Some(HashSet::new());
                 }
                 continue;
             }
-            Input::Listed(i) => {
+            Next::Input(Input::Listed(i)) => {
                 let mut facts = Vec::new();
                 if let Some(listed) = presence.listing[i].take() {
                     // Workflows gone while the watch was away: their Events speak for them now.
                     for uid in presence.alive[i].difference(&listed) {
-                        facts.extend(deriver.gone(uid));
+                        facts.extend(live.deriver.gone(uid));
                     }
                     presence.alive[i] = listed;
                 }
                 if !std::mem::replace(&mut synced[i], true) {
                     tracing::info!(watch = %watch_ids[i], "watch synced");
                 }
-                publish(facts, &encode_config, &mut progress, &mut delivery, &done_tx, &mut report).await;
-                continue;
+                facts
             }
-            Input::Failed(i, err) => {
+            Next::Input(Input::Failed(i, err)) => {
                 tracing::warn!(watch = %watch_ids[i], error = %err, "watch failed; retrying with backoff");
                 continue;
             }
-            Input::Observed(i, observed) => (i, observed),
-        };
-        report.counts.lines += 1;
-        if let Observed::Workflow(change, wf) = &observed {
-            let uid = wf.metadata.uid.clone();
-            if *change == Change::Deleted {
-                presence.alive[index].remove(&uid);
-                presence.deleted.push_back((Utc::now().timestamp(), uid));
-            } else {
-                if let Some(listing) = &mut presence.listing[index] {
-                    listing.insert(uid.clone());
-                }
-                presence.alive[index].insert(uid);
+            Next::Input(Input::Observed(index, observed)) => {
+                observe(&mut live, &mut presence, index, &observed)
             }
+        };
+        // Sending waits while the lanes are full; a signal or a lost Lease must still get through.
+        let interrupt = tokio::select! {
+            biased;
+            () = &mut lost => Some(true),
+            () = &mut shutdown => Some(false),
+            () = live.publish(facts) => None,
+        };
+        match interrupt {
+            Some(true) => return Err(AppError::LeadershipLost),
+            Some(false) => {
+                live.report.interrupted = true;
+                break;
+            }
+            None => {}
         }
-        let facts = deriver.observe(&observed);
-        for notice in deriver.take_notices() {
-            tracing::warn!("{notice}");
-        }
-        publish(facts, &encode_config, &mut progress, &mut delivery, &done_tx, &mut report).await;
     }
 
     // Shutdown: the lanes finish what they hold (up to the timeout), the done facts are
     // recorded, the checkpoint written, the Lease given up.
+    let Live {
+        mut deriver,
+        mut checkpoint,
+        mut progress,
+        delivery,
+        mut done_rx,
+        mut report,
+        ..
+    } = live;
     tracing::info!(in_flight = progress.in_flight(), "stopping: waiting for in-flight events");
     report.unrouted = delivery.unrouted();
     let unfinished = delivery
@@ -306,27 +333,125 @@ pub async fn run(args: &RunArgs) -> Result<(Outcome, ReplayReport), AppError> {
     Ok((outcome, report))
 }
 
-async fn publish(
-    facts: Vec<crate::model::Fact>,
-    config: &encode::EncodeConfig,
-    progress: &mut Progress,
-    delivery: &mut Delivery,
-    done_tx: &tokio::sync::mpsc::UnboundedSender<u64>,
-    report: &mut ReplayReport,
-) {
-    for fact in facts {
-        let event = match encode::encode(&fact, config) {
-            Ok(event) => event,
-            Err(err) => {
-                tracing::error!(error = %err, "fact could not be encoded");
-                continue;
+/// Workflows whose Events arrived but which no Workflow watch has shown for a while were
+/// deleted before the bridge saw them: their held Event facts come out.
+fn unseen_gone(deriver: &mut Deriver, presence: &mut Presence) -> Vec<crate::model::Fact> {
+    let now = tokio::time::Instant::now();
+    let holding = deriver.holding();
+    presence.unseen.retain(|uid, _| holding.contains(uid));
+    let mut facts = Vec::new();
+    for uid in holding {
+        if presence.is_alive(&uid) {
+            presence.unseen.remove(&uid);
+            continue;
+        }
+        let since = *presence.unseen.entry(uid.clone()).or_insert(now);
+        if now.duration_since(since) >= UNSEEN_GRACE {
+            presence.unseen.remove(&uid);
+            facts.extend(deriver.gone(&uid));
+        }
+    }
+    facts
+}
+
+/// Notes which workflows exist, and derives the facts an observation brings.
+fn observe(
+    live: &mut Live,
+    presence: &mut Presence,
+    index: usize,
+    observed: &Observed,
+) -> Vec<crate::model::Fact> {
+    live.report.counts.lines += 1;
+    if let Observed::Workflow(change, wf) = observed {
+        let uid = wf.metadata.uid.clone();
+        if *change == Change::Deleted {
+            presence.alive[index].remove(&uid);
+            presence.deleted.push_back((Utc::now().timestamp(), uid.clone()));
+            // What the final status showed comes first, then what only its Events said.
+            let mut facts = live.deriver.observe(observed);
+            facts.extend(live.deriver.gone(&uid));
+            return facts;
+        } else {
+            if let Some(listing) = &mut presence.listing[index] {
+                listing.insert(uid.clone());
             }
-        };
-        let run_end = matches!(fact.kind, FactKind::RunSucceeded | FactKind::RunFailed)
-            .then(|| fact.time.map_or_else(|| Utc::now().timestamp(), |t| t.timestamp()));
-        let token = progress.add(&fact.run.uid, fact.mark(), run_end);
-        report.counts.events += 1;
-        delivery.send_tracked(event, token, done_tx).await;
+            presence.alive[index].insert(uid);
+        }
+    }
+    let facts = live.deriver.observe(observed);
+    for notice in live.deriver.take_notices() {
+        tracing::warn!("{notice}");
+    }
+    facts
+}
+
+/// What the main loop acts on next.
+enum Next {
+    Input(Input),
+    Facts(Vec<crate::model::Fact>),
+}
+
+/// The live pipeline's state between the watches and the lanes.
+struct Live {
+    deriver: Deriver,
+    checkpoint: Checkpoint,
+    progress: Progress,
+    delivery: Delivery,
+    done_tx: tokio::sync::mpsc::UnboundedSender<u64>,
+    done_rx: tokio::sync::mpsc::UnboundedReceiver<u64>,
+    encode: encode::EncodeConfig,
+    /// Facts sent but not durably recorded as done (in flight, or done since the last checkpoint
+    /// write) are kept at most this many: what a `kill -9` can make the next start send again.
+    undurable_max: usize,
+    report: ReplayReport,
+}
+
+impl Live {
+    fn done(&mut self, token: u64) {
+        self.progress.done(
+            token,
+            &mut self.checkpoint,
+            &mut self.deriver,
+            Utc::now().timestamp(),
+        );
+    }
+
+    async fn flush(&mut self) {
+        if let Err(err) = self.checkpoint.flush().await {
+            tracing::warn!(error = %err, "checkpoint write failed; retrying at the next flush");
+        }
+    }
+
+    /// Encodes and sends facts, keeping the undurable ones within bounds: when the bound is
+    /// reached the checkpoint is written, or the oldest in flight awaited.
+    async fn publish(&mut self, facts: Vec<crate::model::Fact>) {
+        for fact in facts {
+            let event = match encode::encode(&fact, &self.encode) {
+                Ok(event) => event,
+                Err(err) => {
+                    tracing::error!(error = %err, "fact could not be encoded");
+                    continue;
+                }
+            };
+            while self.progress.in_flight() + self.checkpoint.unflushed() >= self.undurable_max {
+                if self.checkpoint.unflushed() > 0 {
+                    self.flush().await;
+                    if self.checkpoint.unflushed() > 0 {
+                        // The store refuses writes: wait a little rather than spin.
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                } else if let Some(token) = self.done_rx.recv().await {
+                    self.done(token);
+                }
+            }
+            let run_end = matches!(fact.kind, FactKind::RunSucceeded | FactKind::RunFailed)
+                .then(|| fact.time.map_or_else(|| Utc::now().timestamp(), |t| t.timestamp()));
+            let token = self.progress.add(&fact.run.uid, fact.mark(), run_end);
+            self.report.counts.events += 1;
+            self.delivery
+                .send_tracked(event, token, &self.done_tx)
+                .await;
+        }
     }
 }
 

@@ -153,8 +153,12 @@ impl Deriver {
                 candidates.push(fact(kind, Some(task), time, &ev.reason, message));
             }
         }
-        if merged {
-            // The status gives (or gave) these; hold them in case the workflow disappears first.
+        let unconfirmed = self.config.defer_event_facts
+            && !state.gone
+            && !state.run.as_ref().is_some_and(|r| r.nodes_offloaded);
+        if merged || unconfirmed {
+            // The status gives (or gave, or will give) these; hold them in case the workflow
+            // disappears first.
             self.stats.events_merged += 1;
             if !state.run.as_ref().is_some_and(|r| r.finished()) {
                 let room = HELD_PER_RUN.saturating_sub(state.held.len());

@@ -81,15 +81,16 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let (number, unit) = text.split_at(split);
     let number: f64 = number
         .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 500ms, 30s, 5m or 1h"))?;
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 30s, 5m, 1h or 7d"))?;
     let seconds = match unit.trim() {
         "ms" => number / 1000.0,
         "" | "s" => number,
         "m" => number * 60.0,
         "h" => number * 3600.0,
+        "d" => number * 86400.0,
         other => {
             return Err(format!(
-                "unknown duration unit {other:?} in {text:?} (ms, s, m, h)"
+                "unknown duration unit {other:?} in {text:?} (ms, s, m, h, d)"
             ));
         }
     };

@@ -1,0 +1,186 @@
+//! The live input under test: a fake apiserver playing recordings, and the real binary watching
+//! it with a file sink and a file checkpoint.
+
+use super::bridge::{BIN, Scratch, spawn_logged};
+use fake_apiserver::FakeApiServer;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Far enough back that the bundled recordings' runs are not history.
+pub const RETENTION: &str = "3650d";
+
+pub struct Cluster {
+    pub api: FakeApiServer,
+    pub kubeconfig: PathBuf,
+}
+
+impl Cluster {
+    pub async fn start(scratch: &Scratch) -> Self {
+        let api = FakeApiServer::start().await;
+        let kubeconfig = scratch.path("kubeconfig");
+        api.write_kubeconfig(&kubeconfig);
+        Self { api, kubeconfig }
+    }
+
+    pub fn feed(&self, lines: &[String]) {
+        for line in lines {
+            self.api.feed_line(line);
+        }
+    }
+}
+
+/// The bundled recordings, `copies` times over, each copy with its own workflow names and uids
+/// (11 runs and 248 watch lines a copy).
+pub fn many_runs(copies: usize) -> Vec<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/recordings");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("recordings")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for copy in 0..copies {
+        for file in &files {
+            let text = std::fs::read_to_string(file).expect("recording");
+            let mut names = BTreeSet::new();
+            let mut uids = BTreeSet::new();
+            for line in text.lines() {
+                let v: serde_json::Value = serde_json::from_str(line).expect("json");
+                let o = &v["object"];
+                let meta = if o["kind"] == "Workflow" {
+                    &o["metadata"]
+                } else {
+                    &o["involvedObject"]
+                };
+                names.insert(meta["name"].as_str().unwrap_or("").to_owned());
+                uids.insert(meta["uid"].as_str().unwrap_or("").to_owned());
+            }
+            let mut text = text.clone();
+            // Longest first, so a name that contains another is replaced whole.
+            let mut names: Vec<String> = names.into_iter().filter(|n| !n.is_empty()).collect();
+            names.sort_by_key(|n| std::cmp::Reverse(n.len()));
+            for name in names {
+                text = text.replace(&name, &format!("{name}-c{copy}"));
+            }
+            for uid in uids.iter().filter(|u| u.len() > 8) {
+                text = text.replace(uid.as_str(), &format!("{}{copy:08x}", &uid[..uid.len() - 8]));
+            }
+            out.extend(text.lines().map(str::to_owned));
+        }
+    }
+    out
+}
+
+/// Writes lines as a recording file.
+pub fn write_recording(path: &Path, lines: &[String]) {
+    std::fs::write(path, lines.join("\n") + "\n").expect("write recording");
+}
+
+/// Starts `run` against the cluster with a file sink `out` and a file checkpoint in `state`.
+pub fn live_bridge(cluster: &Cluster, out: &Path, state: &Path, extra: &[&str]) -> Child {
+    spawn_logged(
+        Command::new(BIN)
+            .args([
+                "run",
+                "--kubeconfig",
+                &cluster.kubeconfig.display().to_string(),
+                "--sink",
+                &format!("file:{}", out.display()),
+                "--checkpoint",
+                &format!("file:{}", state.display()),
+                "--checkpoint-interval",
+                "200ms",
+                "--retention",
+                RETENTION,
+                "--log-format",
+                "json",
+            ])
+            .args(extra)
+            .env_clear()
+            .stdout(Stdio::null()),
+    )
+}
+
+/// Lines in a file (0 if it does not exist yet).
+pub fn count_lines(path: &Path) -> usize {
+    std::fs::read(path).map_or(0, |b| b.iter().filter(|c| **c == b'\n').count())
+}
+
+/// Waits until `path` holds at least `n` lines and then stays unchanged for `quiet`; returns
+/// the count. Panics after `limit`.
+pub async fn settle(path: &Path, n: usize, quiet: Duration, limit: Duration) -> usize {
+    let t0 = Instant::now();
+    let mut last = (usize::MAX, Instant::now());
+    loop {
+        let now = count_lines(path);
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if now >= n && last.1.elapsed() >= quiet {
+            return now;
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "{} has {now} lines after {limit:?}, want {n}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits for a log line with this message in the child's stderr.
+pub async fn wait_for_log(child: &mut Child, message: &str, limit: Duration) {
+    let t0 = Instant::now();
+    loop {
+        if super::bridge::stderr(child).contains(message) {
+            return;
+        }
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            panic!(
+                "bridge exited ({status}) before logging {message:?}: {}",
+                super::bridge::stderr(child)
+            );
+        }
+        assert!(t0.elapsed() < limit, "no {message:?} after {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn kill9(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+pub fn sigterm(child: &Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+}
+
+/// Every id in an output file, with how often it occurs.
+pub fn id_counts(path: &Path) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json line");
+        *counts
+            .entry(v["id"].as_str().expect("id").to_owned())
+            .or_default() += 1;
+    }
+    counts
+}
+
+/// Ids with the content each had: every copy of an id must be identical.
+pub fn assert_duplicates_identical(path: &Path) {
+    let mut seen: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json line");
+        let id = v["id"].as_str().expect("id").to_owned();
+        if let Some(before) = seen.get(&id) {
+            assert_eq!(before, &v, "id {id} published twice with different content");
+        } else {
+            seen.insert(id, v);
+        }
+    }
+}
