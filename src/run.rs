@@ -444,7 +444,10 @@ impl Live {
                     self.done(token);
                 }
             }
-            let run_end = matches!(fact.kind, FactKind::RunSucceeded | FactKind::RunFailed)
+            // An offloaded run's task facts come from its Events, which may follow its end: it
+            // keeps its marks instead of shrinking to a tombstone.
+            let run_end = (matches!(fact.kind, FactKind::RunSucceeded | FactKind::RunFailed)
+                && !fact.run.nodes_offloaded)
                 .then(|| fact.time.map_or_else(|| Utc::now().timestamp(), |t| t.timestamp()));
             let token = self.progress.add(&fact.run.uid, fact.mark(), run_end);
             self.report.counts.events += 1;
