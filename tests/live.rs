@@ -156,3 +156,221 @@ async fn kill_9_at_any_point_loses_nothing_and_repeats_at_most_the_window() {
     );
     assert!(duplicates <= 6 * WINDOW, "{duplicates} duplicates for 6 kills, window {WINDOW}");
 }
+
+/// Four copies of the bundled runs, one through each fault: a watch cut mid-stream (resumed from
+/// its resourceVersion), a forced 410 Gone (re-list), and the API server answering 503 for 30 s
+/// while workflows run to their end. Every fact once, none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_cuts_410_and_a_30_s_outage_lose_and_repeat_nothing() {
+    let scratch = Scratch::new("live-faults");
+    let cluster = Cluster::start(&scratch).await;
+    let all = many_runs(4);
+    let per_copy = all.len() / 4;
+    let copy = |n: usize| all[n * per_copy..(n + 1) * per_copy].to_vec();
+    let outage = final_states(&copy(3));
+    let mut played: Vec<String> = (0..3).flat_map(copy).collect();
+    played.extend(outage.iter().cloned());
+    let want = replay_ids(&scratch, &played);
+    let out = scratch.path("out.jsonl");
+    let mut bridge = live_bridge(&cluster, &out, &scratch.path("state"), &[]);
+    wait_for_log(&mut bridge, "watch synced", Duration::from_secs(30)).await;
+    let lists = || {
+        cluster.api.requests().get("GET /apis/argoproj.io/v1alpha1/workflows").copied().unwrap_or(0)
+    };
+
+    // Cut mid-stream: half a copy, cut, the other half.
+    let first = copy(0);
+    cluster.feed(&first[..per_copy / 2]);
+    cluster.api.cut_watches();
+    cluster.feed(&first[per_copy / 2..]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(lists(), 1, "a cut watch resumes from its resourceVersion, no re-list");
+
+    // 410: watches cut and resuming refused, so the watcher lists again.
+    cluster.feed(&copy(1));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.api.force_410();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(lists() >= 2, "410 Gone makes the watcher list again");
+    cluster.feed(&copy(2));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // 30 s of 503 while the fourth copy's workflows run to their end.
+    cluster.api.set_unavailable(true);
+    cluster.feed(&outage);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    cluster.api.set_unavailable(false);
+
+    let t0 = std::time::Instant::now();
+    while count_lines(&out) < want.len() && t0.elapsed() < Duration::from_secs(90) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let got = settle(&out, 0, Duration::from_secs(3), Duration::from_secs(30)).await;
+    sigterm(&bridge);
+    let status = wait(&mut bridge, Duration::from_secs(30)).await;
+    let log = stderr(&mut bridge);
+    let have: BTreeSet<String> = id_counts(&out).into_keys().collect();
+    for e in replayed(&scratch.path("recording.jsonl")) {
+        if !have.contains(e["id"].as_str().unwrap()) {
+            eprintln!("MISSING {} {} {}", e["type"], e["subject"], e["data"]["EventType"]);
+        }
+    }
+    assert!(status.success(), "{log}");
+    assert!(log.contains("watch failed"), "the outage was seen");
+    let counts = id_counts(&out);
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "published twice: {twice:?}");
+    assert_eq!(got, counts.len());
+    let ids: BTreeSet<String> = counts.into_keys().collect();
+    let missing: Vec<_> = want.difference(&ids).collect();
+    assert!(missing.is_empty(), "lost: {missing:?}");
+    assert_eq!(ids, want);
+}
+
+fn recording_lines(name: &str) -> Vec<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/recordings")
+        .join(name);
+    std::fs::read_to_string(path)
+        .expect("recording")
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A workflow deleted before the bridge saw its end (API down while it finished, then 410 so
+/// the final state is not replayed): its start from the status, the rest from its Events. A
+/// workflow that ran start to end while the bridge was stopped: its facts on the next start,
+/// with their cluster timestamps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_and_missed_workflows_are_published() {
+    let scratch = Scratch::new("live-deleted");
+    let cluster = Cluster::start(&scratch).await;
+    let out = scratch.path("out.jsonl");
+    let state = scratch.path("state");
+    let mut bridge = live_bridge(&cluster, &out, &state, &[]);
+    wait_for_log(&mut bridge, "watch synced", Duration::from_secs(30)).await;
+
+    let deleted = recording_lines("kfp-v2-success.jsonl");
+    let want_deleted = replay_ids(&scratch, &deleted);
+    cluster.feed(&deleted[..15]);
+    settle(&out, 3, Duration::from_secs(1), Duration::from_secs(30)).await;
+    cluster.api.set_unavailable(true);
+    cluster.feed(&deleted[15..]);
+    assert!(cluster.api.delete(
+        fake_apiserver::Kind::Workflow,
+        "kubeflow-user",
+        "iris-training-8xk2p"
+    ));
+    cluster.api.force_410();
+    cluster.api.set_unavailable(false);
+    settle(&out, want_deleted.len(), Duration::from_secs(2), Duration::from_secs(60)).await;
+    let ids: BTreeSet<String> = id_counts(&out).into_keys().collect();
+    assert_eq!(ids, want_deleted, "the deleted workflow's facts");
+
+    // Stopped; a workflow runs start to end; started again.
+    sigterm(&bridge);
+    assert!(wait(&mut bridge, Duration::from_secs(30)).await.success());
+    let missed = recording_lines("kfp-v2-oomkilled.jsonl");
+    let want_missed = replay_ids(&scratch, &final_states(&missed));
+    cluster.feed(&missed);
+    let mut bridge = live_bridge(&cluster, &out, &state, &[]);
+    let want: BTreeSet<String> = want_deleted.union(&want_missed).cloned().collect();
+    let got = settle(&out, want.len(), Duration::from_secs(2), Duration::from_secs(60)).await;
+    sigterm(&bridge);
+    assert!(wait(&mut bridge, Duration::from_secs(30)).await.success());
+    let counts = id_counts(&out);
+    assert_eq!(got, counts.len(), "nothing published twice across the restart");
+    assert_eq!(counts.into_keys().collect::<BTreeSet<_>>(), want);
+    let events = support::bridge::read_events(&out);
+    let types: BTreeSet<&str> = events[want_deleted.len()..]
+        .iter()
+        .map(|e| e["type"].as_str().expect("type"))
+        .collect();
+    assert!(types.contains("org.kubeflow.pipelines.run.started"));
+    assert!(types.contains("org.kubeflow.pipelines.run.failed"));
+    let run_failed = events
+        .iter()
+        .find(|e| e["type"] == "org.kubeflow.pipelines.run.failed")
+        .expect("run.failed");
+    assert!(
+        run_failed["time"].as_str().expect("time").starts_with("2026-03-14"),
+        "the cluster's time, not the publish time: {}",
+        run_failed["time"]
+    );
+}
+
+/// Two replicas with leader election and a shared ConfigMap checkpoint: one publishes, the
+/// other stands by; `kill -9` the leader and the standby takes over within the lease duration
+/// (plus one retry period) and carries on from the checkpoint: together, every fact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_over_from_a_killed_leader_without_gaps() {
+    let scratch = Scratch::new("live-leader");
+    let cluster = Cluster::start(&scratch).await;
+    let lines = many_runs(4);
+    let half = lines.len() / 2;
+    let want = replay_ids(&scratch, &lines);
+    let replica = |id: &str, out: &std::path::Path| {
+        live_bridge(
+            &cluster,
+            out,
+            &scratch.path("unused"),
+            &[
+                "--checkpoint",
+                "configmap:default/kfp-event-bridge-checkpoint",
+                "--leader-election",
+                "--leader-election-namespace",
+                "default",
+                "--leader-election-identity",
+                id,
+                "--lease-duration",
+                "3s",
+                "--renew-deadline",
+                "2s",
+                "--lease-retry-period",
+                "500ms",
+            ],
+        )
+    };
+    let (out_a, out_b) = (scratch.path("a.jsonl"), scratch.path("b.jsonl"));
+    let mut a = replica("replica-a", &out_a);
+    wait_for_log(&mut a, "leadership acquired", Duration::from_secs(30)).await;
+    let mut b = replica("replica-b", &out_b);
+    wait_for_log(&mut b, "standing by", Duration::from_secs(30)).await;
+    wait_for_log(&mut a, "watch synced", Duration::from_secs(30)).await;
+    cluster.feed(&lines[..half]);
+    let first = replay_ids(&scratch, &lines[..half]);
+    settle(&out_a, first.len(), Duration::from_secs(1), Duration::from_secs(60)).await;
+    assert_eq!(count_lines(&out_b), 0, "the standby published");
+    assert!(
+        !cluster.api.objects(fake_apiserver::Kind::ConfigMap).is_empty(),
+        "the leader checkpoints to ConfigMaps"
+    );
+
+    kill9(&mut a);
+    let killed = std::time::Instant::now();
+    wait_for_log(&mut b, "leadership acquired", Duration::from_secs(30)).await;
+    let takeover = killed.elapsed();
+    assert!(
+        takeover <= Duration::from_millis(3000 + 500 + 500),
+        "takeover after {takeover:?}, lease 3 s"
+    );
+    cluster.feed(&lines[half..]);
+    let mut ids: BTreeSet<String> = id_counts(&out_a).into_keys().collect();
+    let t0 = std::time::Instant::now();
+    while !ids.is_superset(&want) && t0.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        ids = id_counts(&out_a).into_keys().collect();
+        ids.extend(id_counts(&out_b).into_keys());
+    }
+    sigterm(&b);
+    assert!(wait(&mut b, Duration::from_secs(30)).await.success());
+    let missing: Vec<_> = want.difference(&ids).collect();
+    assert!(missing.is_empty(), "lost across the failover: {missing:?}");
+    let b_first: BTreeSet<String> = id_counts(&out_b).into_keys().collect();
+    assert!(
+        b_first.intersection(&first).count() <= 256,
+        "the standby re-sent more than the in-flight window of what the leader had done"
+    );
+    eprintln!("takeover after {takeover:?}; the standby re-sent {} of the leader's facts", b_first.intersection(&first).count());
+}

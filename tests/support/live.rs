@@ -80,32 +80,30 @@ pub fn write_recording(path: &Path, lines: &[String]) {
     std::fs::write(path, lines.join("\n") + "\n").expect("write recording");
 }
 
-/// Starts `run` against the cluster with a file sink `out` and a file checkpoint in `state`.
+/// Starts `run` against the cluster with a file sink `out` and a file checkpoint in `state`;
+/// flags in `extra` replace these defaults.
 pub fn live_bridge(cluster: &Cluster, out: &Path, state: &Path, extra: &[&str]) -> Child {
-    spawn_logged(
-        Command::new(BIN)
-            .args([
-                "run",
-                "--kubeconfig",
-                &cluster.kubeconfig.display().to_string(),
-                "--sink",
-                &format!("file:{}", out.display()),
-                "--checkpoint",
-                &format!("file:{}", state.display()),
-                "--retention",
-                RETENTION,
-                "--log-format",
-                "json",
-            ])
-            .args(extra)
-            .args(if extra.contains(&"--checkpoint-interval") {
-                &[][..]
-            } else {
-                &["--checkpoint-interval", "200ms"][..]
-            })
-            .env_clear()
-            .stdout(Stdio::null()),
-    )
+    let defaults = [
+        ("--checkpoint", format!("file:{}", state.display())),
+        ("--checkpoint-interval", "200ms".to_owned()),
+        ("--retention", RETENTION.to_owned()),
+    ];
+    let mut command = Command::new(BIN);
+    command.args([
+        "run",
+        "--kubeconfig",
+        &cluster.kubeconfig.display().to_string(),
+        "--sink",
+        &format!("file:{}", out.display()),
+        "--log-format",
+        "json",
+    ]);
+    for (flag, value) in &defaults {
+        if !extra.contains(flag) {
+            command.args([flag, value.as_str()]);
+        }
+    }
+    spawn_logged(command.args(extra).env_clear().stdout(Stdio::null()))
 }
 
 /// Lines in a file (0 if it does not exist yet).

@@ -119,6 +119,8 @@ struct Inner {
     snapshots: HashMap<u64, (u64, Arc<Vec<Arc<Value>>>)>,
     next_snapshot: u64,
     uids: u64,
+    /// Kinds whose next resuming watch is refused with 410 ([`FakeApiServer::force_410`]).
+    refuse_resume: Vec<Kind>,
 }
 
 struct Shared {
@@ -169,6 +171,7 @@ impl FakeApiServer {
                 snapshots: HashMap::new(),
                 next_snapshot: 0,
                 uids: 0,
+                refuse_resume: Vec::new(),
             }),
             changes,
             cut: watch::channel(0).0,
@@ -267,6 +270,13 @@ impl FakeApiServer {
         inner.history.clear();
         inner.oldest = inner.rv + 1;
         inner.snapshots.clear();
+    }
+
+    /// Ends every open watch stream, and refuses each kind's next resuming watch with 410 Gone, as
+    /// if the server's watch cache had moved past it: clients must list again.
+    pub fn force_410(&self) {
+        self.shared.lock().refuse_resume = Kind::ALL.to_vec();
+        self.cut_watches();
     }
 
     /// Ends every open watch stream (clients reconnect from their last version).
@@ -662,14 +672,18 @@ fn watch_stream(
         .get("resourceVersion")
         .filter(|rv| !rv.is_empty() && *rv != "0")
         .map(|rv| rv.parse::<u64>());
-    let inner = shared.lock();
+    let mut inner = shared.lock();
+    let forced = matches!(from, Some(Ok(_))) && inner.refuse_resume.contains(&kind);
+    if forced {
+        inner.refuse_resume.retain(|k| *k != kind);
+    }
     let mut live = shared.changes.subscribe();
     let mut cut = shared.cut.subscribe();
     cut.mark_unchanged();
     let mut backlog = Vec::new();
     let after = match from {
-        Some(Ok(rv)) if rv + 1 < inner.oldest => {
-            let message = format!("too old resource version: {rv} ({})", inner.oldest - 1);
+        Some(Ok(rv)) if forced || rv + 1 < inner.oldest => {
+            let message = format!("too old resource version: {rv} ({})", inner.oldest.max(rv + 1));
             let gone = json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":message,"reason":"Expired","code":410});
             drop(inner);
             return chunked(futures_util::stream::iter([watch_line("ERROR", &gone)]).boxed());
@@ -827,4 +841,53 @@ fn replace(shared: &Shared, kind: Kind, namespace: &str, name: &str, body: &[u8]
     let stored = inner.objects.get(&key).cloned();
     drop(inner);
     json_response(stored.as_deref().unwrap_or(&Value::Null))
+}
+
+/// Synthetic objects for load and memory measurements.
+pub mod synthetic {
+    use serde_json::{Value, json};
+
+    /// A running KFP-labelled Argo Workflow with `tasks` Pod nodes under one DAG, all running
+    /// (each gives a `task.started`), node ids as Argo makes them (`<workflow>-<number>`).
+    pub fn workflow(namespace: &str, name: &str, uid: &str, tasks: usize) -> Value {
+        let mut nodes = serde_json::Map::new();
+        let children: Vec<String> = (0..tasks).map(|i| format!("{name}-{}", 1_000_000 + i)).collect();
+        nodes.insert(
+            name.to_owned(),
+            json!({
+                "id": name, "name": name, "displayName": name, "type": "DAG",
+                "templateName": "main", "phase": "Running",
+                "startedAt": "2026-03-14T09:00:00Z", "children": children,
+            }),
+        );
+        for (i, id) in children.iter().enumerate() {
+            nodes.insert(
+                id.clone(),
+                json!({
+                    "id": id, "name": format!("{name}.task-{i}"), "displayName": format!("task-{i}"),
+                    "type": "Pod", "templateName": "step", "phase": "Running",
+                    "boundaryID": name, "startedAt": "2026-03-14T09:00:05Z",
+                    "hostNodeName": "node-1", "progress": "0/1",
+                }),
+            );
+        }
+        json!({
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "Workflow",
+            "metadata": {
+                "name": name, "namespace": namespace, "uid": uid,
+                "labels": {"pipeline/runid": uid, "workflows.argoproj.io/phase": "Running"},
+                "annotations": {"pipelines.kubeflow.org/run_name": format!("Run of {name}")},
+            },
+            "spec": {
+                "entrypoint": "main",
+                "arguments": {"parameters": [{"name": "epochs", "value": "20"}]},
+                "templates": [
+                    {"name": "main", "dag": {"tasks": (0..tasks).map(|i| json!({"name": format!("task-{i}"), "template": "step"})).collect::<Vec<_>>()}},
+                    {"name": "step", "container": {"image": "python:3.12", "command": ["python", "-c", "print(1)"]}},
+                ],
+            },
+            "status": {"phase": "Running", "startedAt": "2026-03-14T09:00:00Z", "nodes": nodes},
+        })
+    }
 }
