@@ -363,10 +363,22 @@ async fn a_standby_takes_over_from_a_killed_leader_without_gaps() {
         ids = id_counts(&out_a).into_keys().collect();
         ids.extend(id_counts(&out_b).into_keys());
     }
-    sigterm(&b);
-    assert!(wait(&mut b, Duration::from_secs(30)).await.success());
     let missing: Vec<_> = want.difference(&ids).collect();
     assert!(missing.is_empty(), "lost across the failover: {missing:?}");
+
+    // Another holder in the Lease (a partitioned replica's view): stop publishing at once.
+    let mut lease = cluster
+        .api
+        .get(fake_apiserver::Kind::Lease, "default", "kfp-event-bridge")
+        .expect("lease");
+    lease["spec"]["holderIdentity"] = "replica-c".into();
+    lease["spec"]["renewTime"] = "2099-01-01T00:00:00.000000Z".into();
+    cluster.api.apply(lease);
+    let lost_at = std::time::Instant::now();
+    let status = wait(&mut b, Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(1), "{}", stderr(&mut b));
+    assert!(lost_at.elapsed() < Duration::from_secs(2), "stopped after {:?}", lost_at.elapsed());
+    assert!(stderr(&mut b).contains("leadership lost"));
     let b_first: BTreeSet<String> = id_counts(&out_b).into_keys().collect();
     assert!(
         b_first.intersection(&first).count() <= 256,
