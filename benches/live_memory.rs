@@ -40,13 +40,21 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("kfp-live-memory-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch");
-    let api = runtime.block_on(FakeApiServer::start_with(workflows + 10, Duration::from_secs(5)));
-    let object_bytes = serde_json::to_vec(&synthetic::workflow("ns", "wf-0", "u", nodes))
-        .map_or(0, |b| b.len());
+    let api = runtime.block_on(FakeApiServer::start_with(
+        workflows + 10,
+        Duration::from_secs(5),
+    ));
+    let object_bytes =
+        serde_json::to_vec(&synthetic::workflow("ns", "wf-0", "u", nodes)).map_or(0, |b| b.len());
     for i in 0..workflows {
         let namespace = format!("team-{}", i % 20);
         let uid = format!("00000000-0000-4000-8000-{i:012}");
-        api.apply(synthetic::workflow(&namespace, &format!("wf-{i}"), &uid, nodes));
+        api.apply(synthetic::workflow(
+            &namespace,
+            &format!("wf-{i}"),
+            &uid,
+            nodes,
+        ));
     }
     let kubeconfig = dir.join("kubeconfig");
     api.write_kubeconfig(&kubeconfig);
@@ -63,7 +71,12 @@ fn main() {
         .env_clear()
         .stdout(Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("{}: {e} (build with cargo build --release)", binary.display()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (build with cargo build --release)",
+                binary.display()
+            )
+        });
     let pid = child.id();
     let mut last = (0, Instant::now());
     loop {
@@ -76,12 +89,17 @@ fn main() {
             break;
         }
         assert!(child.try_wait().expect("wait").is_none(), "bridge exited");
-        assert!(started.elapsed() < Duration::from_secs(1200), "only {n} of {workflows} after 20 min");
+        assert!(
+            started.elapsed() < Duration::from_secs(1200),
+            "only {n} of {workflows} after 20 min"
+        );
     }
     let caught_up = last.1 - started;
     let peak = status_kib(pid, "VmHWM:");
     let current = status_kib(pid, "VmRSS:");
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
     let _ = child.wait();
     println!(
         "{}",

@@ -32,6 +32,9 @@ pub const DEFAULT_SHARDS: usize = 32;
 /// A shard this large is logged: the API server refuses objects over 1 MiB.
 const SHARD_WARN_BYTES: usize = 768 * 1024;
 
+/// Stored shards as read: shard index and its entries.
+type Shards = Vec<(usize, BTreeMap<String, String>)>;
+
 /// Label on every checkpoint ConfigMap, valued with the checkpoint's name.
 pub const CONFIGMAP_LABEL: &str = "kfp-event-bridge/checkpoint";
 
@@ -40,8 +43,15 @@ pub const CONFIGMAP_LABEL: &str = "kfp-event-bridge/checkpoint";
 pub enum CheckpointSpec {
     /// No checkpoint: a restart publishes again every fact within the retention.
     None,
-    File { dir: PathBuf, shards: usize },
-    ConfigMap { namespace: String, name: String, shards: usize },
+    File {
+        dir: PathBuf,
+        shards: usize,
+    },
+    ConfigMap {
+        namespace: String,
+        name: String,
+        shards: usize,
+    },
 }
 
 impl CheckpointSpec {
@@ -126,7 +136,9 @@ impl Entry {
 
     fn decode(text: &str) -> Option<Self> {
         if let Some(at) = text.strip_prefix('f') {
-            return Some(Entry::Finished { at: at.parse().ok()? });
+            return Some(Entry::Finished {
+                at: at.parse().ok()?,
+            });
         }
         let (touched, marks) = text.strip_prefix('a')?.split_once(':')?;
         let bytes = STANDARD_NO_PAD.decode(marks).ok()?;
@@ -154,7 +166,13 @@ impl Entry {
             (Entry::Finished { at }, Entry::Finished { at: other }) => *at = (*at).max(other),
             (Entry::Finished { .. }, Entry::Active { .. }) => {}
             (this @ Entry::Active { .. }, other @ Entry::Finished { .. }) => *this = other,
-            (Entry::Active { touched, marks }, Entry::Active { touched: t, marks: m }) => {
+            (
+                Entry::Active { touched, marks },
+                Entry::Active {
+                    touched: t,
+                    marks: m,
+                },
+            ) => {
                 *touched = (*touched).max(t);
                 for mark in m {
                     add_mark(marks, mark);
@@ -182,7 +200,7 @@ enum Store {
     None,
     File(PathBuf),
     ConfigMap {
-        api: Api<ConfigMap>,
+        api: Box<Api<ConfigMap>>,
         name: String,
         /// `resourceVersion` of each shard's ConfigMap as last read or written.
         versions: HashMap<usize, String>,
@@ -191,7 +209,8 @@ enum Store {
 
 /// The done-facts store.
 pub struct Checkpoint {
-    entries: HashMap<Arc<str>, Entry>,
+    /// Per shard, its entries: a write touches only its shard's.
+    entries: Vec<HashMap<Arc<str>, Entry>>,
     shards: usize,
     dirty: BTreeSet<usize>,
     /// Changes since the last successful flush.
@@ -206,9 +225,8 @@ impl Checkpoint {
         let (store, shards) = match spec {
             CheckpointSpec::None => (Store::None, 1),
             CheckpointSpec::File { dir, shards } => {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    format!("checkpoint directory {}: {e}", dir.display())
-                })?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("checkpoint directory {}: {e}", dir.display()))?;
                 (Store::File(dir.clone()), *shards)
             }
             CheckpointSpec::ConfigMap {
@@ -219,7 +237,7 @@ impl Checkpoint {
                 let client = client.ok_or("a configmap checkpoint needs a Kubernetes client")?;
                 (
                     Store::ConfigMap {
-                        api: Api::namespaced(client.clone(), namespace),
+                        api: Box::new(Api::namespaced(client.clone(), namespace)),
                         name: name.clone(),
                         versions: HashMap::new(),
                     },
@@ -228,7 +246,7 @@ impl Checkpoint {
             }
         };
         let mut checkpoint = Self {
-            entries: HashMap::new(),
+            entries: vec![HashMap::new(); shards],
             shards,
             dirty: BTreeSet::new(),
             unflushed: 0,
@@ -260,16 +278,16 @@ impl Checkpoint {
                     self.dirty.insert(index);
                 }
             }
-            match self.entries.get_mut(uid.as_str()) {
+            match self.entries[home].get_mut(uid.as_str()) {
                 Some(known) => known.merge(entry),
                 None => {
-                    self.entries.insert(Arc::from(uid), entry);
+                    self.entries[home].insert(Arc::from(uid), entry);
                 }
             }
         }
     }
 
-    async fn load(&mut self) -> Result<Vec<(usize, BTreeMap<String, String>)>, String> {
+    async fn load(&mut self) -> Result<Shards, String> {
         match &mut self.store {
             Store::None => Ok(Vec::new()),
             Store::File(dir) => {
@@ -306,7 +324,7 @@ impl Checkpoint {
 
     /// Tells the deriver what is done, so a re-list derives only the rest.
     pub fn restore(&self, deriver: &mut Deriver) {
-        for (uid, entry) in &self.entries {
+        for (uid, entry) in self.entries.iter().flatten() {
             match entry {
                 Entry::Finished { .. } => deriver.finish(uid),
                 Entry::Active { marks, .. } => {
@@ -321,14 +339,14 @@ impl Checkpoint {
     /// Records one done fact.
     pub fn record(&mut self, uid: &str, mark: Mark, now: i64) {
         let shard = self.shard_of(uid);
-        match self.entries.get_mut(uid) {
+        match self.entries[shard].get_mut(uid) {
             Some(Entry::Finished { .. }) => return,
             Some(Entry::Active { touched, marks }) => {
                 *touched = now;
                 add_mark(marks, mark);
             }
             None => {
-                self.entries.insert(
+                self.entries[shard].insert(
                     Arc::from(uid),
                     Entry::Active {
                         touched: now,
@@ -344,7 +362,7 @@ impl Checkpoint {
     /// Every fact of a finished run is done: its entry shrinks to a tombstone.
     pub fn finish(&mut self, uid: &str, at: i64) {
         let shard = self.shard_of(uid);
-        self.entries.insert(Arc::from(uid), Entry::Finished { at });
+        self.entries[shard].insert(Arc::from(uid), Entry::Finished { at });
         self.dirty.insert(shard);
         self.unflushed += 1;
     }
@@ -352,33 +370,36 @@ impl Checkpoint {
     /// Drops tombstones of runs finished before `before`, and entries of workflows that no longer
     /// exist (`alive` says no) unchanged since before it. Returns the uids dropped.
     pub fn prune(&mut self, before: i64, alive: impl Fn(&str) -> bool) -> Vec<Arc<str>> {
-        let gone: Vec<Arc<str>> = self
-            .entries
-            .iter()
-            .filter(|(uid, entry)| match entry {
-                Entry::Finished { at } => *at < before,
-                Entry::Active { touched, .. } => *touched < before && !alive(uid),
-            })
-            .map(|(uid, _)| Arc::clone(uid))
-            .collect();
-        for uid in &gone {
-            self.entries.remove(uid);
-            let shard = self.shard_of(uid);
-            self.dirty.insert(shard);
+        let mut gone = Vec::new();
+        for (shard, entries) in self.entries.iter_mut().enumerate() {
+            let before_len = gone.len();
+            entries.retain(|uid, entry| {
+                let keep = match entry {
+                    Entry::Finished { at } => *at >= before,
+                    Entry::Active { touched, .. } => *touched >= before || alive(uid),
+                };
+                if !keep {
+                    gone.push(Arc::clone(uid));
+                }
+                keep
+            });
+            if gone.len() > before_len {
+                self.dirty.insert(shard);
+            }
         }
         gone
     }
 
     pub fn entry(&self, uid: &str) -> Option<&Entry> {
-        self.entries.get(uid)
+        self.entries[self.shard_of(uid)].get(uid)
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.iter().map(HashMap::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.iter().all(HashMap::is_empty)
     }
 
     pub fn stats(&self) -> &CheckpointStats {
@@ -416,9 +437,8 @@ impl Checkpoint {
     }
 
     fn shard_data(&self, shard: usize) -> BTreeMap<String, String> {
-        self.entries
+        self.entries[shard]
             .iter()
-            .filter(|(uid, _)| self.shard_of(uid) == shard)
             .map(|(uid, entry)| (uid.to_string(), entry.encode()))
             .collect()
     }
@@ -477,7 +497,9 @@ impl Checkpoint {
                             }
                             return Ok(());
                         }
-                        Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => {
+                        Err(kube::Error::Api(status))
+                            if status.code == 409 || status.code == 404 =>
+                        {
                             // Someone else wrote it (or it was deleted): read, merge, retry.
                             versions.remove(&shard);
                             match api.get_opt(&cm_name).await {
@@ -517,15 +539,17 @@ fn shard_file(dir: &Path, shard: usize) -> PathBuf {
     dir.join(format!("shard-{shard:02}.json"))
 }
 
-fn load_dir(dir: &Path) -> Result<Vec<(usize, BTreeMap<String, String>)>, String> {
+fn load_dir(dir: &Path) -> Result<Shards, String> {
     let mut out = Vec::new();
     let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     for entry in entries.flatten() {
         let file_name = entry.file_name();
-        let Some(index) = file_name
-            .to_str()
-            .and_then(|n| n.strip_prefix("shard-")?.strip_suffix(".json")?.parse().ok())
-        else {
+        let Some(index) = file_name.to_str().and_then(|n| {
+            n.strip_prefix("shard-")?
+                .strip_suffix(".json")?
+                .parse()
+                .ok()
+        }) else {
             continue;
         };
         let path = entry.path();
@@ -593,13 +617,20 @@ impl Progress {
             None => Arc::from(uid),
         };
         self.runs.entry(Arc::clone(&uid)).or_default().in_flight += 1;
-        self.pending.insert(self.next, Pending { uid, mark, run_end });
+        self.pending
+            .insert(self.next, Pending { uid, mark, run_end });
         self.next
     }
 
     /// A fact is done: recorded in the checkpoint; if it completes a finished run, the run
     /// becomes a tombstone in the checkpoint and in the deriver.
-    pub fn done(&mut self, token: u64, checkpoint: &mut Checkpoint, deriver: &mut Deriver, now: i64) {
+    pub fn done(
+        &mut self,
+        token: u64,
+        checkpoint: &mut Checkpoint,
+        deriver: &mut Deriver,
+        now: i64,
+    ) {
         let Some(fact) = self.pending.remove(&token) else {
             return;
         };
@@ -648,7 +679,14 @@ mod tests {
             })
         );
         assert_eq!(CheckpointSpec::parse("none"), Ok(CheckpointSpec::None));
-        for bad in ["file:", "configmap:Kubeflow/x", "configmap:x", "s3://b", "file:/d?shards=0", "file:/d?x=1"] {
+        for bad in [
+            "file:",
+            "configmap:Kubeflow/x",
+            "configmap:x",
+            "s3://b",
+            "file:/d?shards=0",
+            "file:/d?x=1",
+        ] {
             let err = CheckpointSpec::parse(bad).expect_err(bad);
             assert!(err.contains("--checkpoint"), "{err}");
         }
@@ -658,7 +696,13 @@ mod tests {
     fn entries_round_trip_and_merge_as_a_union() {
         let a = Entry::Active {
             touched: 5,
-            marks: vec![Mark { node: 1, slots: 1 }, Mark { node: u64::MAX, slots: 0x8003 }],
+            marks: vec![
+                Mark { node: 1, slots: 1 },
+                Mark {
+                    node: u64::MAX,
+                    slots: 0x8003,
+                },
+            ],
         };
         assert_eq!(Entry::decode(&a.encode()), Some(a.clone()));
         let f = Entry::Finished { at: 1_700_000_000 };
@@ -678,7 +722,10 @@ mod tests {
                 marks: vec![
                     Mark { node: 1, slots: 3 },
                     Mark { node: 7, slots: 4 },
-                    Mark { node: u64::MAX, slots: 0x8003 }
+                    Mark {
+                        node: u64::MAX,
+                        slots: 0x8003
+                    }
                 ]
             }
         );
@@ -715,7 +762,9 @@ mod tests {
             dir: dir.clone(),
             shards: 8,
         };
-        let again = Checkpoint::open(&spec8, None).await.expect("reopen with 8 shards");
+        let again = Checkpoint::open(&spec8, None)
+            .await
+            .expect("reopen with 8 shards");
         assert_eq!(again.len(), 100);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -16,21 +16,53 @@ use std::time::Duration;
     version,
     about = "Kubeflow Pipelines / Argo Workflows runs → CloudEvents"
 )]
-#[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(flatten)]
     pub log: LogArgs,
     #[command(subcommand)]
-    pub command: Option<Command>,
-    /// Without a subcommand the bridge runs live (`run`).
-    #[command(flatten)]
-    pub run: RunArgs,
+    pub command: Command,
+}
+
+impl Cli {
+    /// Parses the process arguments; without a subcommand the bridge runs live (`run`).
+    pub fn parse_with_default() -> Self {
+        Self::parse_from(with_default_command(std::env::args_os().collect()))
+    }
+}
+
+/// Inserts `run` where the subcommand belongs when none is given: after the program name and
+/// the global logging flags, before the first other argument.
+pub fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    const COMMANDS: [&str; 5] = ["run", "record", "replay", "resend", "help"];
+    const TAKES_VALUE: [&str; 2] = ["--log", "--log-format"];
+    let mut at = 1;
+    while at < args.len() {
+        let arg = args[at].to_string_lossy();
+        if TAKES_VALUE.contains(&arg.as_ref()) {
+            at += 2;
+        } else if TAKES_VALUE
+            .iter()
+            .any(|f| arg.starts_with(&format!("{f}=")))
+        {
+            at += 1;
+        } else {
+            break;
+        }
+    }
+    let given = args.get(at).map(|a| a.to_string_lossy().into_owned());
+    let keep = given.as_deref().is_some_and(|a| {
+        COMMANDS.contains(&a) || matches!(a, "-h" | "--help" | "-V" | "--version")
+    });
+    if !keep {
+        args.insert(at.min(args.len()), "run".into());
+    }
+    args
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Watch Workflows and the workflow controller's Events and publish their facts (the default).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Write a recording (JSON lines of watch events) from a live cluster until interrupted.
     Record(RecordArgs),
     /// Feed a recording (JSON lines of Kubernetes watch events) through derivation and encoding.
@@ -83,7 +115,11 @@ pub struct WatchArgs {
     #[arg(long, env = "KFP_BRIDGE_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
     /// Watch only this namespace (repeatable; comma-separated in the environment). Default: all.
-    #[arg(long = "namespace", env = "KFP_BRIDGE_NAMESPACES", value_delimiter = ',')]
+    #[arg(
+        long = "namespace",
+        env = "KFP_BRIDGE_NAMESPACES",
+        value_delimiter = ','
+    )]
     pub namespaces: Vec<String>,
     /// Watch only Workflows matching this label selector, e.g. `pipeline/runid`.
     #[arg(long, env = "KFP_BRIDGE_LABEL_SELECTOR")]
@@ -107,10 +143,7 @@ impl WatchArgs {
                 .map(|n| n.trim().to_owned())
                 .filter(|n| !n.is_empty())
                 .collect(),
-            label_selector: self
-                .label_selector
-                .clone()
-                .filter(|s| !s.trim().is_empty()),
+            label_selector: self.label_selector.clone().filter(|s| !s.trim().is_empty()),
             events: self.watch_events,
         }
     }
@@ -143,7 +176,11 @@ pub struct RunArgs {
     #[arg(long, env = "KFP_BRIDGE_LEADER_ELECTION")]
     pub leader_election: bool,
     /// Name of the Lease.
-    #[arg(long, env = "KFP_BRIDGE_LEADER_ELECTION_NAME", default_value = "kfp-event-bridge")]
+    #[arg(
+        long,
+        env = "KFP_BRIDGE_LEADER_ELECTION_NAME",
+        default_value = "kfp-event-bridge"
+    )]
     pub leader_election_name: String,
     /// Namespace of the Lease; default the bridge's own (in a cluster) or the kubeconfig's.
     #[arg(long, env = "KFP_BRIDGE_LEADER_ELECTION_NAMESPACE")]
@@ -430,5 +467,57 @@ impl DeliveryArgs {
             retry,
             shutdown_timeout,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewritten(args: &[&str]) -> Vec<String> {
+        with_default_command(args.iter().map(Into::into).collect())
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn run_is_the_default_command() {
+        assert_eq!(rewritten(&["b"]), ["b", "run"]);
+        assert_eq!(
+            rewritten(&["b", "--sink", "stdout"]),
+            ["b", "run", "--sink", "stdout"]
+        );
+        assert_eq!(
+            rewritten(&[
+                "b",
+                "--log",
+                "warn",
+                "--log-format=json",
+                "--namespace",
+                "x"
+            ]),
+            [
+                "b",
+                "--log",
+                "warn",
+                "--log-format=json",
+                "run",
+                "--namespace",
+                "x"
+            ]
+        );
+        for kept in [
+            &["b", "--log", "warn", "replay", "f"][..],
+            &["b", "record", "-"],
+            &["b", "--help"],
+            &["b", "--version"],
+        ] {
+            assert_eq!(rewritten(kept), kept);
+        }
+        let cli = Cli::parse_from(rewritten(&["b", "--checkpoint", "none"]));
+        assert!(
+            matches!(cli.command, Command::Run(args) if args.checkpoint.as_deref() == Some("none"))
+        );
     }
 }

@@ -430,11 +430,11 @@ struct KeyState {
 
 /// Lists `key` as runnable under its first queued event, unless it already is.
 fn list(runnable: &mut BinaryHeap<Reverse<(u64, Arc<str>)>>, state: &mut KeyState, key: &Arc<str>) {
-    if let Some(front) = state.queue.front() {
-        if state.listed != Some(front.seq) {
-            state.listed = Some(front.seq);
-            runnable.push(Reverse((front.seq, Arc::clone(key))));
-        }
+    if let Some(front) = state.queue.front()
+        && state.listed != Some(front.seq)
+    {
+        state.listed = Some(front.seq);
+        runnable.push(Reverse((front.seq, Arc::clone(key))));
     }
 }
 

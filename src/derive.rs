@@ -165,10 +165,10 @@ impl Deriver {
         let held = std::mem::take(&mut state.held);
         let facts = emit_new(state, held);
         // Run facts from Events are no longer merged into a status that will not come.
-        if let Some(run) = &mut state.run {
-            if !run.finished() {
-                state.run = None;
-            }
+        if let Some(run) = &mut state.run
+            && !run.finished()
+        {
+            state.run = None;
         }
         self.stats.facts += facts.len() as u64;
         facts

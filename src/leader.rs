@@ -72,7 +72,9 @@ impl Elector {
                         logged_holder = holder;
                     }
                 }
-                Err(err) => tracing::warn!(lease = %self.config.name, error = %err, "lease check failed"),
+                Err(err) => {
+                    tracing::warn!(lease = %self.config.name, error = %err, "lease check failed")
+                }
             }
             tokio::time::sleep(self.config.retry_period).await;
         }
@@ -118,7 +120,8 @@ impl Elector {
     async fn try_acquire_or_renew(&mut self) -> Result<Seen, kube::Error> {
         let now = MicroTime(Timestamp::now());
         let me = self.config.identity.clone();
-        let duration = i32::try_from(self.config.lease_duration.as_secs().max(1)).unwrap_or(i32::MAX);
+        let duration =
+            i32::try_from(self.config.lease_duration.as_secs().max(1)).unwrap_or(i32::MAX);
         let Some(current) = self.api.get_opt(&self.config.name).await? else {
             let lease = Lease {
                 metadata: ObjectMeta {
@@ -154,7 +157,9 @@ impl Elector {
             // Another holder: take over only once its record stood still a whole lease duration.
             let their_duration = spec
                 .lease_duration_seconds
-                .map_or(self.config.lease_duration, |s| Duration::from_secs(s.max(1) as u64));
+                .map_or(self.config.lease_duration, |s| {
+                    Duration::from_secs(s.max(1) as u64)
+                });
             match &self.observed {
                 Some((seen, since)) if *seen == record => {
                     if since.elapsed() < their_duration {
@@ -177,13 +182,21 @@ impl Elector {
             spec: Some(LeaseSpec {
                 holder_identity: Some(me),
                 lease_duration_seconds: Some(duration),
-                acquire_time: if leading { spec.acquire_time } else { Some(now.clone()) },
+                acquire_time: if leading {
+                    spec.acquire_time
+                } else {
+                    Some(now.clone())
+                },
                 renew_time: Some(now),
                 lease_transitions: Some(transitions),
                 ..LeaseSpec::default()
             }),
         };
-        match self.api.replace(&self.config.name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.config.name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) => {
                 self.observed = None;
                 Ok(Seen::Leading)
@@ -215,9 +228,15 @@ impl Elector {
             },
             spec: Some(spec),
         };
-        match self.api.replace(&self.config.name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.config.name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) => tracing::info!(lease = %self.config.name, "leadership released"),
-            Err(err) => tracing::warn!(lease = %self.config.name, error = %err, "lease release failed"),
+            Err(err) => {
+                tracing::warn!(lease = %self.config.name, error = %err, "lease release failed")
+            }
         }
     }
 }
@@ -239,10 +258,10 @@ impl Leadership {
     /// Stops renewing and gives the Lease up.
     pub async fn release(self) {
         let _ = self.stop.send(true);
-        if let Ok(elector) = self.task.await {
-            if !*self.lost.borrow() {
-                elector.release().await;
-            }
+        if let Ok(elector) = self.task.await
+            && !*self.lost.borrow()
+        {
+            elector.release().await;
         }
     }
 }

@@ -1,13 +1,12 @@
 //! The `kfp-event-bridge` binary: parses the command line and hands over to the library.
 
-use clap::Parser;
 use kfp_event_bridge::app::{self, AppError, Outcome, ReplayReport};
 use kfp_event_bridge::cli::{Cli, Command};
 use kfp_event_bridge::{run, telemetry};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_with_default();
     telemetry::init(cli.log.log_format, &cli.log.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -20,11 +19,10 @@ fn main() -> ExitCode {
         }
     };
     let (what, result) = match cli.command {
-        Some(Command::Replay(args)) => ("replay", runtime.block_on(app::replay(&args))),
-        Some(Command::Resend(args)) => ("resend", runtime.block_on(app::resend(&args))),
-        Some(Command::Record(args)) => ("record", runtime.block_on(run::record(&args))),
-        Some(Command::Run(args)) => ("run", runtime.block_on(run::run(&args))),
-        None => ("run", runtime.block_on(run::run(&cli.run))),
+        Command::Replay(args) => ("replay", runtime.block_on(app::replay(&args))),
+        Command::Resend(args) => ("resend", runtime.block_on(app::resend(&args))),
+        Command::Record(args) => ("record", runtime.block_on(run::record(&args))),
+        Command::Run(args) => ("run", runtime.block_on(run::run(&args))),
     };
     finish(what, result)
 }

@@ -123,12 +123,12 @@ pub async fn run(args: &RunArgs) -> Result<(Outcome, ReplayReport), AppError> {
     } else {
         None
     };
-    if let Some((lease_duration, renew, retry)) = lease {
-        if retry.is_zero() || renew <= retry || lease_duration <= renew {
-            return Err(setup(
-                "leader election wants lease duration > renew deadline > retry period > 0",
-            ));
-        }
+    if let Some((lease_duration, renew, retry)) = lease
+        && (retry.is_zero() || renew <= retry || lease_duration <= renew)
+    {
+        return Err(setup(
+            "leader election wants lease duration > renew deadline > retry period > 0",
+        ));
     }
     let client = live::client(args.watch.kubeconfig.as_deref())
         .await
@@ -302,7 +302,10 @@ pub async fn run(args: &RunArgs) -> Result<(Outcome, ReplayReport), AppError> {
         mut report,
         ..
     } = live;
-    tracing::info!(in_flight = progress.in_flight(), "stopping: waiting for in-flight events");
+    tracing::info!(
+        in_flight = progress.in_flight(),
+        "stopping: waiting for in-flight events"
+    );
     report.unrouted = delivery.unrouted();
     let unfinished = delivery
         .finish(tokio::time::sleep(plan.shutdown_timeout))
@@ -310,8 +313,17 @@ pub async fn run(args: &RunArgs) -> Result<(Outcome, ReplayReport), AppError> {
     while let Ok(token) = done_rx.try_recv() {
         progress.done(token, &mut checkpoint, &mut deriver, Utc::now().timestamp());
     }
-    if let Err(err) = checkpoint.flush().await {
-        tracing::error!(error = %err, "final checkpoint write failed; undone facts will be published again");
+    match checkpoint.flush().await {
+        Ok(()) => tracing::info!(
+            entries = checkpoint.len(),
+            writes = checkpoint.stats().writes,
+            failures = checkpoint.stats().failures,
+            "checkpoint written"
+        ),
+        Err(err) => tracing::error!(
+            error = %err,
+            "final checkpoint write failed; undone facts will be published again"
+        ),
     }
     if let Some(leadership) = leadership {
         leadership.release().await;
@@ -366,7 +378,9 @@ fn observe(
         let uid = wf.metadata.uid.clone();
         if *change == Change::Deleted {
             presence.alive[index].remove(&uid);
-            presence.deleted.push_back((Utc::now().timestamp(), uid.clone()));
+            presence
+                .deleted
+                .push_back((Utc::now().timestamp(), uid.clone()));
             // What the final status showed comes first, then what only its Events said.
             let mut facts = live.deriver.observe(observed);
             facts.extend(live.deriver.gone(&uid));
@@ -434,7 +448,13 @@ impl Live {
                 }
             };
             while self.progress.in_flight() + self.checkpoint.unflushed() >= self.undurable_max {
-                if self.checkpoint.unflushed() > 0 {
+                // Write once at least half the bound is done-but-unwritten (or nothing is in
+                // flight): writes cover many facts each, and the bound still holds.
+                let unflushed = self.checkpoint.unflushed();
+                if unflushed > 0
+                    && (unflushed >= self.undurable_max.div_ceil(2)
+                        || self.progress.in_flight() == 0)
+                {
                     self.flush().await;
                     if self.checkpoint.unflushed() > 0 {
                         // The store refuses writes: wait a little rather than spin.
@@ -448,7 +468,10 @@ impl Live {
             // keeps its marks instead of shrinking to a tombstone.
             let run_end = (matches!(fact.kind, FactKind::RunSucceeded | FactKind::RunFailed)
                 && !fact.run.nodes_offloaded)
-                .then(|| fact.time.map_or_else(|| Utc::now().timestamp(), |t| t.timestamp()));
+                .then(|| {
+                    fact.time
+                        .map_or_else(|| Utc::now().timestamp(), |t| t.timestamp())
+                });
             let token = self.progress.add(&fact.run.uid, fact.mark(), run_end);
             self.report.counts.events += 1;
             self.delivery
@@ -472,10 +495,10 @@ fn apply_retention(
         deriver.forget(&uid);
     }
     while presence.deleted.front().is_some_and(|(at, _)| *at < before) {
-        if let Some((_, uid)) = presence.deleted.pop_front() {
-            if !presence.is_alive(&uid) {
-                deriver.forget(&uid);
-            }
+        if let Some((_, uid)) = presence.deleted.pop_front()
+            && !presence.is_alive(&uid)
+        {
+            deriver.forget(&uid);
         }
     }
 }
@@ -504,7 +527,11 @@ pub async fn record(args: &RecordArgs) -> Result<(Outcome, ReplayReport), AppErr
         )
     };
     let kinds = [
-        (GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Workflow"), "workflows", false),
+        (
+            GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Workflow"),
+            "workflows",
+            false,
+        ),
         (GroupVersionKind::gvk("", "v1", "Event"), "events", true),
     ];
     let scopes = if config.namespaces.is_empty() {

@@ -19,7 +19,14 @@ fn event(run: usize, n: usize, ty: &str) -> Event {
         .source("/test")
         .ty(format!("org.kubeflow.pipelines.{ty}"))
         .extension("partitionkey", format!("run-{run}"))
-        .extension("namespace", if run % 2 == 0 { "team-a" } else { "team-b" })
+        .extension(
+            "namespace",
+            if run.is_multiple_of(2) {
+                "team-a"
+            } else {
+                "team-b"
+            },
+        )
         .build()
         .expect("event")
 }

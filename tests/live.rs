@@ -31,7 +31,13 @@ async fn a_live_multi_run_scenario_publishes_what_replay_does() {
     let mut bridge = live_bridge(&cluster, &out, &scratch.path("state"), &[]);
     wait_for_log(&mut bridge, "watch synced", Duration::from_secs(30)).await;
     cluster.feed(&lines);
-    let got = settle(&out, want.len(), Duration::from_secs(2), Duration::from_secs(90)).await;
+    let got = settle(
+        &out,
+        want.len(),
+        Duration::from_secs(2),
+        Duration::from_secs(90),
+    )
+    .await;
     sigterm(&bridge);
     let status = wait(&mut bridge, Duration::from_secs(30)).await;
     assert!(status.success(), "{}", stderr(&mut bridge));
@@ -56,7 +62,12 @@ async fn kill_9_at_any_point_loses_nothing_and_repeats_at_most_the_window() {
     cluster.feed(&lines[..half]);
     let state = scratch.path("state");
     let window = WINDOW.to_string();
-    let extra = ["--max-in-flight", window.as_str(), "--checkpoint-interval", "50ms"];
+    let extra = [
+        "--max-in-flight",
+        window.as_str(),
+        "--checkpoint-interval",
+        "50ms",
+    ];
     let mut outputs = Vec::new();
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
     let mut random_ms = |lo: u64, hi: u64| {
@@ -77,9 +88,11 @@ async fn kill_9_at_any_point_loses_nothing_and_repeats_at_most_the_window() {
                 cluster.feed(&lines[half..three_quarters]);
                 let t0 = std::time::Instant::now();
                 while t0.elapsed() < Duration::from_secs(20) {
-                    let writing = std::fs::read_dir(&state).into_iter().flatten().flatten().any(|e| {
-                        e.file_name().to_string_lossy().ends_with(".tmp")
-                    });
+                    let writing = std::fs::read_dir(&state)
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .any(|e| e.file_name().to_string_lossy().ends_with(".tmp"));
                     if writing {
                         mid_write = true;
                         break;
@@ -139,14 +152,28 @@ async fn kill_9_at_any_point_loses_nothing_and_repeats_at_most_the_window() {
     if !missing.is_empty() {
         let all = replayed(&scratch.path("recording.jsonl"));
         let mut kinds = std::collections::BTreeMap::<String, usize>::new();
-        for e in all.iter().filter(|e| missing.contains(&&e["id"].as_str().unwrap().to_owned())) {
+        for e in all
+            .iter()
+            .filter(|e| missing.contains(&&e["id"].as_str().unwrap().to_owned()))
+        {
             let wf = format!("{} {}", e["subject"], e["data"]["EventType"]);
             *kinds.entry(format!("{} {wf}", e["type"])).or_default() += 1;
         }
         eprintln!("MISSING {kinds:#?}");
-        eprintln!("LOG {}", stderr(&mut bridge).lines().filter(|l| !l.contains("offloaded")).collect::<Vec<_>>().join("\nLOG "));
+        eprintln!(
+            "LOG {}",
+            stderr(&mut bridge)
+                .lines()
+                .filter(|l| !l.contains("offloaded"))
+                .collect::<Vec<_>>()
+                .join("\nLOG ")
+        );
     }
-    assert!(missing.is_empty(), "{} facts never published: {missing:?}", missing.len());
+    assert!(
+        missing.is_empty(),
+        "{} facts never published: {missing:?}",
+        missing.len()
+    );
     let unknown: Vec<_> = ids.difference(&want).collect();
     assert!(unknown.is_empty(), "ids replay does not know: {unknown:?}");
     eprintln!(
@@ -154,7 +181,10 @@ async fn kill_9_at_any_point_loses_nothing_and_repeats_at_most_the_window() {
         events.len(),
         want.len()
     );
-    assert!(duplicates <= 6 * WINDOW, "{duplicates} duplicates for 6 kills, window {WINDOW}");
+    assert!(
+        duplicates <= 6 * WINDOW,
+        "{duplicates} duplicates for 6 kills, window {WINDOW}"
+    );
 }
 
 /// Four copies of the bundled runs, one through each fault: a watch cut mid-stream (resumed from
@@ -175,7 +205,12 @@ async fn watch_cuts_410_and_a_30_s_outage_lose_and_repeat_nothing() {
     let mut bridge = live_bridge(&cluster, &out, &scratch.path("state"), &[]);
     wait_for_log(&mut bridge, "watch synced", Duration::from_secs(30)).await;
     let lists = || {
-        cluster.api.requests().get("GET /apis/argoproj.io/v1alpha1/workflows").copied().unwrap_or(0)
+        cluster
+            .api
+            .requests()
+            .get("GET /apis/argoproj.io/v1alpha1/workflows")
+            .copied()
+            .unwrap_or(0)
     };
 
     // Cut mid-stream: half a copy, cut, the other half.
@@ -184,7 +219,11 @@ async fn watch_cuts_410_and_a_30_s_outage_lose_and_repeat_nothing() {
     cluster.api.cut_watches();
     cluster.feed(&first[per_copy / 2..]);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(lists(), 1, "a cut watch resumes from its resourceVersion, no re-list");
+    assert_eq!(
+        lists(),
+        1,
+        "a cut watch resumes from its resourceVersion, no re-list"
+    );
 
     // 410: watches cut and resuming refused, so the watcher lists again.
     cluster.feed(&copy(1));
@@ -212,7 +251,10 @@ async fn watch_cuts_410_and_a_30_s_outage_lose_and_repeat_nothing() {
     let have: BTreeSet<String> = id_counts(&out).into_keys().collect();
     for e in replayed(&scratch.path("recording.jsonl")) {
         if !have.contains(e["id"].as_str().unwrap()) {
-            eprintln!("MISSING {} {} {}", e["type"], e["subject"], e["data"]["EventType"]);
+            eprintln!(
+                "MISSING {} {} {}",
+                e["type"], e["subject"], e["data"]["EventType"]
+            );
         }
     }
     assert!(status.success(), "{log}");
@@ -264,7 +306,13 @@ async fn deleted_and_missed_workflows_are_published() {
     ));
     cluster.api.force_410();
     cluster.api.set_unavailable(false);
-    settle(&out, want_deleted.len(), Duration::from_secs(2), Duration::from_secs(60)).await;
+    settle(
+        &out,
+        want_deleted.len(),
+        Duration::from_secs(2),
+        Duration::from_secs(60),
+    )
+    .await;
     let ids: BTreeSet<String> = id_counts(&out).into_keys().collect();
     assert_eq!(ids, want_deleted, "the deleted workflow's facts");
 
@@ -276,11 +324,21 @@ async fn deleted_and_missed_workflows_are_published() {
     cluster.feed(&missed);
     let mut bridge = live_bridge(&cluster, &out, &state, &[]);
     let want: BTreeSet<String> = want_deleted.union(&want_missed).cloned().collect();
-    let got = settle(&out, want.len(), Duration::from_secs(2), Duration::from_secs(60)).await;
+    let got = settle(
+        &out,
+        want.len(),
+        Duration::from_secs(2),
+        Duration::from_secs(60),
+    )
+    .await;
     sigterm(&bridge);
     assert!(wait(&mut bridge, Duration::from_secs(30)).await.success());
     let counts = id_counts(&out);
-    assert_eq!(got, counts.len(), "nothing published twice across the restart");
+    assert_eq!(
+        got,
+        counts.len(),
+        "nothing published twice across the restart"
+    );
     assert_eq!(counts.into_keys().collect::<BTreeSet<_>>(), want);
     let events = support::bridge::read_events(&out);
     let types: BTreeSet<&str> = events[want_deleted.len()..]
@@ -294,7 +352,10 @@ async fn deleted_and_missed_workflows_are_published() {
         .find(|e| e["type"] == "org.kubeflow.pipelines.run.failed")
         .expect("run.failed");
     assert!(
-        run_failed["time"].as_str().expect("time").starts_with("2026-03-14"),
+        run_failed["time"]
+            .as_str()
+            .expect("time")
+            .starts_with("2026-03-14"),
         "the cluster's time, not the publish time: {}",
         run_failed["time"]
     );
@@ -340,10 +401,19 @@ async fn a_standby_takes_over_from_a_killed_leader_without_gaps() {
     wait_for_log(&mut a, "watch synced", Duration::from_secs(30)).await;
     cluster.feed(&lines[..half]);
     let first = replay_ids(&scratch, &lines[..half]);
-    settle(&out_a, first.len(), Duration::from_secs(1), Duration::from_secs(60)).await;
+    settle(
+        &out_a,
+        first.len(),
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+    )
+    .await;
     assert_eq!(count_lines(&out_b), 0, "the standby published");
     assert!(
-        !cluster.api.objects(fake_apiserver::Kind::ConfigMap).is_empty(),
+        !cluster
+            .api
+            .objects(fake_apiserver::Kind::ConfigMap)
+            .is_empty(),
         "the leader checkpoints to ConfigMaps"
     );
 
@@ -377,12 +447,19 @@ async fn a_standby_takes_over_from_a_killed_leader_without_gaps() {
     let lost_at = std::time::Instant::now();
     let status = wait(&mut b, Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(1), "{}", stderr(&mut b));
-    assert!(lost_at.elapsed() < Duration::from_secs(2), "stopped after {:?}", lost_at.elapsed());
+    assert!(
+        lost_at.elapsed() < Duration::from_secs(2),
+        "stopped after {:?}",
+        lost_at.elapsed()
+    );
     assert!(stderr(&mut b).contains("leadership lost"));
     let b_first: BTreeSet<String> = id_counts(&out_b).into_keys().collect();
     assert!(
         b_first.intersection(&first).count() <= 256,
         "the standby re-sent more than the in-flight window of what the leader had done"
     );
-    eprintln!("takeover after {takeover:?}; the standby re-sent {} of the leader's facts", b_first.intersection(&first).count());
+    eprintln!(
+        "takeover after {takeover:?}; the standby re-sent {} of the leader's facts",
+        b_first.intersection(&first).count()
+    );
 }

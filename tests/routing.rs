@@ -103,7 +103,7 @@ fn plan(args: &[&str]) -> Result<kfp_event_bridge::cli::DeliveryPlan, String> {
     let mut argv = vec!["kfp-event-bridge", "replay", "x.jsonl"];
     argv.extend_from_slice(args);
     let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
-    let Some(Command::Replay(replay)) = cli.command else {
+    let Command::Replay(replay) = cli.command else {
         panic!("parsed as replay")
     };
     replay.delivery.plan().map_err(|e| e.to_string())

@@ -156,7 +156,10 @@ pub struct WatchConfig {
 pub fn watch(
     client: &Client,
     config: &WatchConfig,
-) -> (Vec<WatchId>, impl Stream<Item = Input> + Send + Unpin + 'static) {
+) -> (
+    Vec<WatchId>,
+    impl Stream<Item = Input> + Send + Unpin + 'static,
+) {
     let mut ids = Vec::new();
     let mut streams: SelectAll<BoxStream<'static, Input>> = SelectAll::new();
     let scopes: Vec<String> = if config.namespaces.is_empty() {
@@ -220,9 +223,15 @@ where
         .map(move |event| match event {
             Ok(watcher::Event::Init) => Input::Listing(index),
             Ok(watcher::Event::InitDone) => Input::Listed(index),
-            Ok(watcher::Event::InitApply(w)) => Input::Observed(index, wrap(Change::Added, w.object)),
-            Ok(watcher::Event::Apply(w)) => Input::Observed(index, wrap(Change::Modified, w.object)),
-            Ok(watcher::Event::Delete(w)) => Input::Observed(index, wrap(Change::Deleted, w.object)),
+            Ok(watcher::Event::InitApply(w)) => {
+                Input::Observed(index, wrap(Change::Added, w.object))
+            }
+            Ok(watcher::Event::Apply(w)) => {
+                Input::Observed(index, wrap(Change::Modified, w.object))
+            }
+            Ok(watcher::Event::Delete(w)) => {
+                Input::Observed(index, wrap(Change::Deleted, w.object))
+            }
             Err(err) => Input::Failed(index, err.to_string()),
         })
         .boxed()

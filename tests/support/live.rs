@@ -67,7 +67,10 @@ pub fn many_runs(copies: usize) -> Vec<String> {
                 );
             }
             for uid in uids.iter().filter(|u| u.len() > 8) {
-                text = text.replace(uid.as_str(), &format!("{}{copy:08x}", &uid[..uid.len() - 8]));
+                text = text.replace(
+                    uid.as_str(),
+                    &format!("{}{copy:08x}", &uid[..uid.len() - 8]),
+                );
             }
             out.extend(text.lines().map(str::to_owned));
         }

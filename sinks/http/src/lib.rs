@@ -192,10 +192,10 @@ impl Sink for HttpSink {
                             headers.insert(name, value);
                         }
                     }
-                    if let Some(ct) = cloudevents::AttributesReader::datacontenttype(event) {
-                        if let Ok(ct) = HeaderValue::from_str(ct) {
-                            headers.insert(CONTENT_TYPE, ct);
-                        }
+                    if let Some(ct) = cloudevents::AttributesReader::datacontenttype(event)
+                        && let Ok(ct) = HeaderValue::from_str(ct)
+                    {
+                        headers.insert(CONTENT_TYPE, ct);
                     }
                     binary::body(event)
                 }

@@ -100,6 +100,9 @@ impl Kind {
 
 type Key = (Kind, String, String);
 
+/// A list's items at its resource version, kept for its continuation pages.
+type Snapshot = (u64, Arc<Vec<Arc<Value>>>);
+
 /// One change, as watches deliver it.
 #[derive(Clone)]
 struct Change {
@@ -116,7 +119,7 @@ struct Inner {
     /// Watches from a resource version below this get 410 Gone.
     oldest: u64,
     history_limit: usize,
-    snapshots: HashMap<u64, (u64, Arc<Vec<Arc<Value>>>)>,
+    snapshots: HashMap<u64, Snapshot>,
     next_snapshot: u64,
     uids: u64,
     /// Kinds whose next resuming watch is refused with 410 ([`FakeApiServer::force_410`]).
@@ -238,7 +241,14 @@ impl FakeApiServer {
         let Some(old) = inner.objects.get(&key).cloned() else {
             return false;
         };
-        commit(&self.shared, &mut inner, kind, key, "DELETED", (*old).clone());
+        commit(
+            &self.shared,
+            &mut inner,
+            kind,
+            key,
+            "DELETED",
+            (*old).clone(),
+        );
         true
     }
 
@@ -440,16 +450,32 @@ async fn handle(
     let (group_version, rest) = match segments.as_slice() {
         ["api", version, rest @ ..] => (version.to_string(), rest),
         ["apis", group, version, rest @ ..] => (format!("{group}/{version}"), rest),
-        _ => return status(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource"),
+        _ => {
+            return status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "the server could not find the requested resource",
+            );
+        }
     };
     let (namespace, plural, name) = match rest {
         [plural] => (None, *plural, None),
         ["namespaces", ns, plural] => (Some(*ns), *plural, None),
         ["namespaces", ns, plural, name] => (Some(*ns), *plural, Some(*name)),
-        _ => return status(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource"),
+        _ => {
+            return status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "the server could not find the requested resource",
+            );
+        }
     };
     let Some(kind) = Kind::from_path(&group_version, plural) else {
-        return status(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource");
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "the server could not find the requested resource",
+        );
     };
     match (method, name) {
         (Method::GET, None) if watching => watch_stream(&shared, kind, namespace, &params),
@@ -470,9 +496,15 @@ async fn handle(
                 return not_found(kind, name);
             };
             commit(&shared, &mut inner, kind, key, "DELETED", (*old).clone());
-            json_response(&json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Success"}))
+            json_response(
+                &json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Success"}),
+            )
         }
-        _ => status(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "the server does not allow this method on the requested resource"),
+        _ => status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        ),
     }
 }
 
@@ -494,7 +526,9 @@ fn discovery(segments: &[&str]) -> Option<Value> {
         json!({"kind":"APIResourceList","apiVersion":"v1","groupVersion": gv, "resources": list})
     };
     Some(match segments {
-        ["version"] => json!({"major":"1","minor":"33","gitVersion":"v1.33.0-fake","platform":"linux/amd64"}),
+        ["version"] => {
+            json!({"major":"1","minor":"33","gitVersion":"v1.33.0-fake","platform":"linux/amd64"})
+        }
         ["api"] => json!({"kind":"APIVersions","versions":["v1"],"serverAddressByClientCIDRs":[]}),
         ["apis"] => {
             let group = |name: &str, version: &str| {
@@ -599,13 +633,16 @@ fn list(
         .filter(|l| *l > 0);
     let mut inner = shared.lock();
     // A continued list reads the snapshot of its first page, at the same resource version.
-    let (snapshot_id, list_rv, items, offset) = match params.get("continue").filter(|c| !c.is_empty()) {
+    let (snapshot_id, list_rv, items, offset) = match params
+        .get("continue")
+        .filter(|c| !c.is_empty())
+    {
         Some(token) => {
             let parsed = token
                 .split_once(':')
                 .and_then(|(id, off)| Some((id.parse::<u64>().ok()?, off.parse::<usize>().ok()?)));
-            let Some(((list_rv, items), id, offset)) = parsed
-                .and_then(|(id, off)| inner.snapshots.get(&id).map(|s| (s.clone(), id, off)))
+            let Some(((list_rv, items), id, offset)) =
+                parsed.and_then(|(id, off)| inner.snapshots.get(&id).map(|s| (s.clone(), id, off)))
             else {
                 return status(
                     StatusCode::GONE,
@@ -663,7 +700,9 @@ fn watch_stream(
 ) -> Response {
     let selectors = Selectors::parse(params);
     let namespace = namespace.map(str::to_owned);
-    let bookmarks = params.get("allowWatchBookmarks").is_some_and(|b| b == "true");
+    let bookmarks = params
+        .get("allowWatchBookmarks")
+        .is_some_and(|b| b == "true");
     let timeout = params
         .get("timeoutSeconds")
         .and_then(|t| t.parse::<u64>().ok())
@@ -683,7 +722,10 @@ fn watch_stream(
     let mut backlog = Vec::new();
     let after = match from {
         Some(Ok(rv)) if forced || rv + 1 < inner.oldest => {
-            let message = format!("too old resource version: {rv} ({})", inner.oldest.max(rv + 1));
+            let message = format!(
+                "too old resource version: {rv} ({})",
+                inner.oldest.max(rv + 1)
+            );
             let gone = json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":message,"reason":"Expired","code":410});
             drop(inner);
             return chunked(futures_util::stream::iter([watch_line("ERROR", &gone)]).boxed());
@@ -698,7 +740,11 @@ fn watch_stream(
         }
         Some(Err(_)) => {
             drop(inner);
-            return status(StatusCode::BAD_REQUEST, "BadRequest", "resourceVersion is not a number");
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "resourceVersion is not a number",
+            );
         }
         None => {
             for ((k, _, _), object) in &inner.objects {
@@ -774,12 +820,23 @@ fn chunked(stream: futures_util::stream::BoxStream<'static, Bytes>) -> Response 
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-fn parse_body(kind: Kind, namespace: &str, body: &[u8]) -> Result<Value, Response> {
+fn parse_body(kind: Kind, namespace: &str, body: &[u8]) -> Result<Value, Box<Response>> {
     let mut object: Value = serde_json::from_slice(body).map_err(|e| {
-        status(StatusCode::BAD_REQUEST, "BadRequest", &format!("invalid body: {e}"))
+        Box::new(status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            &format!("invalid body: {e}"),
+        ))
     })?;
-    if object["metadata"]["name"].as_str().is_none_or(str::is_empty) {
-        return Err(status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", "metadata.name: Required value"));
+    if object["metadata"]["name"]
+        .as_str()
+        .is_none_or(str::is_empty)
+    {
+        return Err(Box::new(status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            "metadata.name: Required value",
+        )));
     }
     object["metadata"]["namespace"] = Value::String(namespace.to_owned());
     object["apiVersion"] = Value::String(kind.group_version().into());
@@ -790,7 +847,7 @@ fn parse_body(kind: Kind, namespace: &str, body: &[u8]) -> Result<Value, Respons
 fn create(shared: &Shared, kind: Kind, namespace: &str, body: &[u8]) -> Response {
     let mut object = match parse_body(kind, namespace, body) {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let key = key_of(kind, &object);
     let mut inner = shared.lock();
@@ -802,7 +859,8 @@ fn create(shared: &Shared, kind: Kind, namespace: &str, body: &[u8]) -> Response
         );
     }
     inner.uids += 1;
-    object["metadata"]["uid"] = Value::String(format!("00000000-0000-4000-9000-{:012}", inner.uids));
+    object["metadata"]["uid"] =
+        Value::String(format!("00000000-0000-4000-9000-{:012}", inner.uids));
     commit(shared, &mut inner, kind, key.clone(), "ADDED", object);
     let stored = inner.objects.get(&key).cloned();
     drop(inner);
@@ -814,23 +872,32 @@ fn create(shared: &Shared, kind: Kind, namespace: &str, body: &[u8]) -> Response
 fn replace(shared: &Shared, kind: Kind, namespace: &str, name: &str, body: &[u8]) -> Response {
     let mut object = match parse_body(kind, namespace, body) {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if object["metadata"]["name"].as_str() != Some(name) {
-        return status(StatusCode::BAD_REQUEST, "BadRequest", "the name of the object does not match the name on the URL");
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "the name of the object does not match the name on the URL",
+        );
     }
     let key = key_of(kind, &object);
     let mut inner = shared.lock();
     let Some(current) = inner.objects.get(&key).cloned() else {
         return not_found(kind, name);
     };
-    let current_rv = current["metadata"]["resourceVersion"].as_str().unwrap_or("");
+    let current_rv = current["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("");
     match object["metadata"]["resourceVersion"].as_str() {
         Some(rv) if !rv.is_empty() && rv != current_rv => {
             return status(
                 StatusCode::CONFLICT,
                 "Conflict",
-                &format!("Operation cannot be fulfilled on {} {name:?}: the object has been modified; please apply your changes to the latest version and try again", kind.plural()),
+                &format!(
+                    "Operation cannot be fulfilled on {} {name:?}: the object has been modified; please apply your changes to the latest version and try again",
+                    kind.plural()
+                ),
             );
         }
         _ => {}
@@ -851,7 +918,9 @@ pub mod synthetic {
     /// (each gives a `task.started`), node ids as Argo makes them (`<workflow>-<number>`).
     pub fn workflow(namespace: &str, name: &str, uid: &str, tasks: usize) -> Value {
         let mut nodes = serde_json::Map::new();
-        let children: Vec<String> = (0..tasks).map(|i| format!("{name}-{}", 1_000_000 + i)).collect();
+        let children: Vec<String> = (0..tasks)
+            .map(|i| format!("{name}-{}", 1_000_000 + i))
+            .collect();
         nodes.insert(
             name.to_owned(),
             json!({
