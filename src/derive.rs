@@ -195,6 +195,11 @@ impl Deriver {
         }
         if self.config.kfp_only && !wf.metadata.labels.contains_key(run::LABEL_RUN_ID) {
             self.stats.workflows_skipped_not_kfp += 1;
+            // Remembered (as finished: nothing to derive), so its Events are ignored too.
+            self.runs
+                .entry(wf.metadata.uid.clone())
+                .or_default()
+                .finished = true;
             return Vec::new();
         }
         if self.runs.get(&wf.metadata.uid).is_some_and(|s| s.finished) {

@@ -198,6 +198,7 @@ pub async fn run(args: &RunArgs) -> Result<(Outcome, ReplayReport), AppError> {
         ..Presence::default()
     };
     let mut synced = vec![false; watch_ids.len()];
+    let sweep_unseen = args.watch.config().label_selector.is_none();
     let mut flush = tokio::time::interval(flush_every);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sweep = tokio::time::interval(Duration::from_secs(1));
@@ -232,7 +233,9 @@ pub async fn run(args: &RunArgs) -> Result<(Outcome, ReplayReport), AppError> {
                 live.flush().await;
                 continue;
             }
-            _ = sweep.tick(), if synced.iter().zip(&watch_ids).all(|(s, id)| *s || id.resource != "workflows") => {
+            // With a label selector an unseen workflow may just be filtered out, not deleted:
+            // its Events then speak only through its DELETED watch event.
+            _ = sweep.tick(), if sweep_unseen && synced.iter().zip(&watch_ids).all(|(s, id)| *s || id.resource != "workflows") => {
                 Next::Facts(unseen_gone(&mut live.deriver, &mut presence))
             }
             _ = prune.tick() => {

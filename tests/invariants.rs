@@ -175,3 +175,20 @@ fn lifecycle_warnings_where_they_belong() {
     );
     assert_eq!(seen.len(), 2, "unexpected warnings in {seen:?}");
 }
+
+#[test]
+fn kfp_only_skips_plain_argo_workflows_and_their_events() {
+    let config = DeriveConfig {
+        kfp_only: true,
+        ..DeriveConfig::default()
+    };
+    let plain = support::recordings_dir().join("argo-steps-retry-skip.jsonl");
+    let input = std::fs::read(&plain).expect("recording");
+    let (counts, lines) = support::replay_bytes(&input, &mut Deriver::new(config.clone()));
+    assert!(counts.lines > 0);
+    assert!(lines.is_empty(), "plain Argo facts with --kfp-only: {lines:?}");
+    let kfp = support::recordings_dir().join("kfp-v2-success.jsonl");
+    let input = std::fs::read(&kfp).expect("recording");
+    let (_, lines) = support::replay_bytes(&input, &mut Deriver::new(config));
+    assert_eq!(lines, support::replay_file(&kfp), "KFP runs unaffected");
+}

@@ -472,3 +472,191 @@ async fn a_standby_takes_over_from_a_killed_leader_without_gaps() {
         b_first.intersection(&first).count()
     );
 }
+
+/// `record` writes what the watches see as a recording; `replay` of it gives the same facts as
+/// the recording that was played.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_writes_a_recording_that_replays_to_the_same_facts() {
+    let scratch = Scratch::new("live-record");
+    let cluster = Cluster::start(&scratch).await;
+    let lines = many_runs(1);
+    let want = replay_ids(&scratch, &lines);
+    let recorded = scratch.path("recorded.jsonl");
+    let mut recorder = support::bridge::spawn_logged(
+        std::process::Command::new(support::bridge::BIN)
+            .args(["--log-format", "json", "record"])
+            .arg(&recorded)
+            .arg("--kubeconfig")
+            .arg(&cluster.kubeconfig)
+            .env_clear()
+            .stdout(std::process::Stdio::null()),
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.feed(&lines);
+    // The Event watch takes only the workflow controller's Events, as `run` does.
+    let watched = lines
+        .iter()
+        .filter(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json");
+            v["object"]["kind"] != "Event"
+                || v["object"]["source"]["component"] == "workflow-controller"
+        })
+        .count();
+    assert!(
+        watched < lines.len(),
+        "the bundled recordings include another component's Event"
+    );
+    settle(
+        &recorded,
+        watched,
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+    )
+    .await;
+    sigterm(&recorder);
+    let status = wait(&mut recorder, Duration::from_secs(30)).await;
+    assert!(status.success(), "{}", stderr(&mut recorder));
+    for line in std::fs::read_to_string(&recorded)
+        .expect("recorded")
+        .lines()
+    {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json line");
+        assert!(v["object"]["metadata"].get("managedFields").is_none());
+        assert!(matches!(
+            v["type"].as_str(),
+            Some("ADDED" | "MODIFIED" | "DELETED")
+        ));
+    }
+    let got: BTreeSet<String> = replayed(&recorded)
+        .iter()
+        .map(|e| e["id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(got, want);
+}
+
+/// Two writers of one ConfigMap checkpoint (a deposed leader still flushing): the second write
+/// conflicts, reads the stored shard, merges and writes the union — nothing either recorded is
+/// lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configmap_checkpoint_writers_merge_on_conflict() {
+    use kfp_event_bridge::checkpoint::{Checkpoint, CheckpointSpec, Entry};
+    use kfp_event_bridge::model::Mark;
+    let scratch = Scratch::new("live-cm");
+    let cluster = Cluster::start(&scratch).await;
+    let client = kfp_event_bridge::source::live::client(Some(&cluster.kubeconfig))
+        .await
+        .expect("client");
+    let spec = CheckpointSpec::ConfigMap {
+        namespace: "default".into(),
+        name: "ckpt".into(),
+        shards: 1,
+    };
+    let mut a = Checkpoint::open(&spec, Some(&client))
+        .await
+        .expect("open a");
+    let mut b = Checkpoint::open(&spec, Some(&client))
+        .await
+        .expect("open b");
+    a.record("uid-a", Mark { node: 1, slots: 1 }, 100);
+    a.flush().await.expect("a writes");
+    b.record("uid-b", Mark { node: 2, slots: 2 }, 100);
+    b.record("uid-a", Mark { node: 1, slots: 2 }, 100);
+    b.flush().await.expect("b conflicts, merges and writes");
+    a.finish("uid-c", 50);
+    a.flush().await.expect("a conflicts, merges and writes");
+    let stored = Checkpoint::open(&spec, Some(&client))
+        .await
+        .expect("reopen");
+    assert_eq!(stored.len(), 3);
+    assert_eq!(
+        stored.entry("uid-a"),
+        Some(&Entry::Active {
+            touched: 100,
+            marks: vec![Mark { node: 1, slots: 3 }]
+        })
+    );
+    assert!(matches!(stored.entry("uid-b"), Some(Entry::Active { .. })));
+    assert_eq!(stored.entry("uid-c"), Some(&Entry::Finished { at: 50 }));
+    let cm = cluster
+        .api
+        .get(fake_apiserver::Kind::ConfigMap, "default", "ckpt-00")
+        .expect("shard ConfigMap");
+    assert_eq!(
+        cm["metadata"]["labels"]["kfp-event-bridge/checkpoint"],
+        "ckpt"
+    );
+}
+
+/// `--namespace` (repeated) and `--label-selector`: namespaced watches only, and only the
+/// selected workflows' facts — Events of workflows the selector leaves out stay unpublished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaces_and_label_selector_scope_the_watches() {
+    let scratch = Scratch::new("live-scope");
+    let cluster = Cluster::start(&scratch).await;
+    let lines = final_states(&many_runs(2));
+    cluster.feed(&lines);
+    let selected: BTreeSet<String> = lines
+        .iter()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json");
+            let m = &v["object"]["metadata"];
+            (v["object"]["kind"] == "Workflow"
+                && m["namespace"] == "kubeflow-user-c0"
+                && m["labels"].get("pipeline/runid").is_some())
+            .then(|| m["uid"].as_str().expect("uid").to_owned())
+        })
+        .collect();
+    let kept: Vec<String> = lines
+        .iter()
+        .filter(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json");
+            let o = &v["object"];
+            let uid = if o["kind"] == "Workflow" {
+                &o["metadata"]["uid"]
+            } else {
+                &o["involvedObject"]["uid"]
+            };
+            uid.as_str().is_some_and(|u| selected.contains(u))
+        })
+        .cloned()
+        .collect();
+    let want = replay_ids(&scratch, &kept);
+    let out = scratch.path("out.jsonl");
+    let mut bridge = live_bridge(
+        &cluster,
+        &out,
+        &scratch.path("state"),
+        &[
+            "--namespace",
+            "kubeflow-user-c0",
+            "--namespace",
+            "argo-c1",
+            "--label-selector",
+            "pipeline/runid",
+        ],
+    );
+    wait_for_log(&mut bridge, "watch synced", Duration::from_secs(30)).await;
+    settle(
+        &out,
+        want.len(),
+        Duration::from_secs(12),
+        Duration::from_secs(60),
+    )
+    .await;
+    sigterm(&bridge);
+    assert!(wait(&mut bridge, Duration::from_secs(30)).await.success());
+    let ids: BTreeSet<String> = id_counts(&out).into_keys().collect();
+    assert_eq!(ids, want);
+    let requests = cluster.api.requests();
+    for path in [
+        "GET /apis/argoproj.io/v1alpha1/namespaces/kubeflow-user-c0/workflows",
+        "GET /apis/argoproj.io/v1alpha1/namespaces/argo-c1/workflows",
+        "GET /api/v1/namespaces/argo-c1/events",
+    ] {
+        assert!(
+            requests.contains_key(path),
+            "{path} not requested: {requests:?}"
+        );
+    }
+    assert!(!requests.contains_key("GET /apis/argoproj.io/v1alpha1/workflows"));
+}
