@@ -186,7 +186,10 @@ fn kfp_only_skips_plain_argo_workflows_and_their_events() {
     let input = std::fs::read(&plain).expect("recording");
     let (counts, lines) = support::replay_bytes(&input, &mut Deriver::new(config.clone()));
     assert!(counts.lines > 0);
-    assert!(lines.is_empty(), "plain Argo facts with --kfp-only: {lines:?}");
+    assert!(
+        lines.is_empty(),
+        "plain Argo facts with --kfp-only: {lines:?}"
+    );
     let kfp = support::recordings_dir().join("kfp-v2-success.jsonl");
     let input = std::fs::read(&kfp).expect("recording");
     let (_, lines) = support::replay_bytes(&input, &mut Deriver::new(config));
