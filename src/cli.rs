@@ -281,6 +281,15 @@ pub struct DeliveryArgs {
     /// when no sink is configured anywhere.
     #[arg(long = "sink", env = "KFP_BRIDGE_SINKS", value_delimiter = ' ')]
     pub sinks: Vec<String>,
+    /// A librdkafka property for every `kafka://` sink, `NAME=VALUE` (repeatable; space-separated
+    /// in the environment), e.g. `security.protocol=SASL_SSL`; `NAME_file=PATH` reads the value
+    /// from a file. A sink's own options (URI query, config file) take precedence.
+    #[arg(
+        long = "kafka-option",
+        env = "KFP_BRIDGE_KAFKA_OPTIONS",
+        value_delimiter = ' '
+    )]
+    pub kafka_options: Vec<String>,
     /// A YAML file with sinks (filters, options), dead letter, retry and lane settings.
     #[arg(long, env = "KFP_BRIDGE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -367,6 +376,24 @@ impl DeliveryArgs {
         }
         if sinks.is_empty() {
             sinks.push(route::parse_sink_arg("stdout")?);
+        }
+        let mut kafka_options = Vec::new();
+        for option in self.kafka_options.iter().filter(|o| !o.trim().is_empty()) {
+            let Some((name, value)) = option.split_once('=') else {
+                return Err(ConfigError {
+                    context: "--kafka-option".into(),
+                    message: format!(
+                        "{:?} is not NAME=VALUE",
+                        option.split('=').next().unwrap_or("")
+                    ),
+                });
+            };
+            kafka_options.push((name.trim().to_owned(), value.to_owned()));
+        }
+        for spec in sinks.iter_mut().filter(|s| s.uri.starts_with("kafka://")) {
+            let mut options = kafka_options.clone();
+            options.extend(spec.options.take().unwrap_or_default());
+            spec.options = Some(options);
         }
         let from_file =
             |f: fn(&ConfigFile) -> Option<String>| file.as_ref().and_then(|(_, c)| f(c));

@@ -17,6 +17,11 @@ pub async fn open(spec: &SinkSpec) -> Result<Arc<dyn Sink>, SinkError> {
             sink_amqp::AmqpSink::open(uri, spec.name.as_deref(), spec.options.as_deref()).await?,
         ));
     }
+    if uri.starts_with("kafka://") {
+        return Ok(Arc::new(
+            sink_kafka::KafkaSink::open(uri, spec.name.as_deref(), spec.options.as_deref()).await?,
+        ));
+    }
     if uri.starts_with("nats://") || uri.starts_with("tls://") {
         return Ok(Arc::new(
             sink_nats::NatsSink::open(uri, spec.name.as_deref(), spec.options.as_deref()).await?,

@@ -1,0 +1,413 @@
+//! The Kafka sink: an rdkafka idempotent producer (`acks=all`) writing the CloudEvents Kafka
+//! protocol binding.
+//!
+//! - **binary** (default, as Knative's KafkaSink): one `ce_<attribute>` header per attribute and
+//!   extension, values as raw UTF-8 (the binding defines no percent-encoding), `content-type` =
+//!   `datacontenttype`, value = data.
+//! - **structured**: `content-type: application/cloudevents+json; charset=UTF-8`, value = the
+//!   JSON event, no `ce_` headers (SDKs pick binary mode when any is present).
+//!
+//! The record key is the `partitionkey` extension by default (one run → one partition → in
+//! order), `key=none` leaves it empty. The acknowledgement is the delivery report: librdkafka
+//! retries transient broker errors itself until `message.timeout.ms` (30 s here, so the lane's
+//! backoff takes over in an outage), keeping order per partition.
+
+use cloudevents::AttributesReader;
+use rdkafka::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use sink_core::template::{Template, Var};
+use sink_core::{Accepting, Event, KeyOrder, Receipt, Sink, SinkError, binary, redact, structured};
+use std::time::Duration;
+
+/// How long the first metadata request may take before the sink refuses to start.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Producer settings the sink starts from; `--kafka-option` and the config file override them.
+pub const DEFAULTS: [(&str, &str); 7] = [
+    ("enable.idempotence", "true"),
+    ("acks", "all"),
+    ("linger.ms", "5"),
+    ("message.timeout.ms", "30000"),
+    ("max.in.flight.requests.per.connection", "5"),
+    ("client.id", "kfp-event-bridge"),
+    ("socket.keepalive.enable", "true"),
+];
+
+/// Option names whose values are never logged.
+fn is_secret(name: &str) -> bool {
+    ["password", "secret", "token", "jaas", "key.pem", "private"]
+        .iter()
+        .any(|s| name.contains(s))
+        || name.ends_with(".key")
+}
+
+/// Content mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Binary,
+    Structured,
+}
+
+/// What becomes the record key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key {
+    PartitionKey,
+    None,
+}
+
+/// One topic template on one cluster.
+pub struct KafkaSink {
+    name: String,
+    producer: FutureProducer,
+    topic: Template,
+    mode: Mode,
+    key: Key,
+}
+
+/// Kafka topic names: `[a-zA-Z0-9._-]`, up to 249 characters.
+fn escape_topic(_var: Var, value: &str, out: &mut String) {
+    if value.is_empty() {
+        out.push('_');
+        return;
+    }
+    for c in value.chars() {
+        out.push(
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            },
+        );
+    }
+}
+
+fn check_topic(topic: &str) -> Result<(), String> {
+    if topic.is_empty() || topic.len() > 249 || topic == "." || topic == ".." {
+        return Err(format!("{topic:?} is not a valid Kafka topic name"));
+    }
+    match topic
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        Some(c) => Err(format!(
+            "{topic:?} is not a valid Kafka topic name ({c:?}; allowed: letters, digits, . _ -)"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The parts of `kafka://HOST:PORT[,HOST:PORT…]/TOPIC_TEMPLATE[?…]`.
+struct Parsed {
+    servers: String,
+    topic: String,
+    mode: Mode,
+    key: Key,
+    properties: Vec<(String, String)>,
+}
+
+/// Reads the URI; `mode`, `key` and librdkafka properties (names with a dot, or ending in
+/// `_file` to read the value from a file) may come in its query or as `options`.
+fn parse(uri: &str, options: &[(String, String)]) -> Result<Parsed, String> {
+    let rest = uri
+        .strip_prefix("kafka://")
+        .ok_or("want kafka://HOST:PORT[,HOST:PORT…]/TOPIC_TEMPLATE")?;
+    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (servers, topic) = rest
+        .split_once('/')
+        .ok_or("no topic: want kafka://HOST:PORT/TOPIC_TEMPLATE")?;
+    if servers.is_empty() || servers.contains('@') {
+        return Err("want HOST:PORT[,HOST:PORT…] (credentials go in sasl.* options)".into());
+    }
+    let topic = sink_core::uri::decode(topic)?;
+    let mut parsed = Parsed {
+        servers: servers.to_owned(),
+        topic,
+        mode: Mode::Binary,
+        key: Key::PartitionKey,
+        properties: Vec::new(),
+    };
+    let mut all: Vec<(String, String)> = sink_core::uri::params(query)?
+        .into_iter()
+        .map(|p| (p.key.to_owned(), p.value))
+        .collect();
+    all.extend(options.iter().cloned());
+    for (name, value) in all {
+        match name.as_str() {
+            "mode" => {
+                parsed.mode = match value.as_str() {
+                    "binary" => Mode::Binary,
+                    "structured" => Mode::Structured,
+                    other => return Err(format!("mode: {other:?} (want binary or structured)")),
+                }
+            }
+            "key" => {
+                parsed.key = match value.as_str() {
+                    "partitionkey" => Key::PartitionKey,
+                    "none" => Key::None,
+                    other => return Err(format!("key: {other:?} (want partitionkey or none)")),
+                }
+            }
+            "bootstrap.servers" => {
+                return Err("bootstrap.servers: the servers come from the URI".into());
+            }
+            file if file.ends_with("_file") && file.contains('.') => {
+                let property = file.trim_end_matches("_file").to_owned();
+                let text = std::fs::read_to_string(&value)
+                    .map_err(|e| format!("{file}: cannot read {value}: {e}"))?;
+                parsed
+                    .properties
+                    .push((property, text.trim_end().to_owned()));
+            }
+            property if property.contains('.') => parsed.properties.push((name, value)),
+            other => {
+                return Err(format!(
+                    "unknown option {other:?} (mode, key, or a librdkafka property such as security.protocol)"
+                ));
+            }
+        }
+    }
+    Ok(parsed)
+}
+
+impl KafkaSink {
+    /// Builds the producer and asks the cluster for metadata: an invalid property, a bad topic
+    /// template or an unreachable cluster is an error naming the sink.
+    pub async fn open(
+        uri: &str,
+        name: Option<&str>,
+        options: Option<&[(String, String)]>,
+    ) -> Result<Self, SinkError> {
+        let sink_name = name.map(str::to_owned).unwrap_or_else(|| redact(uri));
+        let config = |m: String| SinkError::config(&sink_name, m);
+        let parsed = parse(uri, options.unwrap_or(&[])).map_err(config)?;
+        let topic = Template::parse(&parsed.topic).map_err(|e| config(format!("topic: {e}")))?;
+        check_topic(&topic.render_sample(escape_topic)).map_err(config)?;
+        let mut client = ClientConfig::new();
+        client.set("bootstrap.servers", &parsed.servers);
+        for (key, value) in DEFAULTS {
+            client.set(key, value);
+        }
+        for (key, value) in &parsed.properties {
+            client.set(key, value);
+        }
+        let shown: Vec<String> = parsed
+            .properties
+            .iter()
+            .map(|(k, v)| {
+                if is_secret(k) {
+                    format!("{k}=***")
+                } else {
+                    format!("{k}={v}")
+                }
+            })
+            .collect();
+        let producer: FutureProducer = client
+            .create()
+            .map_err(|e| config(format!("producer configuration refused: {e}")))?;
+        let probe = producer.clone();
+        let fixed = topic
+            .is_constant()
+            .then(|| topic.render_sample(escape_topic));
+        let metadata = tokio::task::spawn_blocking(move || {
+            probe
+                .client()
+                .fetch_metadata(fixed.as_deref(), STARTUP_TIMEOUT)
+                .map(|m| m.brokers().len())
+        })
+        .await
+        .map_err(|e| config(format!("metadata request: {e}")))?;
+        let brokers = metadata.map_err(|e| {
+            config(format!(
+                "no metadata from {} within {}s: {e}",
+                parsed.servers,
+                STARTUP_TIMEOUT.as_secs()
+            ))
+        })?;
+        tracing::info!(sink = %sink_name, brokers, options = ?shown, "kafka producer ready");
+        Ok(Self {
+            name: sink_name,
+            producer,
+            topic,
+            mode: parsed.mode,
+            key: parsed.key,
+        })
+    }
+
+    /// Kafka headers and value for `event` in this sink's mode.
+    pub fn encode(&self, event: &Event) -> (OwnedHeaders, Vec<u8>) {
+        match self.mode {
+            Mode::Binary => {
+                let attributes = binary::attributes(event);
+                let mut headers = OwnedHeaders::new_with_capacity(attributes.len() + 1);
+                if let Some(ct) = event.datacontenttype() {
+                    headers = headers.insert(Header {
+                        key: "content-type",
+                        value: Some(ct.as_bytes()),
+                    });
+                }
+                for (name, value) in &attributes {
+                    headers = headers.insert(Header {
+                        key: &format!("ce_{name}"),
+                        value: Some(value.as_bytes()),
+                    });
+                }
+                (headers, binary::body(event))
+            }
+            Mode::Structured => (
+                OwnedHeaders::new_with_capacity(1).insert(Header {
+                    key: "content-type",
+                    value: Some("application/cloudevents+json; charset=UTF-8".as_bytes()),
+                }),
+                structured::to_vec(event),
+            ),
+        }
+    }
+}
+
+/// librdkafka's error codes, sorted into what retrying can fix and what it cannot.
+pub fn classify(sink: &str, err: &KafkaError) -> SinkError {
+    let code = err.rdkafka_error_code();
+    let permanent = matches!(
+        code,
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::UnknownTopic
+                | RDKafkaErrorCode::InvalidTopic
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::InvalidArgument
+                | RDKafkaErrorCode::InvalidConfig
+                | RDKafkaErrorCode::InvalidRequiredAcks
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+                | RDKafkaErrorCode::Authentication
+        )
+    );
+    if permanent {
+        SinkError::permanent(sink, err.to_string())
+    } else {
+        SinkError::transient(sink, err.to_string())
+    }
+}
+
+impl Sink for KafkaSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The idempotent producer keeps a partition's records in order through its own retries,
+    /// and a record that finally fails takes the later ones of its partition with it.
+    fn key_order(&self) -> KeyOrder {
+        KeyOrder::Pipelined
+    }
+
+    fn publish<'a>(&'a self, event: &'a Event) -> Accepting<'a> {
+        Box::pin(async move {
+            let topic = self.topic.render(event, escape_topic);
+            let (headers, value) = self.encode(event);
+            let key = match (self.key, event.extension("partitionkey")) {
+                (Key::PartitionKey, Some(k)) => Some(k.to_string()),
+                _ => None,
+            };
+            let mut record = FutureRecord::to(&topic).payload(&value).headers(headers);
+            if let Some(key) = &key {
+                record = record.key(key.as_str());
+            }
+            let delivery = match self.producer.send_result(record) {
+                Ok(delivery) => delivery,
+                Err((err, _)) => return Err(classify(&self.name, &err)),
+            };
+            let name = self.name.clone();
+            let receipt: Receipt = Box::pin(async move {
+                match delivery.await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err((err, _))) => Err(classify(&name, &err)),
+                    Err(_) => Err(SinkError::transient(&name, "the producer was dropped")),
+                }
+            });
+            Ok(receipt)
+        })
+    }
+
+    fn flush(&self) -> Accepting<'_> {
+        Box::pin(async move {
+            let producer = self.producer.clone();
+            let name = self.name.clone();
+            let flushed =
+                tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(30)))
+                    .await
+                    .map_err(|e| SinkError::transient(&name, e.to_string()))?;
+            let result = flushed.map_err(|e| classify(&self.name, &e));
+            Ok(Box::pin(std::future::ready(result)) as Receipt)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris_parse_and_mistakes_are_named() {
+        let p = parse(
+            "kafka://a:9092,b:9092/kfp.{namespace}?mode=structured&key=none&compression.type=zstd",
+            &[("security.protocol".into(), "SASL_SSL".into())],
+        )
+        .expect("parses");
+        assert_eq!(p.servers, "a:9092,b:9092");
+        assert_eq!(p.topic, "kfp.{namespace}");
+        assert_eq!((p.mode, p.key), (Mode::Structured, Key::None));
+        assert_eq!(
+            p.properties,
+            [
+                ("compression.type".to_owned(), "zstd".to_owned()),
+                ("security.protocol".to_owned(), "SASL_SSL".to_owned())
+            ]
+        );
+        for (bad, says) in [
+            ("kafka://a:9092", "no topic"),
+            ("kafka:///t", "HOST:PORT"),
+            ("kafka://u:p@a:9092/t", "credentials"),
+            ("kafka://a:9092/t?mode=batch", "mode"),
+            ("kafka://a:9092/t?key=id", "key"),
+            ("kafka://a:9092/t?timeout=1", "unknown option"),
+            ("kafka://a:9092/t?bootstrap.servers=x", "from the URI"),
+            (
+                "kafka://a:9092/t?sasl.password_file=/nonexistent",
+                "cannot read",
+            ),
+        ] {
+            let err = parse(bad, &[]).err().unwrap_or_default();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn topics_are_checked_and_template_values_escaped() {
+        assert!(check_topic("kfp.team-a.task_failed").is_ok());
+        for bad in ["", ".", "..", "a/b", "a b", &"x".repeat(250)] {
+            assert!(check_topic(bad).is_err(), "{bad}");
+        }
+        let mut out = String::new();
+        escape_topic(Var::Namespace, "team a/ü", &mut out);
+        assert_eq!(out, "team_a__");
+    }
+
+    #[test]
+    fn secrets_are_recognised() {
+        for secret in [
+            "sasl.password",
+            "ssl.key.password",
+            "sasl.oauthbearer.client.secret",
+            "ssl.key.pem",
+            "sasl.jaas.config",
+        ] {
+            assert!(is_secret(secret), "{secret}");
+        }
+        assert!(!is_secret("security.protocol"));
+    }
+}

@@ -1,0 +1,313 @@
+//! The Kafka sink end to end: the binary publishing to a real Kafka-protocol broker (noida-db,
+//! started per test on its own loopback port), read back by an independent consumer.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use std::time::Duration;
+use support::bridge::{
+    BIN, Fed, Scratch, all_recordings, read_events, replayed, run_ok, stderr, summaries, wait,
+};
+use support::kafka_server::{KafkaServer, Record};
+
+/// Every attribute but `data` and `datacontenttype` as its `ce_` header, `content-type` from
+/// `datacontenttype`, key = `partitionkey`, value = data.
+fn assert_binary_record(record: &Record, event: &serde_json::Value) {
+    let object = event.as_object().expect("event object");
+    for (name, value) in object {
+        match name.as_str() {
+            "data" => {
+                let value_json: serde_json::Value =
+                    serde_json::from_slice(&record.value).expect("value is the JSON data");
+                assert_eq!(&value_json, value, "value = data");
+            }
+            "datacontenttype" => {
+                assert_eq!(
+                    record.header("content-type"),
+                    value.as_str(),
+                    "content-type"
+                );
+            }
+            _ => {
+                let text = match value {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                assert_eq!(
+                    record.header(&format!("ce_{name}")),
+                    Some(text.as_str()),
+                    "header ce_{name}"
+                );
+            }
+        }
+    }
+    let ce_headers = record
+        .headers
+        .iter()
+        .filter(|(k, _)| k.starts_with("ce_"))
+        .count();
+    assert_eq!(ce_headers, object.len() - 2, "no other ce_ headers");
+    assert_eq!(
+        record.key.as_deref(),
+        event["partitionkey"].as_str().map(str::as_bytes),
+        "key = partitionkey"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_reaches_an_independent_consumer_as_the_binding_says() {
+    let scratch = Scratch::new("kafka-binding");
+    let input = all_recordings(&scratch);
+    let want = replayed(&input);
+    let server = KafkaServer::start("binding");
+    let binary = format!("kafka://{}/kfp.events", server.bootstrap());
+    let structured = format!(
+        "kafka://{}/kfp.{{namespace}}?mode=structured",
+        server.bootstrap()
+    );
+    let log = run_ok(
+        &[
+            "replay",
+            &input.display().to_string(),
+            "--sink",
+            &binary,
+            "--sink",
+            &structured,
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(summaries(&log)[&binary]["delivered"], want.len());
+
+    let records = server.consume("kfp.events", want.len(), Duration::from_secs(30));
+    assert_eq!(records.len(), want.len());
+    let by_id: BTreeMap<&str, &serde_json::Value> = want
+        .iter()
+        .map(|e| (e["id"].as_str().expect("id"), e))
+        .collect();
+    for record in &records {
+        let id = record.header("ce_id").expect("ce_id");
+        assert_binary_record(record, by_id[id]);
+    }
+    // Structured: one topic per namespace from the template, the JSON event as the value.
+    let mut seen = Vec::new();
+    for namespace in want
+        .iter()
+        .map(|e| e["namespace"].as_str().expect("namespace"))
+        .collect::<BTreeSet<_>>()
+    {
+        let count = want.iter().filter(|e| e["namespace"] == namespace).count();
+        for record in server.consume(&format!("kfp.{namespace}"), count, Duration::from_secs(30)) {
+            assert_eq!(
+                record.header("content-type"),
+                Some("application/cloudevents+json; charset=UTF-8")
+            );
+            assert!(record.headers.iter().all(|(k, _)| !k.starts_with("ce_")));
+            let event: serde_json::Value = serde_json::from_slice(&record.value).expect("json");
+            assert_eq!(
+                record.key.as_deref(),
+                event["partitionkey"].as_str().map(str::as_bytes)
+            );
+            seen.push(event);
+        }
+    }
+    seen.sort_by_key(|e| e["id"].as_str().map(str::to_owned));
+    let mut sorted = want.clone();
+    sorted.sort_by_key(|e| e["id"].as_str().map(str::to_owned));
+    assert_eq!(seen, sorted, "structured values equal replay's events");
+}
+
+/// 100 runs of 10 events, interleaved, onto a 6-partition topic: each run on one partition, in
+/// order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_run_order_holds_on_six_partitions() {
+    let scratch = Scratch::new("kafka-order");
+    let server = KafkaServer::start("order");
+    server.create_topic("kfp.ordered", 6).await;
+    let input = scratch.path("interleaved.jsonl");
+    let mut lines = Vec::new();
+    for n in 0..10 {
+        for run in 0..100 {
+            lines.push(
+                serde_json::json!({
+                    "specversion": "1.0", "id": format!("run-{run}-{n}"), "source": "/test",
+                    "type": "org.kubeflow.pipelines.task.started", "partitionkey": format!("run-{run}"),
+                    "datacontenttype": "application/json", "data": {"n": n},
+                })
+                .to_string(),
+            );
+        }
+    }
+    std::fs::write(&input, lines.join("\n") + "\n").expect("input");
+    let sink = format!("kafka://{}/kfp.ordered", server.bootstrap());
+    run_ok(
+        &["resend", &input.display().to_string(), "--sink", &sink],
+        &[],
+    )
+    .await;
+    assert_eq!(server.partitions()["kfp.ordered"], 6);
+    let records = server.consume("kfp.ordered", 1000, Duration::from_secs(30));
+    assert_eq!(records.len(), 1000);
+    let mut runs: BTreeMap<String, Vec<(i32, String)>> = BTreeMap::new();
+    for r in &records {
+        let key = String::from_utf8(r.key.clone().expect("key")).expect("utf8");
+        runs.entry(key)
+            .or_default()
+            .push((r.partition, r.header("ce_id").expect("id").to_owned()));
+    }
+    assert_eq!(runs.len(), 100);
+    let partitions: BTreeSet<i32> = records.iter().map(|r| r.partition).collect();
+    assert!(
+        partitions.len() > 1,
+        "keys spread over partitions: {partitions:?}"
+    );
+    for (run, events) in runs {
+        let parts: BTreeSet<i32> = events.iter().map(|(p, _)| *p).collect();
+        assert_eq!(parts.len(), 1, "{run} spread over {parts:?}");
+        let ids: Vec<String> = events.into_iter().map(|(_, id)| id).collect();
+        let want: Vec<String> = (0..10).map(|n| format!("{run}-{n}")).collect();
+        assert_eq!(ids, want, "{run} out of order");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_down_for_30_s_mid_stream_loses_nothing() {
+    let scratch = Scratch::new("kafka-outage");
+    let input = all_recordings(&scratch);
+    let want = replayed(&input);
+    let mut server = KafkaServer::start("outage");
+    let sink = format!("kafka://{}/kfp.outage", server.bootstrap());
+    let mut fed = Fed::start(&input, &sink);
+    let before = server
+        .consume("kfp.outage", 1, Duration::from_secs(30))
+        .len();
+    assert!(before > 0, "nothing arrived before the outage");
+    server.stop();
+    fed.rest();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(
+        fed.child.try_wait().expect("poll").is_none(),
+        "the bridge waits for the broker"
+    );
+    server.resume();
+    let status = wait(&mut fed.child, Duration::from_secs(120)).await;
+    let log = stderr(&mut fed.child);
+    assert!(status.success(), "{log}");
+    let records = server.consume("kfp.outage", usize::MAX, Duration::from_secs(15));
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &records {
+        *counts
+            .entry(r.header("ce_id").expect("id").to_owned())
+            .or_default() += 1;
+    }
+    let want_ids: BTreeSet<String> = want
+        .iter()
+        .map(|e| e["id"].as_str().expect("id").to_owned())
+        .collect();
+    let missing: Vec<_> = want_ids
+        .iter()
+        .filter(|id| !counts.contains_key(*id))
+        .collect();
+    assert!(missing.is_empty(), "lost: {missing:?}");
+    let duplicates: usize = counts.values().map(|n| n - 1).sum();
+    assert!(
+        duplicates <= 256,
+        "{duplicates} duplicates, beyond the in-flight window"
+    );
+    eprintln!(
+        "{} records for {} events ({duplicates} duplicates)",
+        records.len(),
+        want.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_events_are_dead_lettered_and_bad_sinks_refused_at_start() {
+    let scratch = Scratch::new("kafka-limits");
+    let server = KafkaServer::start("limits");
+    let input = scratch.path("big.jsonl");
+    let small = serde_json::json!({
+        "specversion": "1.0", "id": "small", "source": "/test", "type": "t", "data": {"x": 1},
+    });
+    let big = serde_json::json!({
+        "specversion": "1.0", "id": "big", "source": "/test", "type": "t",
+        "data": {"blob": "x".repeat(1_200_000)},
+    });
+    std::fs::write(&input, format!("{small}\n{big}\n")).expect("input");
+    let dead = scratch.path("dead.jsonl");
+    let sink = format!("kafka://{}/kfp.limits", server.bootstrap());
+    let log = run_ok(
+        &[
+            "resend",
+            &input.display().to_string(),
+            "--sink",
+            &sink,
+            "--dead-letter",
+            &format!("file:{}", dead.display()),
+        ],
+        &[],
+    )
+    .await;
+    let dead = read_events(&dead);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["id"], "big");
+    let reason = dead[0]["deadletterreason"].as_str().expect("reason");
+    assert!(reason.to_lowercase().contains("too large"), "{reason}");
+    assert_eq!(summaries(&log)[&sink]["retried"], 0, "not retried");
+    assert_eq!(
+        server
+            .consume("kfp.limits", 1, Duration::from_secs(20))
+            .len(),
+        1
+    );
+
+    for (sink, says) in [
+        (
+            "kafka://127.0.0.1:1/kfp.events".to_owned(),
+            "no metadata from 127.0.0.1:1",
+        ),
+        (
+            format!("kafka://{}/kfp.{{nope}}", server.bootstrap()),
+            "topic",
+        ),
+        (
+            format!("kafka://{}/kfp!events", server.bootstrap()),
+            "not a valid Kafka topic",
+        ),
+        (
+            format!(
+                "kafka://{}/t?queue.buffering.max.ms=banana",
+                server.bootstrap()
+            ),
+            "configuration refused",
+        ),
+    ] {
+        let out = Command::new(BIN)
+            .args(["resend", &input.display().to_string(), "--sink", &sink])
+            .env_clear()
+            .output()
+            .expect("runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{sink}: {err}");
+        assert!(err.contains(says), "{sink}: {err}");
+        assert!(err.contains("kafka://"), "names the sink: {err}");
+    }
+    // Secrets from the command line never reach the log.
+    let out = Command::new(BIN)
+        .args([
+            "resend",
+            &input.display().to_string(),
+            "--sink",
+            &format!("kafka://{}/kfp.limits", server.bootstrap()),
+            "--kafka-option",
+            "sasl.password=hunter2",
+            "--kafka-option",
+            "sasl.username=kfp",
+        ])
+        .env_clear()
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("hunter2"), "{err}");
+}
