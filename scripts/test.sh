@@ -29,6 +29,10 @@ if [ -n "$missing" ]; then
   apt-get update -qq && apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 
+step "noida-db, a Kafka-protocol broker the Kafka tests start on their own loopback ports"
+command -v noida-db >/dev/null || cargo install noida-db --version 0.2.3 --locked --no-default-features --features kafka --quiet
+command -v noida-db >/dev/null || { echo "noida-db installed but not on PATH (add ~/.cargo/bin)" >&2; exit 1; }
+
 step "python venv with the CloudEvents SDK"
 venv="$root/.venv"
 if ! "$venv/bin/python" -c 'import cloudevents, jsonschema' 2>/dev/null; then

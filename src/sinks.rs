@@ -58,7 +58,7 @@ pub async fn open(spec: &SinkSpec) -> Result<Arc<dyn Sink>, SinkError> {
     Err(SinkError::config(
         &display,
         format!(
-            "unsupported sink {scheme:?}; this build has: stdout, file:PATH, http://, https://"
+            "unsupported sink {scheme:?}; this build has: stdout, file:PATH, http://, https://, kafka://, nats://, tls://, amqp://, amqps://"
         ),
     ))
 }

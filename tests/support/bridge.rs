@@ -76,7 +76,33 @@ static LOGS: Mutex<BTreeMap<u32, PathBuf>> = Mutex::new(BTreeMap::new());
 static NEXT_LOG: AtomicU64 = AtomicU64::new(0);
 
 /// Spawns `command` with standard error captured to a file that `stderr` reads back.
+/// A failing test must not leave its bridges running: on the first panic every process spawned
+/// here is killed (the others of the same test binary fail with it, which it already does).
+static KILL_ON_PANIC: std::sync::Once = std::sync::Once::new();
+
 pub fn spawn_logged(command: &mut Command) -> Child {
+    KILL_ON_PANIC.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let pids: Vec<u32> = LOGS
+                .lock()
+                .map(|l| l.keys().copied().collect())
+                .unwrap_or_default();
+            for pid in pids {
+                // Only if that pid is still one of ours, not a reused number.
+                let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(BIN));
+                if !ours {
+                    continue;
+                }
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+            default(info);
+        }));
+    });
     let n = NEXT_LOG.fetch_add(1, Ordering::Relaxed);
     let path = std::env::temp_dir().join(format!("kfp-bridge-stderr-{}-{n}", std::process::id()));
     let file = std::fs::File::create(&path).expect("log file");

@@ -234,35 +234,35 @@ impl KafkaSink {
             key: parsed.key,
         })
     }
+}
 
-    /// Kafka headers and value for `event` in this sink's mode.
-    pub fn encode(&self, event: &Event) -> (OwnedHeaders, Vec<u8>) {
-        match self.mode {
-            Mode::Binary => {
-                let attributes = binary::attributes(event);
-                let mut headers = OwnedHeaders::new_with_capacity(attributes.len() + 1);
-                if let Some(ct) = event.datacontenttype() {
-                    headers = headers.insert(Header {
-                        key: "content-type",
-                        value: Some(ct.as_bytes()),
-                    });
-                }
-                for (name, value) in &attributes {
-                    headers = headers.insert(Header {
-                        key: &format!("ce_{name}"),
-                        value: Some(value.as_bytes()),
-                    });
-                }
-                (headers, binary::body(event))
-            }
-            Mode::Structured => (
-                OwnedHeaders::new_with_capacity(1).insert(Header {
+/// Kafka headers and value for `event` in `mode`.
+pub fn encode(mode: Mode, event: &Event) -> (OwnedHeaders, Vec<u8>) {
+    match mode {
+        Mode::Binary => {
+            let attributes = binary::attributes(event);
+            let mut headers = OwnedHeaders::new_with_capacity(attributes.len() + 1);
+            if let Some(ct) = event.datacontenttype() {
+                headers = headers.insert(Header {
                     key: "content-type",
-                    value: Some("application/cloudevents+json; charset=UTF-8".as_bytes()),
-                }),
-                structured::to_vec(event),
-            ),
+                    value: Some(ct.as_bytes()),
+                });
+            }
+            for (name, value) in &attributes {
+                headers = headers.insert(Header {
+                    key: &format!("ce_{name}"),
+                    value: Some(value.as_bytes()),
+                });
+            }
+            (headers, binary::body(event))
         }
+        Mode::Structured => (
+            OwnedHeaders::new_with_capacity(1).insert(Header {
+                key: "content-type",
+                value: Some("application/cloudevents+json; charset=UTF-8".as_bytes()),
+            }),
+            structured::to_vec(event),
+        ),
     }
 }
 
@@ -308,7 +308,7 @@ impl Sink for KafkaSink {
     fn publish<'a>(&'a self, event: &'a Event) -> Accepting<'a> {
         Box::pin(async move {
             let topic = self.topic.render(event, escape_topic);
-            let (headers, value) = self.encode(event);
+            let (headers, value) = encode(self.mode, event);
             let key = match (self.key, event.extension("partitionkey")) {
                 (Key::PartitionKey, Some(k)) => Some(k.to_string()),
                 _ => None,
