@@ -1,5 +1,6 @@
 //! The commands, wired from their parts: what `main` runs once the command line is parsed.
 
+use crate::admin::Admin;
 use crate::cli::{DeliveryPlan, ReplayArgs, ResendArgs};
 use crate::delivery::Delivery;
 use crate::derive::{Deriver, Stats};
@@ -170,9 +171,17 @@ async fn deliver(
     plan: &DeliveryPlan,
     (routes, dead_letter): OpenSinks,
     mut rx: tokio::sync::mpsc::Receiver<Vec<cloudevents::Event>>,
+    admin: Option<&mut Admin>,
 ) -> Delivered {
+    let checked: Vec<_> = routes
+        .iter()
+        .map(|r| (r.name.clone(), Arc::clone(&r.sink)))
+        .collect();
     let mut delivery = Delivery::start(routes, dead_letter, &plan.lanes, &plan.retry);
     let lanes = delivery.stats();
+    if let Some(admin) = admin {
+        admin.sinks(&checked, &lanes);
+    }
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     let mut interrupted = false;
@@ -223,6 +232,8 @@ fn outcome(sinks: &[SinkReport], bad_lines: u64) -> Outcome {
 pub async fn replay(args: &ReplayArgs) -> Result<(Outcome, ReplayReport), AppError> {
     let encode = args.encode.config()?;
     let plan = args.delivery.plan()?;
+    let mut admin = Admin::start(&args.admin, "off").await?;
+    let metrics = admin.as_ref().map(|a| Arc::clone(&a.metrics));
     let sinks = open_sinks(&plan).await?;
     let input = open_input(&args.file)?;
     let path = args.file.display().to_string();
@@ -232,16 +243,17 @@ pub async fn replay(args: &ReplayArgs) -> Result<(Outcome, ReplayReport), AppErr
         .name("replay-reader".into())
         .spawn(move || {
             let mut deriver = Deriver::new(derive);
-            let counts = replay::replay(input, &mut deriver, &encode, |events| {
-                tx.blocking_send(events).is_ok()
-            });
+            let counts =
+                replay::replay(input, &mut deriver, &encode, metrics.as_deref(), |events| {
+                    tx.blocking_send(events).is_ok()
+                });
             (counts, deriver.stats().clone())
         })
         .map_err(|source| AppError::Input {
             path: path.clone(),
             source,
         })?;
-    let delivered = deliver(&plan, sinks, rx).await;
+    let delivered = deliver(&plan, sinks, rx, admin.as_mut()).await;
     let (counts, stats) = reader.join().map_err(|_| AppError::Reader)?;
     let counts = counts.map_err(|source| AppError::Input { path, source })?;
     Ok((
@@ -260,6 +272,7 @@ pub async fn replay(args: &ReplayArgs) -> Result<(Outcome, ReplayReport), AppErr
 /// is fixed, a `replay` output) through the same lanes, without the dead-letter extensions.
 pub async fn resend(args: &ResendArgs) -> Result<(Outcome, ReplayReport), AppError> {
     let plan = args.delivery.plan()?;
+    let mut admin = Admin::start(&args.admin, "off").await?;
     let sinks = open_sinks(&plan).await?;
     let input = open_input(&args.file)?;
     let path = args.file.display().to_string();
@@ -271,7 +284,7 @@ pub async fn resend(args: &ResendArgs) -> Result<(Outcome, ReplayReport), AppErr
             path: path.clone(),
             source,
         })?;
-    let delivered = deliver(&plan, sinks, rx).await;
+    let delivered = deliver(&plan, sinks, rx, admin.as_mut()).await;
     let counts = reader
         .join()
         .map_err(|_| AppError::Reader)?

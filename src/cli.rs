@@ -82,9 +82,10 @@ pub struct LogArgs {
         global = true
     )]
     pub log_format: LogFormat,
-    /// Log filter in RUST_LOG syntax, e.g. `info` or `warn,kfp_event_bridge=debug`.
-    #[arg(long, env = "KFP_BRIDGE_LOG", default_value = "info", global = true)]
-    pub log: String,
+    /// Log filter in RUST_LOG syntax, e.g. `info` or `warn,kfp_event_bridge=debug`. Without it,
+    /// `RUST_LOG` applies, else `info`.
+    #[arg(long, env = "KFP_BRIDGE_LOG", global = true)]
+    pub log: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -97,6 +98,8 @@ pub struct ReplayArgs {
     pub derive: DeriveArgs,
     #[command(flatten)]
     pub encode: EncodeArgs,
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 #[derive(Debug, Args)]
@@ -105,6 +108,24 @@ pub struct ResendArgs {
     pub file: PathBuf,
     #[command(flatten)]
     pub delivery: DeliveryArgs,
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// The admin HTTP server: `/healthz`, `/readyz`, `/metrics`.
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    /// Address of the admin server (`/healthz`, `/readyz`, `/metrics`), or `off`. Default for
+    /// `run`: 127.0.0.1:8080 (the container image sets 0.0.0.0:8080); for `replay` and `resend`:
+    /// off. Port 0 picks a free port (logged).
+    #[arg(long, env = "KFP_BRIDGE_ADMIN_ADDR")]
+    pub admin_addr: Option<String>,
+    /// How often each sink's health is checked for `/readyz`.
+    #[arg(long, env = "KFP_BRIDGE_HEALTH_INTERVAL", default_value = "10s")]
+    pub health_interval: String,
+    /// Distinct `pipeline` label values of the `kfp_*` metrics; later pipelines share `other`.
+    #[arg(long, env = "KFP_BRIDGE_METRICS_MAX_PIPELINES", default_value_t = 100)]
+    pub metrics_max_pipelines: usize,
 }
 
 /// Which cluster and what in it to watch.
@@ -203,6 +224,8 @@ pub struct RunArgs {
     pub derive: DeriveArgs,
     #[command(flatten)]
     pub encode: EncodeArgs,
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 #[derive(Debug, Clone, Args)]

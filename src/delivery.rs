@@ -14,7 +14,7 @@ use cloudevents::{AttributesReader as _, Event};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use sink_core::{KeyOrder, Receipt, Sink, SinkError};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -99,16 +99,81 @@ pub struct LaneStats {
     pub undeliverable: AtomicU64,
     /// Events queued or in flight now.
     pub depth: AtomicU64,
+    /// Consecutive failed attempts now (0 while the sink takes events).
+    pub failures: AtomicU64,
+    /// The last failure's message, kept while `failures` is above zero.
+    last_error: Mutex<String>,
+    /// When each event still queued or in flight was routed here, by sequence number.
+    pending: Mutex<BTreeMap<u64, Instant>>,
     latency: Mutex<Latency>,
+}
+
+/// Upper bounds (seconds) of the publish-to-acknowledgement histogram's buckets.
+pub const LATENCY_BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
+/// A cumulative histogram as Prometheus exposes it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Histogram {
+    pub sum: f64,
+    pub count: u64,
+    /// Upper bound and the count in that bucket alone (not cumulative, as prometheus-client's
+    /// encoder takes them); the last bound, `f64::MAX`, is `+Inf`.
+    pub buckets: Vec<(f64, u64)>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl LaneStats {
     /// Publish-to-acknowledgement latency quantile (0.0–1.0) of delivered events, if any.
     pub fn latency_quantile(&self, q: f64) -> Option<Duration> {
-        self.latency
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .quantile(q)
+        lock(&self.latency).quantile(q)
+    }
+
+    /// Publish-to-acknowledgement latency of delivered events, in [`LATENCY_BUCKETS`].
+    pub fn latency_histogram(&self) -> Histogram {
+        let latency = lock(&self.latency);
+        let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+            .iter()
+            .copied()
+            .zip(latency.bounded)
+            .collect();
+        let within: u64 = latency.bounded.iter().sum();
+        buckets.push((f64::MAX, latency.count - within));
+        Histogram {
+            sum: latency.sum_micros as f64 / 1e6,
+            count: latency.count,
+            buckets,
+        }
+    }
+
+    /// How long the oldest event still queued or in flight has been in this lane.
+    pub fn oldest_pending(&self) -> Option<Duration> {
+        lock(&self.pending)
+            .values()
+            .next()
+            .map(|since| since.elapsed())
+    }
+
+    /// The last failure's message while the sink is failing.
+    pub fn last_error(&self) -> Option<String> {
+        (self.failures.load(Ordering::Relaxed) > 0).then(|| lock(&self.last_error).clone())
+    }
+
+    fn routed(&self, seq: u64) {
+        self.routed.fetch_add(1, Ordering::Relaxed);
+        self.depth.fetch_add(1, Ordering::Relaxed);
+        lock(&self.pending).insert(seq, Instant::now());
+    }
+
+    /// The event left the lane: delivered, dead-lettered or given up.
+    fn left(&self, seq: u64) {
+        self.depth.fetch_sub(1, Ordering::Relaxed);
+        lock(&self.pending).remove(&seq);
     }
 }
 
@@ -117,6 +182,9 @@ impl LaneStats {
 struct Latency {
     buckets: Vec<u64>,
     count: u64,
+    sum_micros: u64,
+    /// Per [`LATENCY_BUCKETS`] bound, the events above the previous bound and up to this one.
+    bounded: [u64; LATENCY_BUCKETS.len()],
 }
 
 impl Default for Latency {
@@ -124,6 +192,8 @@ impl Default for Latency {
         Self {
             buckets: vec![0; 40 * 8],
             count: 0,
+            sum_micros: 0,
+            bounded: [0; LATENCY_BUCKETS.len()],
         }
     }
 }
@@ -151,6 +221,11 @@ impl Latency {
         let micros = elapsed.as_micros().min(u64::MAX as u128) as u64;
         self.buckets[Self::index(micros)] += 1;
         self.count += 1;
+        self.sum_micros = self.sum_micros.saturating_add(micros);
+        let seconds = micros as f64 / 1e6;
+        if let Some(at) = LATENCY_BUCKETS.iter().position(|bound| seconds <= *bound) {
+            self.bounded[at] += 1;
+        }
     }
 
     fn quantile(&self, q: f64) -> Option<Duration> {
@@ -334,8 +409,7 @@ impl Delivery {
             let Ok(permit) = Arc::clone(&lane.room).acquire_owned().await else {
                 continue;
             };
-            lane.stats.routed.fetch_add(1, Ordering::Relaxed);
-            lane.stats.depth.fetch_add(1, Ordering::Relaxed);
+            lane.stats.routed(self.seq);
             let item = Item {
                 event: Arc::clone(&event),
                 key: Arc::clone(&key),
@@ -578,13 +652,10 @@ impl Lane {
                     );
                 }
                 self.failures = 0;
-                self.stats
-                    .latency
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .record(started.elapsed());
+                self.stats.failures.store(0, Ordering::Relaxed);
+                lock(&self.stats.latency).record(started.elapsed());
                 self.stats.delivered.fetch_add(1, Ordering::Relaxed);
-                self.stats.depth.fetch_sub(1, Ordering::Relaxed);
+                self.stats.left(item.seq);
                 self.forget_if_idle(&item.key);
                 item.complete();
             }
@@ -595,6 +666,10 @@ impl Lane {
             {
                 self.stats.retried.fetch_add(1, Ordering::Relaxed);
                 self.failures = self.failures.saturating_add(1);
+                *lock(&self.stats.last_error) = err.to_string();
+                self.stats
+                    .failures
+                    .store(u64::from(self.failures), Ordering::Relaxed);
                 let backoff = self.retry.delay(self.failures);
                 // Equal jitter: half fixed, half random, so lanes that failed together spread out.
                 let mut delay = backoff / 2 + backoff.mul_f64(self.jitter.next() / 2.0);
@@ -671,9 +746,8 @@ async fn dead_letter(
     retry: RetryPolicy,
     stats: Arc<LaneStats>,
 ) -> Landed {
-    let done = |stats: &LaneStats| {
-        stats.depth.fetch_sub(1, Ordering::Relaxed);
-    };
+    let seq = item.seq;
+    let done = |stats: &LaneStats| stats.left(seq);
     let Some(target) = target else {
         tracing::error!(
             sink = %sink_name,

@@ -12,7 +12,7 @@ pub mod nodes;
 pub mod run;
 pub mod tasks;
 
-use crate::model::{Fact, FactKind, Lifecycle, Mark, Origin, RunInfo, TaskInfo};
+use crate::model::{Fact, FactKind, Lifecycle, Mark, Origin, RunInfo, TaskInfo, node_hash};
 use crate::source::objects::{Node, Workflow};
 use crate::source::recording::Observed;
 use chrono::{DateTime, Utc};
@@ -53,6 +53,8 @@ pub struct Stats {
     pub workflows_skipped_not_kfp: u64,
     /// Observations whose nodes Argo had offloaded to its database.
     pub offloaded_observations: u64,
+    /// Workflows seen with their nodes offloaded.
+    pub offloaded_workflows: u64,
     /// Observations whose `compressedNodes` could not be decoded.
     pub node_decode_errors: u64,
     /// Observations of runs that finished before the retention window, or of finished runs whose
@@ -79,7 +81,18 @@ struct RunState {
     nodes_visible: bool,
     /// The offloaded node status has been reported once (it is reported once per workflow).
     offload_reported: bool,
+    /// Pods last seen Pending, by node hash, with their creation time: when one is seen past
+    /// Pending, its pending time is known ([`Deriver::take_pod_starts`]).
+    pending_pods: HashMap<u64, DateTime<Utc>>,
     run: Option<Arc<RunInfo>>,
+}
+
+/// A task's pod seen Pending, then past Pending: it was created at `created` and is running by
+/// the time of the observation that showed it (the caller knows that time; derivation has no clock).
+#[derive(Debug, Clone)]
+pub struct PodStart {
+    pub run: Arc<RunInfo>,
+    pub created: DateTime<Utc>,
 }
 
 /// Derives facts from a sequence of observations, remembering what it already derived.
@@ -89,6 +102,7 @@ pub struct Deriver {
     stats: Stats,
     /// Problems worth one log line each, drained by the caller.
     notices: Vec<String>,
+    pod_starts: Vec<PodStart>,
 }
 
 impl Deriver {
@@ -98,11 +112,17 @@ impl Deriver {
             runs: HashMap::new(),
             stats: Stats::default(),
             notices: Vec::new(),
+            pod_starts: Vec::new(),
         }
     }
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// Takes the pods seen leaving Pending since the last call.
+    pub fn take_pod_starts(&mut self) -> Vec<PodStart> {
+        std::mem::take(&mut self.pod_starts)
     }
 
     /// Takes the notices gathered since the last call (decode problems, offloaded workflows).
@@ -243,6 +263,7 @@ impl Deriver {
         if run.nodes_offloaded && !nodes_visible {
             self.stats.offloaded_observations += 1;
             if !std::mem::replace(&mut state.offload_reported, true) {
+                self.stats.offloaded_workflows += 1;
                 self.notices.push(format!(
                     "workflow {}/{}: node status offloaded to Argo's database; run-level facts only, task facts from Kubernetes Events",
                     run.namespace, run.workflow
@@ -262,11 +283,31 @@ impl Deriver {
                 .is_some_and(|f| f == "v1");
             for attempt in tasks::attempts(nodes, &wf.spec.templates, self.config.node_events) {
                 task_facts(&run, &attempt, format_v1, &mut candidates);
+                if let Some(pod) = attempt.pod {
+                    let node = node_hash(&pod.id);
+                    match pod.phase.as_str() {
+                        "Pending" => {
+                            if let Some(created) = run::timestamp(pod.started_at.as_deref()) {
+                                state.pending_pods.entry(node).or_insert(created);
+                            }
+                        }
+                        "Running" | "Succeeded" | "Failed" | "Error" => {
+                            if let Some(created) = state.pending_pods.remove(&node) {
+                                self.pod_starts.push(PodStart {
+                                    run: Arc::clone(&run),
+                                    created,
+                                });
+                            }
+                        }
+                        _ => {}
+                    }
+                }
             }
         }
         state.nodes_visible = nodes_visible;
         if run.finished() {
             state.held.clear();
+            state.pending_pods.clear();
         }
         state.run = Some(run);
         emit_new(state, candidates)

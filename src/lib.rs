@@ -17,6 +17,7 @@
 //!   transport in its own crate under `sinks/`.
 //! - [`cli`], [`app`], [`telemetry`]: the command line, the commands, logging.
 
+pub mod admin;
 pub mod app;
 pub mod checkpoint;
 pub mod cli;
@@ -24,6 +25,7 @@ pub mod delivery;
 pub mod derive;
 pub mod encode;
 pub mod leader;
+pub mod metrics;
 pub mod model;
 pub mod route;
 pub mod run;

@@ -7,7 +7,18 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_with_default();
-    telemetry::init(cli.log.log_format, &cli.log.log);
+    telemetry::init(cli.log.log_format, cli.log.log.as_deref());
+    let command = match &cli.command {
+        Command::Replay(_) => "replay",
+        Command::Resend(_) => "resend",
+        Command::Record(_) => "record",
+        Command::Run(_) => "run",
+    };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        command,
+        "kfp-event-bridge starting"
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

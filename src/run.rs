@@ -3,6 +3,7 @@
 //! what is not done. With `--leader-election` only the Lease holder gets this far. `record`
 //! writes what the same watches see as a recording.
 
+use crate::admin::Admin;
 use crate::app::{AppError, Outcome, ReplayReport, SinkReport, open_sinks, shutdown_signal};
 use crate::checkpoint::{Checkpoint, CheckpointSpec, Progress};
 use crate::cli::{RecordArgs, RunArgs};
@@ -10,6 +11,7 @@ use crate::delivery::Delivery;
 use crate::derive::Deriver;
 use crate::encode;
 use crate::leader::{Elector, LeaseConfig};
+use crate::metrics::{Metrics, Role};
 use crate::model::FactKind;
 use crate::source::live::{self, Input};
 use crate::source::recording::{Change, Observed};
@@ -17,6 +19,7 @@ use chrono::Utc;
 use futures_util::StreamExt;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Write;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -130,6 +133,16 @@ pub async fn run(args: &RunArgs) -> Result<(Outcome, ReplayReport), AppError> {
             "leader election wants lease duration > renew deadline > retry period > 0",
         ));
     }
+    let mut admin = Admin::start(&args.admin, "127.0.0.1:8080").await?;
+    let metrics = admin.as_ref().map(|a| Arc::clone(&a.metrics));
+    if let Some(m) = &metrics {
+        m.expect_watches();
+        m.set_role(if lease.is_some() {
+            Role::Standby
+        } else {
+            Role::Single
+        });
+    }
     let client = live::client(args.watch.kubeconfig.as_deref())
         .await
         .map_err(AppError::Live)?;
@@ -161,8 +174,16 @@ pub async fn run(args: &RunArgs) -> Result<(Outcome, ReplayReport), AppError> {
             }
         }
     };
+    if let (Some(m), Some(_)) = (&metrics, &leadership) {
+        m.set_role(Role::Leader);
+    }
 
     let sinks = open_sinks(&plan).await?;
+    let checked: Vec<_> = sinks
+        .0
+        .iter()
+        .map(|r| (r.name.clone(), Arc::clone(&r.sink)))
+        .collect();
     let checkpoint = Checkpoint::open(&spec, Some(&client))
         .await
         .map_err(AppError::Live)?;
@@ -179,8 +200,14 @@ pub async fn run(args: &RunArgs) -> Result<(Outcome, ReplayReport), AppError> {
 
     let delivery = Delivery::start(sinks.0, sinks.1, &plan.lanes, &plan.retry);
     let lanes = delivery.stats();
+    if let Some(admin) = admin.as_mut() {
+        admin.sinks(&checked, &lanes);
+    }
     let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
     let (watch_ids, mut inputs) = live::watch(&client, &args.watch.config());
+    if let Some(m) = &metrics {
+        m.watches(&watch_ids);
+    }
     let mut live = Live {
         deriver,
         checkpoint,
@@ -191,6 +218,7 @@ pub async fn run(args: &RunArgs) -> Result<(Outcome, ReplayReport), AppError> {
         encode: encode_config,
         undurable_max: plan.lanes.window,
         report: ReplayReport::default(),
+        metrics: metrics.clone(),
     };
     let mut presence = Presence {
         alive: vec![HashSet::new(); watch_ids.len()],
@@ -198,6 +226,9 @@ pub async fn run(args: &RunArgs) -> Result<(Outcome, ReplayReport), AppError> {
         ..Presence::default()
     };
     let mut synced = vec![false; watch_ids.len()];
+    // A watch that failed or is re-listing, until it delivers again. While a Workflow watch is
+    // down the Event watch can run ahead of it by any time, so nothing counts as unseen then.
+    let mut down = vec![false; watch_ids.len()];
     let sweep_unseen = args.watch.config().label_selector.is_none();
     let mut flush = tokio::time::interval(flush_every);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -235,7 +266,7 @@ pub async fn run(args: &RunArgs) -> Result<(Outcome, ReplayReport), AppError> {
             }
             // With a label selector an unseen workflow may just be filtered out, not deleted:
             // its Events then speak only through its DELETED watch event.
-            _ = sweep.tick(), if sweep_unseen && synced.iter().zip(&watch_ids).all(|(s, id)| *s || id.resource != "workflows") => {
+            _ = sweep.tick(), if sweep_unseen && watch_ids.iter().enumerate().all(|(i, id)| id.resource != "workflows" || (synced[i] && !down[i])) => {
                 Next::Facts(unseen_gone(&mut live.deriver, &mut presence))
             }
             _ = prune.tick() => {
@@ -250,6 +281,10 @@ pub async fn run(args: &RunArgs) -> Result<(Outcome, ReplayReport), AppError> {
         let facts = match input {
             Next::Facts(facts) => facts,
             Next::Input(Input::Listing(i)) => {
+                if let Some(m) = &metrics {
+                    m.watch_listing(i);
+                }
+                went_down(&mut down, i, &watch_ids, &mut presence);
                 if watch_ids[i].resource == "workflows" {
                     presence.listing[i] = Some(HashSet::new());
                 }
@@ -267,16 +302,39 @@ pub async fn run(args: &RunArgs) -> Result<(Outcome, ReplayReport), AppError> {
                 if !std::mem::replace(&mut synced[i], true) {
                     tracing::info!(watch = %watch_ids[i], "watch synced");
                 }
+                if let Some(m) = &metrics {
+                    m.watch_listed(i);
+                }
+                down[i] = false;
                 facts
             }
             Next::Input(Input::Failed(i, err)) => {
                 tracing::warn!(watch = %watch_ids[i], error = %err, "watch failed; retrying with backoff");
+                if let Some(m) = &metrics {
+                    m.watch_failed(i, &err);
+                }
+                went_down(&mut down, i, &watch_ids, &mut presence);
                 continue;
             }
             Next::Input(Input::Observed(index, observed)) => {
-                observe(&mut live, &mut presence, index, &observed)
+                down[index] = false;
+                let facts = observe(&mut live, &mut presence, index, &observed);
+                let starts = live.deriver.take_pod_starts();
+                if let Some(m) = &metrics {
+                    m.watch_event(index);
+                    // A pod seen past Pending while its watch replays a list was not just seen
+                    // starting: only changes the synced watch delivers are timed.
+                    if synced[index] && presence.listing[index].is_none() {
+                        m.pod_starts(&starts, Utc::now());
+                    }
+                    m.derive_stats(live.deriver.stats(), 0);
+                }
+                facts
             }
         };
+        if let Some(m) = &metrics {
+            m.facts(&facts);
+        }
         // Sending waits while the lanes are full; a signal or a lost Lease must still get through.
         let interrupt = tokio::select! {
             biased;
@@ -346,6 +404,15 @@ pub async fn run(args: &RunArgs) -> Result<(Outcome, ReplayReport), AppError> {
         Outcome::Clean
     };
     Ok((outcome, report))
+}
+
+/// Watch `i` failed or re-lists: if it watches Workflows, the unseen timers start over once it
+/// is back.
+fn went_down(down: &mut [bool], i: usize, ids: &[live::WatchId], presence: &mut Presence) {
+    down[i] = true;
+    if ids[i].resource == "workflows" {
+        presence.unseen.clear();
+    }
 }
 
 /// Workflows whose Events arrived but which no Workflow watch has shown for a while were
@@ -421,6 +488,7 @@ struct Live {
     /// write) are kept at most this many: what a `kill -9` can make the next start send again.
     undurable_max: usize,
     report: ReplayReport,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Live {
@@ -436,6 +504,10 @@ impl Live {
     async fn flush(&mut self) {
         if let Err(err) = self.checkpoint.flush().await {
             tracing::warn!(error = %err, "checkpoint write failed; retrying at the next flush");
+        }
+        if let Some(m) = &self.metrics {
+            let stats = self.checkpoint.stats();
+            m.checkpoint(stats.writes, stats.failures);
         }
     }
 

@@ -8,9 +8,21 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber. `filter` uses `RUST_LOG` syntax, e.g. `info,kfp_event_bridge=debug`.
-pub fn init(format: LogFormat, filter: &str) {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+/// Installs the global subscriber. `filter` uses `RUST_LOG` syntax, e.g.
+/// `info,kfp_event_bridge=debug`; without one, `RUST_LOG` is read, else `info` applies.
+pub fn init(format: LogFormat, filter: Option<&str>) {
+    let text = filter
+        .map(str::to_owned)
+        .or_else(|| {
+            std::env::var("RUST_LOG")
+                .ok()
+                .filter(|f| !f.trim().is_empty())
+        })
+        .unwrap_or_else(|| "info".to_owned());
+    let (filter, bad) = match EnvFilter::try_new(&text) {
+        Ok(filter) => (filter, None),
+        Err(err) => (EnvFilter::new("info"), Some(err)),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -19,4 +31,7 @@ pub fn init(format: LogFormat, filter: &str) {
         LogFormat::Text => builder.with_ansi(false).try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+    if let Some(err) = bad {
+        tracing::warn!(filter = %text, error = %err, "invalid log filter; using info");
+    }
 }

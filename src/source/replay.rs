@@ -4,6 +4,7 @@
 use super::recording::{self, MAX_LINE_BYTES};
 use crate::derive::Deriver;
 use crate::encode::{self, EncodeConfig};
+use crate::metrics::Metrics;
 use cloudevents::Event;
 use std::io::BufRead;
 
@@ -56,6 +57,7 @@ pub fn replay(
     mut input: impl BufRead,
     deriver: &mut Deriver,
     config: &EncodeConfig,
+    metrics: Option<&Metrics>,
     mut emit: impl FnMut(Vec<Event>) -> bool,
 ) -> std::io::Result<ReplayCounts> {
     let mut counts = ReplayCounts::default();
@@ -74,6 +76,12 @@ pub fn replay(
         let facts = deriver.observe(&observed);
         for notice in deriver.take_notices() {
             tracing::warn!(line = counts.lines, "{notice}");
+        }
+        // A recording has no observation times: pending times are measured live only.
+        deriver.take_pod_starts();
+        if let Some(metrics) = metrics {
+            metrics.facts(&facts);
+            metrics.derive_stats(deriver.stats(), counts.bad_lines);
         }
         if facts.is_empty() {
             continue;

@@ -32,7 +32,7 @@ pub fn recordings() -> Vec<PathBuf> {
 /// Replays `input` through `deriver`, returning each event as its structured JSON line.
 pub fn replay_bytes(input: &[u8], deriver: &mut Deriver) -> (replay::ReplayCounts, Vec<String>) {
     let mut lines = Vec::new();
-    let counts = replay::replay(input, deriver, &EncodeConfig::default(), |events| {
+    let counts = replay::replay(input, deriver, &EncodeConfig::default(), None, |events| {
         for event in &events {
             lines.push(String::from_utf8(sink_core::structured::to_vec(event)).expect("utf-8"));
         }

@@ -203,6 +203,11 @@ impl Sink for AmqpSink {
         &self.name
     }
 
+    /// An open confirm-mode channel: reconnects when the connection went away, as a publish would.
+    fn health(&self) -> sink_core::Checking<'_> {
+        Box::pin(async move { self.channel().await.map(|_| ()) })
+    }
+
     fn key_order(&self) -> KeyOrder {
         // One channel, confirms in publish order; a broken channel fails every later confirm.
         KeyOrder::Pipelined

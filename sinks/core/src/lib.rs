@@ -34,6 +34,9 @@ pub type Receipt = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + '
 /// A future that resolves once the transport accepted a message.
 pub type Accepting<'a> = Pin<Box<dyn Future<Output = Result<Receipt, SinkError>> + Send + 'a>>;
 
+/// A future that resolves with the outcome of one health check.
+pub type Checking<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
+
 /// One destination for CloudEvents.
 pub trait Sink: Send + Sync {
     /// A short name for logs and metrics, with any credentials already removed.
@@ -47,6 +50,13 @@ pub trait Sink: Send + Sync {
     /// How the pipeline may overlap one run's events on this sink without reordering them.
     fn key_order(&self) -> KeyOrder {
         KeyOrder::OneInFlight
+    }
+
+    /// Checks, without publishing, that the far side can take events now: a metadata request, the
+    /// connection's state, a TCP connection. Called periodically for readiness; it should answer
+    /// within a few seconds. Sinks with nothing to check (standard output, a file) are healthy.
+    fn health(&self) -> Checking<'_> {
+        Box::pin(async { Ok(()) })
     }
 
     /// Waits until everything accepted so far is acknowledged or failed. Called on shutdown.

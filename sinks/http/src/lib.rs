@@ -55,6 +55,8 @@ pub struct HttpSink {
     target: Target,
     mode: Mode,
     batches: Option<mpsc::Sender<Batched>>,
+    /// Host and port the health check connects to, when the host is not templated.
+    reach: Option<(String, u16)>,
 }
 
 type Batched = (Vec<u8>, oneshot::Sender<Result<(), SinkError>>);
@@ -100,6 +102,7 @@ impl HttpSink {
             }
             Target::Template(template)
         };
+        let reach = reach(&url, &target);
         let client = build_client(&opts, extra_ca_pem).map_err(&err)?;
         let mut headers = HeaderMap::new();
         for (k, v) in &opts.headers {
@@ -123,6 +126,7 @@ impl HttpSink {
             target,
             mode: opts.mode,
             batches: None,
+            reach,
         };
         if opts.mode == Mode::Batch {
             let (tx, rx) = mpsc::channel(opts.batch_max_events.max(1) * 2);
@@ -148,9 +152,51 @@ impl HttpSink {
     }
 }
 
+/// The host and port of a fixed URL, or of a templated URL whose placeholders all follow the
+/// authority.
+fn reach(url: &str, target: &Target) -> Option<(String, u16)> {
+    let parsed = match target {
+        Target::Fixed(url) => url.clone(),
+        Target::Template(_) => {
+            let prefix = &url[..url.find('{')?];
+            if !prefix.split_once("://")?.1.contains('/') {
+                return None;
+            }
+            Url::parse(prefix).ok()?
+        }
+    };
+    let host = parsed
+        .host_str()?
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    Some((host.to_owned(), parsed.port_or_known_default()?))
+}
+
 impl Sink for HttpSink {
     fn name(&self) -> &str {
         &self.poster.name
+    }
+
+    /// A TCP connection to the receiver's host and port within 3 s (no request is made: an HTTP
+    /// endpoint has no side-effect-free method every receiver supports).
+    fn health(&self) -> sink_core::Checking<'_> {
+        Box::pin(async move {
+            let Some((host, port)) = &self.reach else {
+                return Ok(());
+            };
+            let connect = tokio::net::TcpStream::connect((host.as_str(), *port));
+            match tokio::time::timeout(std::time::Duration::from_secs(3), connect).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(SinkError::transient(
+                    &self.poster.name,
+                    format!("cannot connect to {host}:{port}: {e}"),
+                )),
+                Err(_) => Err(SinkError::transient(
+                    &self.poster.name,
+                    format!("cannot connect to {host}:{port}: timed out after 3s"),
+                )),
+            }
+        })
     }
 
     fn key_order(&self) -> KeyOrder {

@@ -14,7 +14,7 @@
 
 use cloudevents::AttributesReader;
 use rdkafka::ClientConfig;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use sink_core::template::{Template, Var};
@@ -23,6 +23,8 @@ use std::time::Duration;
 
 /// How long the first metadata request may take before the sink refuses to start.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a health check waits for metadata.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Producer settings the sink starts from; `--kafka-option` and the config file override them.
 pub const DEFAULTS: [(&str, &str); 7] = [
@@ -64,6 +66,8 @@ pub struct KafkaSink {
     topic: Template,
     mode: Mode,
     key: Key,
+    /// The topic a constant template names: what the health check asks metadata for.
+    fixed_topic: Option<String>,
 }
 
 /// Kafka topic names: `[a-zA-Z0-9._-]`, up to 249 characters.
@@ -210,14 +214,9 @@ impl KafkaSink {
         let fixed = topic
             .is_constant()
             .then(|| topic.render_sample(escape_topic));
-        let metadata = tokio::task::spawn_blocking(move || {
-            probe
-                .client()
-                .fetch_metadata(fixed.as_deref(), STARTUP_TIMEOUT)
-                .map(|m| m.brokers().len())
-        })
-        .await
-        .map_err(|e| config(format!("metadata request: {e}")))?;
+        let metadata = metadata(probe, fixed.clone(), STARTUP_TIMEOUT)
+            .await
+            .map_err(|e| config(format!("metadata request: {e}")))?;
         let brokers = metadata.map_err(|e| {
             config(format!(
                 "no metadata from {} within {}s: {e}",
@@ -232,8 +231,25 @@ impl KafkaSink {
             topic,
             mode: parsed.mode,
             key: parsed.key,
+            fixed_topic: fixed,
         })
     }
+}
+
+/// A metadata request (for `topic`, or the cluster's brokers when the topic is templated) on a
+/// blocking thread: the number of brokers in the answer.
+async fn metadata(
+    producer: FutureProducer,
+    topic: Option<String>,
+    timeout: Duration,
+) -> Result<KafkaResult<usize>, tokio::task::JoinError> {
+    tokio::task::spawn_blocking(move || {
+        producer
+            .client()
+            .fetch_metadata(topic.as_deref(), timeout)
+            .map(|m| m.brokers().len())
+    })
+    .await
 }
 
 /// Kafka headers and value for `event` in `mode`.
@@ -297,6 +313,23 @@ pub fn classify(sink: &str, err: &KafkaError) -> SinkError {
 impl Sink for KafkaSink {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    /// A metadata request for the topic a constant template names (the brokers otherwise),
+    /// answered within 5 s.
+    fn health(&self) -> sink_core::Checking<'_> {
+        Box::pin(async move {
+            let answer = metadata(
+                self.producer.clone(),
+                self.fixed_topic.clone(),
+                HEALTH_TIMEOUT,
+            )
+            .await
+            .map_err(|e| SinkError::transient(&self.name, format!("metadata request: {e}")))?;
+            answer.map(|_| ()).map_err(|e| {
+                SinkError::transient(&self.name, format!("no metadata within 5s: {e}"))
+            })
+        })
     }
 
     /// The idempotent producer keeps a partition's records in order through its own retries,

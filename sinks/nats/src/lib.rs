@@ -149,6 +149,19 @@ impl Sink for NatsSink {
         &self.name
     }
 
+    /// The client's connection state: healthy while connected (async-nats reconnects on its own).
+    fn health(&self) -> sink_core::Checking<'_> {
+        Box::pin(async move {
+            match self.client.connection_state() {
+                async_nats::connection::State::Connected => Ok(()),
+                state => Err(SinkError::transient(
+                    &self.name,
+                    format!("not connected to NATS ({state:?})"),
+                )),
+            }
+        })
+    }
+
     fn key_order(&self) -> KeyOrder {
         // async-nats keeps publishing into its buffer while disconnected and sends that buffer on
         // reconnect, so a publish whose ack already timed out can still reach the stream after a

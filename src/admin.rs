@@ -1,0 +1,165 @@
+//! The admin HTTP server — `/healthz`, `/readyz`, `/metrics` — and the periodic sink health
+//! checks readiness is judged from.
+
+use crate::app::AppError;
+use crate::cli::AdminArgs;
+use crate::delivery::LaneStats;
+use crate::metrics::Metrics;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use sink_core::Sink;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+
+/// `/healthz` fails once the runtime's heartbeat is older than this.
+const STALL: Duration = Duration::from_secs(10);
+
+/// What a command reports through the admin server; `None` of it exists with `--admin-addr off`.
+pub struct Admin {
+    pub metrics: Arc<Metrics>,
+    health_interval: Duration,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Admin {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Served {
+    metrics: Arc<Metrics>,
+    started: Instant,
+    /// Milliseconds after `started` of the heartbeat task's last tick.
+    beat: Arc<AtomicU64>,
+}
+
+impl Admin {
+    /// Binds the admin server unless it is off (`default` applies when no address was given).
+    pub async fn start(args: &AdminArgs, default: &str) -> Result<Option<Self>, AppError> {
+        let text = args.admin_addr.as_deref().unwrap_or(default);
+        if text == "off" {
+            return Ok(None);
+        }
+        let health_interval = sink_core::parse_duration(&args.health_interval)
+            .map_err(|e| AppError::Setup(format!("--health-interval: {e}")))?;
+        if health_interval.is_zero() {
+            return Err(AppError::Setup(
+                "--health-interval must be above zero".into(),
+            ));
+        }
+        let addr: SocketAddr = text.parse().map_err(|_| {
+            AppError::Setup(format!(
+                "--admin-addr {text:?}: expected HOST:PORT (e.g. 0.0.0.0:8080) or off"
+            ))
+        })?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| AppError::Setup(format!("--admin-addr {addr}: cannot listen: {e}")))?;
+        let bound = listener.local_addr().unwrap_or(addr);
+        let metrics = Arc::new(Metrics::new(args.metrics_max_pipelines.max(1)));
+        let served = Served {
+            metrics: Arc::clone(&metrics),
+            started: Instant::now(),
+            beat: Arc::new(AtomicU64::new(0)),
+        };
+        let beat = Arc::clone(&served.beat);
+        let started = served.started;
+        let heartbeat = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                beat.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+            }
+        });
+        let app = Router::new()
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics_text))
+            .with_state(served);
+        let server = tokio::spawn(async move {
+            if let Err(err) = axum::serve(listener, app).await {
+                tracing::error!(error = %err, "admin server stopped");
+            }
+        });
+        tracing::info!(addr = %bound, "admin server listening (/healthz, /readyz, /metrics)");
+        Ok(Some(Self {
+            metrics,
+            health_interval,
+            tasks: vec![heartbeat, server],
+        }))
+    }
+
+    /// Registers the lanes and checks each route's sink every health interval (logging when a
+    /// sink goes down or comes back).
+    pub fn sinks(&mut self, sinks: &[(String, Arc<dyn Sink>)], lanes: &[(String, Arc<LaneStats>)]) {
+        self.metrics.sinks(lanes);
+        for (index, (name, sink)) in sinks.iter().enumerate() {
+            let sink = Arc::clone(sink);
+            let name = name.clone();
+            let metrics = Arc::clone(&self.metrics);
+            let every = self.health_interval;
+            self.tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let result = match tokio::time::timeout(every, sink.health()).await {
+                        Ok(result) => result.map_err(|e| e.to_string()),
+                        Err(_) => Err(format!("health check timed out after {every:?}")),
+                    };
+                    let error = result.as_ref().err().cloned();
+                    match metrics.sink_health(index, result) {
+                        Some(true) => tracing::info!(sink = %name, "sink up"),
+                        Some(false) => tracing::warn!(
+                            sink = %name,
+                            error = error.as_deref().unwrap_or(""),
+                            "sink down"
+                        ),
+                        None => {}
+                    }
+                }
+            }));
+        }
+    }
+}
+
+async fn healthz(State(s): State<Served>) -> impl IntoResponse {
+    let now = s.started.elapsed().as_millis() as u64;
+    let stalled = Duration::from_millis(now.saturating_sub(s.beat.load(Ordering::Relaxed)));
+    if stalled > STALL {
+        let body = format!("event loop stalled for {:.1}s\n", stalled.as_secs_f64());
+        (StatusCode::SERVICE_UNAVAILABLE, body)
+    } else {
+        (StatusCode::OK, "ok\n".to_owned())
+    }
+}
+
+async fn readyz(State(s): State<Served>) -> impl IntoResponse {
+    let (ready, report) = s.metrics.readiness();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, report)
+}
+
+async fn metrics_text(State(s): State<Served>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+}
