@@ -62,7 +62,14 @@ fn main() {
     let binary = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/kfp-event-bridge");
     let started = Instant::now();
     let mut child = Command::new(&binary)
-        .args(["run", "--log", "warn", "--kubeconfig"])
+        .args([
+            "run",
+            "--log",
+            "warn",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--kubeconfig",
+        ])
         .arg(&kubeconfig)
         .arg("--checkpoint")
         .arg(format!("file:{}", dir.join("state").display()))

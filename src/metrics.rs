@@ -36,6 +36,20 @@ const PENDING_BUCKETS: [f64; 11] = [
     1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
 ];
 
+/// A watch that failed counts as failing this long unless it delivers again: kube-runtime's
+/// watcher resumes quietly (nothing to report until an object changes), and while the server is
+/// down its retries fail at least every 30 s (its backoff's cap).
+const WATCH_ERROR_HOLD: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl WatchState {
+    fn failing(&self) -> Option<&str> {
+        match &self.error {
+            Some((err, at)) if at.elapsed() < WATCH_ERROR_HOLD => Some(err),
+            _ => None,
+        }
+    }
+}
+
 /// The `pipeline` label of pipelines beyond the configured number of distinct names.
 pub const OTHER_PIPELINE: &str = "other";
 
@@ -76,7 +90,8 @@ struct WatchState {
     resource: &'static str,
     namespace: String,
     synced: bool,
-    error: Option<String>,
+    /// The last failure and when, cleared by the next object or list.
+    error: Option<(String, Instant)>,
     restarts: u64,
     relists: u64,
     last_event: Option<Instant>,
@@ -314,7 +329,7 @@ impl Metrics {
     pub fn watch_failed(&self, index: usize, error: &str) {
         if let Some(w) = lock(&self.bridge.watches).get_mut(index) {
             w.restarts += 1;
-            w.error = Some(error.to_owned());
+            w.error = Some((error.to_owned(), Instant::now()));
         }
     }
 
@@ -367,7 +382,7 @@ impl Metrics {
             } else {
                 w.namespace.clone()
             };
-            match (&w.error, w.synced) {
+            match (w.failing(), w.synced) {
                 (Some(err), _) => {
                     failed.push(format!("watch {} ({scope}): failing: {err}", w.resource))
                 }
@@ -588,8 +603,8 @@ impl Collector for Collect {
             if name == "kfp_event_bridge_decode_errors" {
                 value += load(&d.node_decode_errors);
             }
-            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            counter(value).encode(metric.encode_family(&Vec::<(&str, String)>::new())?)?;
+            let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            counter(value).encode(metric)?;
         }
         let role = b.role.load(Ordering::Relaxed);
         let roles: Vec<(Labels, ConstGauge<i64>)> = ["unknown", "standby", "leader", "single"]
@@ -609,14 +624,12 @@ impl Collector for Collect {
             MetricType::Gauge,
             &roles,
         )?;
-        let uptime = ConstGauge::new(b.started.elapsed().as_secs_f64());
-        family(
-            &mut encoder,
+        ConstGauge::new(b.started.elapsed().as_secs_f64()).encode(encoder.encode_descriptor(
             "kfp_event_bridge_uptime_seconds",
             "Seconds since the process started",
+            None,
             MetricType::Gauge,
-            &[(Vec::new(), uptime)],
-        )?;
+        )?)?;
 
         let watches = lock(&b.watches);
         let labels = |w: &WatchState| -> Labels {
@@ -639,7 +652,7 @@ impl Collector for Collect {
             "kfp_event_bridge_watch_up",
             "1 when the watch has listed and its last attempt did not fail",
             MetricType::Gauge,
-            &gauges(&|w| f64::from(u8::from(w.synced && w.error.is_none()))),
+            &gauges(&|w| f64::from(u8::from(w.synced && w.failing().is_none()))),
         )?;
         family(
             &mut encoder,

@@ -240,7 +240,7 @@ where
 /// A client from `--kubeconfig`, else the usual inference (`KUBECONFIG`, `~/.kube/config`, the
 /// in-cluster service account).
 pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, String> {
-    let config = match kubeconfig {
+    let mut config = match kubeconfig {
         Some(path) => {
             let file = kube::config::Kubeconfig::read_from(path)
                 .map_err(|e| format!("cannot read kubeconfig {}: {e}", path.display()))?;
@@ -252,5 +252,9 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, Stri
             .await
             .map_err(|e| format!("no Kubernetes configuration found: {e}"))?,
     };
+    // kube's client retries 429/503/504 up to 15 times (minutes of backoff) before a caller hears
+    // of it: that would hide an outage from readiness and stretch Lease renewals past their
+    // deadline. The watcher, the elector and the checkpoint retry on their own terms instead.
+    config.default_retry = false;
     Client::try_from(config).map_err(|e| format!("cannot build the Kubernetes client: {e}"))
 }

@@ -281,3 +281,91 @@ pub fn read_events(path: &Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).expect("json"))
         .collect()
 }
+
+/// The admin server's address, from the child's `admin server listening` log line.
+pub async fn admin_addr(child: &mut Child) -> String {
+    let t0 = Instant::now();
+    loop {
+        let log = stderr(child);
+        let found = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| {
+                v["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("admin server listening"))
+            });
+        if let Some(v) = found {
+            return v["fields"]["addr"].as_str().expect("addr").to_owned();
+        }
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            panic!("bridge exited ({status}) before its admin server listened: {log}");
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no admin server: {log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `GET http://ADDR/PATH`: status and body.
+pub async fn get(addr: &str, path: &str) -> (u16, String) {
+    let response = reqwest::get(format!("http://{addr}{path}"))
+        .await
+        .expect("admin server answers");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("body"))
+}
+
+/// Samples of an exposition: `name{label="value",…}` (labels sorted, `le` included) → value.
+pub fn samples(text: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (series, value) = line.rsplit_once(' ').expect("sample line");
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            v => v.parse().expect("sample value"),
+        };
+        let key = match series.split_once('{') {
+            None => series.to_owned(),
+            Some((name, labels)) => {
+                let mut pairs = Vec::new();
+                let mut rest = labels.strip_suffix('}').expect("closing brace");
+                while let Some((label, after)) = rest.split_once("=\"") {
+                    let mut value = String::new();
+                    let mut chars = after.char_indices();
+                    let mut end = after.len();
+                    while let Some((i, c)) = chars.next() {
+                        match c {
+                            '\\' => value.extend(chars.next().map(|(_, c)| c)),
+                            '"' => {
+                                end = i + 1;
+                                break;
+                            }
+                            c => value.push(c),
+                        }
+                    }
+                    pairs.push(format!("{}=\"{value}\"", label.trim_start_matches(',')));
+                    rest = &after[end..];
+                }
+                pairs.sort_unstable();
+                format!("{name}{{{}}}", pairs.join(","))
+            }
+        };
+        out.insert(key, value);
+    }
+    out
+}
+
+/// The metric families an exposition declares (`# TYPE` lines).
+pub fn families(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .map(str::to_owned)
+        .collect()
+}

@@ -90,6 +90,8 @@ pub fn live_bridge(cluster: &Cluster, out: &Path, state: &Path, extra: &[&str]) 
         ("--checkpoint", format!("file:{}", state.display())),
         ("--checkpoint-interval", "200ms".to_owned()),
         ("--retention", RETENTION.to_owned()),
+        // Tests run side by side: no fixed admin port.
+        ("--admin-addr", "127.0.0.1:0".to_owned()),
     ];
     let mut command = Command::new(BIN);
     command.args([
