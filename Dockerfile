@@ -8,4 +8,7 @@ FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/kfp-event-bridge /usr/local/bin/kfp-event-bridge
 COPY --from=build /src/examples/recordings /usr/share/kfp-event-bridge/recordings
 USER nonroot
+# The admin server (/healthz, /readyz, /metrics) listens on every interface in a container.
+ENV KFP_BRIDGE_ADMIN_ADDR=0.0.0.0:8080
+EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/kfp-event-bridge"]

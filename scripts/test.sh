@@ -35,7 +35,7 @@ command -v noida-db >/dev/null || { echo "noida-db installed but not on PATH (ad
 
 step "python venv with the CloudEvents SDK"
 venv="$root/.venv"
-if ! "$venv/bin/python" -c 'import cloudevents, jsonschema' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import cloudevents, jsonschema, prometheus_client' 2>/dev/null; then
   if ! python3 -m venv "$venv" 2>/dev/null; then
     apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-venv python3-pip >/dev/null
     python3 -m venv "$venv"
@@ -64,6 +64,17 @@ for recording in examples/recordings/*.jsonl; do
   rm "$out/$name.again"
 done
 "$venv/bin/python" scripts/validate_events.py schemas/event-data.v1.json "$out"/*.jsonl
+
+step "metrics: a replay's /metrics through the Prometheus Python client's OpenMetrics parser"
+port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat examples/recordings/*.jsonl >"$out/metrics-input.jsonl"
+events=$(./target/release/kfp-event-bridge --log warn replay "$out/metrics-input.jsonl" | wc -l)
+# Standard input stays open (sleep) while the script scrapes: the replay is still running.
+{ cat "$out/metrics-input.jsonl"; sleep 5; } | ./target/release/kfp-event-bridge --log warn replay - \
+  --admin-addr "127.0.0.1:$port" --sink "file:$out/metrics-output.jsonl" &
+metrics_pid=$!
+"$venv/bin/python" scripts/check_metrics.py --addr "127.0.0.1:$port" --events "$events"
+wait "$metrics_pid"
 
 step "live memory: 10,000 running workflows of 50 nodes tracked at once, peak RSS under 150 MiB"
 cargo bench --locked --quiet --bench live_memory -- 10000 50 | tee "$state/live_memory.json"

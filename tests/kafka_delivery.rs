@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::Duration;
 use support::bridge::{
-    BIN, Fed, Scratch, all_recordings, read_events, replayed, run_ok, stderr, summaries, wait,
+    BIN, Fed, Scratch, admin_addr, all_recordings, get, read_events, replayed, run_ok, stderr,
+    summaries, wait,
 };
 use support::kafka_server::{KafkaServer, Record};
 
@@ -178,19 +179,63 @@ async fn broker_down_for_30_s_mid_stream_loses_nothing() {
     let want = replayed(&input);
     let mut server = KafkaServer::start("outage");
     let sink = format!("kafka://{}/kfp.outage", server.bootstrap());
-    let mut fed = Fed::start(&input, &sink);
+    let admin = ["--admin-addr", "127.0.0.1:0", "--health-interval", "1s"];
+    let mut fed = Fed::start_with(&input, &sink, &admin);
+    let addr = admin_addr(&mut fed.child).await;
     let before = server
         .consume("kfp.outage", 1, Duration::from_secs(30))
         .len();
     assert!(before > 0, "nothing arrived before the outage");
+    assert_eq!(
+        get(&addr, "/readyz").await.0,
+        200,
+        "ready before the outage"
+    );
     server.stop();
-    fed.rest();
-    tokio::time::sleep(Duration::from_secs(30)).await;
+    let stopped = std::time::Instant::now();
+    fed.rest_open();
+    // Not ready within the health interval plus the metadata request's 5 s, naming the sink.
+    let body = loop {
+        let (status, body) = get(&addr, "/readyz").await;
+        if status == 503 {
+            break body;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(10),
+            "still ready: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("not ready {:?} after the broker stopped", stopped.elapsed());
+    assert!(
+        body.contains(&format!("FAIL sink kafka://{}", server.bootstrap())),
+        "{body}"
+    );
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(stopped.elapsed())).await;
     assert!(
         fed.child.try_wait().expect("poll").is_none(),
         "the bridge waits for the broker"
     );
+    assert_eq!(
+        get(&addr, "/readyz").await.0,
+        503,
+        "not ready during the outage"
+    );
     server.resume();
+    let resumed = std::time::Instant::now();
+    loop {
+        let (status, body) = get(&addr, "/readyz").await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            resumed.elapsed() < Duration::from_secs(30),
+            "not ready again: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("ready {:?} after the broker resumed", resumed.elapsed());
+    fed.close();
     let status = wait(&mut fed.child, Duration::from_secs(120)).await;
     let log = stderr(&mut fed.child);
     assert!(status.success(), "{log}");

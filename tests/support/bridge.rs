@@ -220,6 +220,11 @@ pub struct Fed {
 
 impl Fed {
     pub fn start(input: &Path, sink: &str) -> Self {
+        Self::start_with(input, sink, &[])
+    }
+
+    /// As [`Fed::start`], with more arguments for the bridge.
+    pub fn start_with(input: &Path, sink: &str, extra: &[&str]) -> Self {
         let lines: Vec<String> = std::fs::read_to_string(input)
             .expect("input")
             .lines()
@@ -237,6 +242,7 @@ impl Fed {
                     "--log-format",
                     "json",
                 ])
+                .args(extra)
                 .env_clear()
                 .stdin(Stdio::piped())
                 .stdout(Stdio::null()),
@@ -256,11 +262,23 @@ impl Fed {
 
     /// Feeds the second half and closes standard input.
     pub fn rest(&mut self) {
-        if let Some(mut stdin) = self.stdin.take() {
-            for line in &self.rest {
+        self.rest_open();
+        self.close();
+    }
+
+    /// Feeds the second half, leaving standard input open (the replay keeps running).
+    pub fn rest_open(&mut self) {
+        if let Some(stdin) = self.stdin.as_mut() {
+            for line in std::mem::take(&mut self.rest) {
                 writeln!(stdin, "{line}").expect("feed");
             }
+            stdin.flush().expect("flush");
         }
+    }
+
+    /// Closes standard input: the replay ends once everything is delivered.
+    pub fn close(&mut self) {
+        self.stdin = None;
     }
 }
 
