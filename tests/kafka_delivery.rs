@@ -62,6 +62,14 @@ async fn every_event_reaches_an_independent_consumer_as_the_binding_says() {
     let input = all_recordings(&scratch);
     let want = replayed(&input);
     let server = KafkaServer::start("binding");
+    server
+        .topics(&[
+            "kfp.events",
+            "kfp.argo",
+            "kfp.kubeflow",
+            "kfp.kubeflow-user",
+        ])
+        .await;
     let binary = format!("kafka://{}/kfp.events", server.bootstrap());
     let structured = format!(
         "kafka://{}/kfp.{{namespace}}?mode=structured",
@@ -178,6 +186,7 @@ async fn broker_down_for_30_s_mid_stream_loses_nothing() {
     let input = all_recordings(&scratch);
     let want = replayed(&input);
     let mut server = KafkaServer::start("outage");
+    server.topics(&["kfp.outage"]).await;
     let sink = format!("kafka://{}/kfp.outage", server.bootstrap());
     let admin = ["--admin-addr", "127.0.0.1:0", "--health-interval", "1s"];
     let mut fed = Fed::start_with(&input, &sink, &admin);
@@ -281,6 +290,7 @@ async fn oversize_events_are_dead_lettered_and_bad_sinks_refused_at_start() {
     });
     std::fs::write(&input, format!("{small}\n{big}\n")).expect("input");
     let dead = scratch.path("dead.jsonl");
+    server.topics(&["kfp.limits"]).await;
     let sink = format!("kafka://{}/kfp.limits", server.bootstrap());
     let log = run_ok(
         &[

@@ -51,12 +51,12 @@ async fn scrape_until(addr: &str, done: impl Fn(&BTreeMap<String, f64>) -> bool)
     }
 }
 
-/// Polls `/readyz` until it answers `want` (at most `limit`); returns the body.
-async fn readyz_until(addr: &str, want: u16, limit: Duration) -> String {
+/// Polls `/readyz` until it answers `want` with `needle` in the body (at most `limit`).
+async fn readyz_until(addr: &str, want: u16, needle: &str, limit: Duration) -> String {
     let t0 = Instant::now();
     loop {
         let (status, body) = get(addr, "/readyz").await;
-        if status == want {
+        if status == want && body.contains(needle) {
             return body;
         }
         assert!(
@@ -190,7 +190,7 @@ async fn replay_metrics_count_what_was_published_failed_and_dead_lettered() {
     assert_eq!(value(&s, "kfp_event_bridge_decode_errors_total"), 0.0);
     assert_eq!(value(&s, "kfp_event_bridge_offloaded_workflows_total"), 1.0);
     // A replay has no watches and no leader election: ready once the sinks answered.
-    let body = readyz_until(&addr, 200, Duration::from_secs(10)).await;
+    let body = readyz_until(&addr, 200, "", Duration::from_secs(10)).await;
     assert!(body.contains("sink refuser: ok"), "{body}");
     let (status, body) = get(&addr, "/healthz").await;
     assert_eq!((status, body.as_str()), (200, "ok\n"));
@@ -296,20 +296,22 @@ async fn live_metrics_and_readiness_follow_watches_and_sinks() {
         ],
     );
     let addr = admin_addr(&mut bridge).await;
-    let body = readyz_until(&addr, 503, Duration::from_secs(5)).await;
-    assert!(
-        body.contains("FAIL watch workflows (all namespaces): "),
-        "{body}"
-    );
+    readyz_until(
+        &addr,
+        503,
+        "FAIL watch workflows (all namespaces): ",
+        Duration::from_secs(5),
+    )
+    .await;
     wait_for_log(&mut bridge, "watch failed", Duration::from_secs(10)).await;
-    let body = readyz_until(&addr, 503, Duration::from_secs(5)).await;
+    let body = readyz_until(&addr, 503, "failing", Duration::from_secs(5)).await;
     assert!(
         body.contains("FAIL watch workflows (all namespaces): failing: "),
         "{body}"
     );
     cluster.api.set_unavailable(false);
     wait_for_log(&mut bridge, "watch synced", Duration::from_secs(60)).await;
-    let body = readyz_until(&addr, 200, Duration::from_secs(10)).await;
+    let body = readyz_until(&addr, 200, "", Duration::from_secs(10)).await;
     assert!(
         body.contains("watch workflows (all namespaces): synced"),
         "{body}"
@@ -350,7 +352,7 @@ async fn live_metrics_and_readiness_follow_watches_and_sinks() {
     receiving.abort();
     let _ = receiving.await;
     let t0 = Instant::now();
-    let body = readyz_until(&addr, 503, Duration::from_secs(3)).await;
+    let body = readyz_until(&addr, 503, "sink hook", Duration::from_secs(3)).await;
     println!("sink down seen after {:?}", t0.elapsed());
     assert!(body.contains("FAIL sink hook: "), "{body}");
     let (_, text) = get(&addr, "/metrics").await;
@@ -359,13 +361,13 @@ async fn live_metrics_and_readiness_follow_watches_and_sinks() {
         0.0
     );
     let _back = receiver(&hook, 202).await;
-    let body = readyz_until(&addr, 200, Duration::from_secs(3)).await;
+    let body = readyz_until(&addr, 200, "", Duration::from_secs(3)).await;
     assert!(body.contains("sink hook: ok"), "{body}");
 
     // The API server refuses everything: the watches fail, not ready, naming them.
     cluster.api.set_unavailable(true);
     let t0 = Instant::now();
-    let body = readyz_until(&addr, 503, Duration::from_secs(30)).await;
+    let body = readyz_until(&addr, 503, "watch", Duration::from_secs(30)).await;
     println!("watch failure seen after {:?}", t0.elapsed());
     assert!(
         body.contains("FAIL watch workflows (all namespaces): failing"),
@@ -383,7 +385,7 @@ async fn live_metrics_and_readiness_follow_watches_and_sinks() {
     // Back: the next objects the watches deliver make it ready again.
     let again = many_runs(1);
     cluster.feed(&again[..4]);
-    readyz_until(&addr, 200, Duration::from_secs(40)).await;
+    readyz_until(&addr, 200, "", Duration::from_secs(40)).await;
 
     sigterm(&bridge);
     let status = wait(&mut bridge, Duration::from_secs(30)).await;

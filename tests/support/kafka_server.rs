@@ -1,6 +1,12 @@
 //! A real Kafka-protocol broker for a test (noida-db, a single-broker Kafka 3.8 emulator): loopback
 //! only, its own port and data directory; stopped (and its files removed) when dropped.
 //! `scripts/test.sh` installs it; without it the test fails and says how to get it.
+//!
+//! `KFP_TEST_KAFKA=tansu` runs the same tests against tansu 0.6 instead (a second, independent
+//! Kafka-protocol implementation; `cargo install tansu --version 0.6.0 --locked
+//! --no-default-features --features dynostore`, ~10 min, so not in the default gate). tansu does
+//! not create topics on first use: tests name theirs with [`KafkaServer::topics`]. Its memory
+//! storage does not survive a restart, so the outage test cannot pass on it.
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -57,17 +63,55 @@ impl KafkaServer {
         server
     }
 
+    /// The broker under test: `noida` (default) or `tansu`.
+    pub fn kind() -> String {
+        std::env::var("KFP_TEST_KAFKA").unwrap_or_else(|_| "noida".into())
+    }
+
+    /// Creates these topics (one partition) where the broker does not create topics on first use.
+    pub async fn topics(&self, topics: &[&str]) {
+        if Self::kind() == "tansu" {
+            for topic in topics {
+                self.create_topic(topic, 1).await;
+            }
+        }
+    }
+
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
     /// Starts (again) on the same port with the same data.
     pub fn resume(&mut self) {
-        let child = Command::new("noida-db")
-            .args(["start", "--only", "kafka", "--host", "127.0.0.1", "--kafka-port"])
-            .arg(self.port.to_string())
-            .arg("--data-dir")
-            .arg(self.dir.join("data"))
+        let mut command = if Self::kind() == "tansu" {
+            let url = format!("tcp://127.0.0.1:{}", self.port);
+            let mut tansu = Command::new("tansu");
+            tansu
+                .args(["broker", "--cluster-id", "test", "--listener-url", &url])
+                .args(["--advertised-listener-url", &url])
+                .args(["--storage-engine", "memory://tansu/"])
+                .env_remove("STORAGE_ENGINE")
+                .env_remove("ADVERTISED_LISTENER_URL")
+                .env_remove("LISTENER_URL")
+                .env_remove("CLUSTER_ID");
+            tansu
+        } else {
+            let mut noida = Command::new("noida-db");
+            noida
+                .args([
+                    "start",
+                    "--only",
+                    "kafka",
+                    "--host",
+                    "127.0.0.1",
+                    "--kafka-port",
+                ])
+                .arg(self.port.to_string())
+                .arg("--data-dir")
+                .arg(self.dir.join("data"));
+            noida
+        };
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -86,7 +130,8 @@ impl KafkaServer {
         {
             assert!(
                 t0.elapsed() < Duration::from_secs(20),
-                "noida-db did not start"
+                "{} did not start",
+                Self::kind()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
