@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::Duration;
 use support::bridge::{
-    BIN, Fed, Scratch, admin_addr, all_recordings, get, read_events, replayed, run_ok, stderr,
-    summaries, wait,
+    BIN, Fed, Scratch, admin_addr, all_recordings, get, read_events, readyz_becomes, replayed,
+    run_ok, stderr, summaries, wait,
 };
 use support::kafka_server::{KafkaServer, Record};
 
@@ -204,18 +204,8 @@ async fn broker_down_for_30_s_mid_stream_loses_nothing() {
     let stopped = std::time::Instant::now();
     fed.rest_open();
     // Not ready within the health interval plus the metadata request's 5 s, naming the sink.
-    let body = loop {
-        let (status, body) = get(&addr, "/readyz").await;
-        if status == 503 {
-            break body;
-        }
-        assert!(
-            stopped.elapsed() < Duration::from_secs(10),
-            "still ready: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    eprintln!("not ready {:?} after the broker stopped", stopped.elapsed());
+    let (after, body) = readyz_becomes(&addr, 503, Duration::from_secs(10)).await;
+    eprintln!("not ready {after:?} after the broker stopped");
     assert!(
         body.contains(&format!("FAIL sink kafka://{}", server.bootstrap())),
         "{body}"
@@ -231,19 +221,8 @@ async fn broker_down_for_30_s_mid_stream_loses_nothing() {
         "not ready during the outage"
     );
     server.resume();
-    let resumed = std::time::Instant::now();
-    loop {
-        let (status, body) = get(&addr, "/readyz").await;
-        if status == 200 {
-            break;
-        }
-        assert!(
-            resumed.elapsed() < Duration::from_secs(30),
-            "not ready again: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    eprintln!("ready {:?} after the broker resumed", resumed.elapsed());
+    let (after, _) = readyz_becomes(&addr, 200, Duration::from_secs(30)).await;
+    eprintln!("ready {after:?} after the broker resumed");
     fed.close();
     let status = wait(&mut fed.child, Duration::from_secs(120)).await;
     let log = stderr(&mut fed.child);

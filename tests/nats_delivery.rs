@@ -9,8 +9,8 @@ use async_nats::jetstream::{self, stream};
 use std::process::Command;
 use std::time::Duration;
 use support::bridge::{
-    BIN, Fed, Scratch, all_recordings, assert_same_as_replay, bridge, read_events, replayed,
-    run_ok, stderr, summaries, wait,
+    BIN, Fed, Scratch, admin_addr, all_recordings, assert_same_as_replay, bridge, get, read_events,
+    readyz_becomes, replayed, run_ok, stderr, summaries, wait,
 };
 use support::nats_server::NatsServer;
 
@@ -111,7 +111,9 @@ async fn server_down_for_30_s_mid_stream_loses_nothing() {
     let mut server = NatsServer::start("outage", None);
     let mut stream = stream_named(&server.url(), "KFP", &["kfp.>"]).await;
     let sink = format!("{}/kfp.{{namespace}}.{{type}}", server.url());
-    let mut fed = Fed::start(&input, &sink);
+    let admin = ["--admin-addr", "127.0.0.1:0", "--health-interval", "1s"];
+    let mut fed = Fed::start_with(&input, &sink, &admin);
+    let addr = admin_addr(&mut fed.child).await;
     // Wait until the first half is stored, then take the server away.
     for _ in 0..200 {
         if stream.info().await.expect("info").state.messages > 0 {
@@ -121,14 +123,28 @@ async fn server_down_for_30_s_mid_stream_loses_nothing() {
     }
     let before = stream.info().await.expect("info").state.messages;
     assert!(before > 0, "nothing arrived before the outage");
+    readyz_becomes(&addr, 200, Duration::from_secs(5)).await;
     server.stop();
-    fed.rest();
-    tokio::time::sleep(Duration::from_secs(30)).await;
+    let stopped = std::time::Instant::now();
+    fed.rest_open();
+    // The client notices the lost connection; the next health check says so, naming the sink.
+    let (after, body) = readyz_becomes(&addr, 503, Duration::from_secs(10)).await;
+    eprintln!("not ready {after:?} after the server stopped");
+    assert!(body.contains("FAIL sink nats://"), "{body}");
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(stopped.elapsed())).await;
     assert!(
         fed.child.try_wait().expect("poll").is_none(),
         "the bridge waits for the server"
     );
+    assert_eq!(
+        get(&addr, "/readyz").await.0,
+        503,
+        "not ready during the outage"
+    );
     server.resume();
+    let (after, _) = readyz_becomes(&addr, 200, Duration::from_secs(30)).await;
+    eprintln!("ready {after:?} after the server resumed");
+    fed.close();
     let status = wait(&mut fed.child, Duration::from_secs(90)).await;
     let log = stderr(&mut fed.child);
     assert!(status.success(), "{log}");

@@ -387,3 +387,19 @@ pub fn families(text: &str) -> BTreeSet<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// Polls `/readyz` until it answers `want`: how long that took, and the body. Panics after `limit`.
+pub async fn readyz_becomes(addr: &str, want: u16, limit: Duration) -> (Duration, String) {
+    let t0 = Instant::now();
+    loop {
+        let (status, body) = get(addr, "/readyz").await;
+        if status == want {
+            return (t0.elapsed(), body);
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "/readyz still {status} after {limit:?}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
