@@ -6,7 +6,8 @@
 //! Kafka-protocol implementation; `cargo install tansu --version 0.6.0 --locked
 //! --no-default-features --features dynostore`, ~10 min, so not in the default gate). tansu does
 //! not create topics on first use: tests name theirs with [`KafkaServer::topics`]. Its memory
-//! storage does not survive a restart, so the outage test cannot pass on it.
+//! storage does not survive a restart, so there an outage is the broker frozen (SIGSTOP: its
+//! connections hang, requests time out) and thawed (SIGCONT) rather than stopped and restarted.
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -81,8 +82,14 @@ impl KafkaServer {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// Starts (again) on the same port with the same data.
+    /// Starts (again) on the same port with the same data (tansu: thaws the frozen broker).
     pub fn resume(&mut self) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+            return;
+        }
         let mut command = if Self::kind() == "tansu" {
             let url = format!("tcp://127.0.0.1:{}", self.port);
             let mut tansu = Command::new("tansu");
@@ -137,8 +144,20 @@ impl KafkaServer {
         }
     }
 
-    /// Stops the broker (SIGTERM, so it saves its data) and waits for it.
+    /// Stops the broker (SIGTERM, so it saves its data) and waits for it (tansu: freezes it).
     pub fn stop(&mut self) {
+        if Self::kind() == "tansu"
+            && let Some(child) = &self.child
+        {
+            let _ = Command::new("kill")
+                .args(["-STOP", &child.id().to_string()])
+                .status();
+            return;
+        }
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
@@ -227,7 +246,12 @@ impl KafkaServer {
 
 impl Drop for KafkaServer {
     fn drop(&mut self) {
-        self.stop();
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+        }
+        self.shutdown();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
