@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Writes a large recording for throughput measurements: the bundled recordings repeated with
-fresh workflow names and uids until at least --lines watch lines (default 100000).
+fresh workflow names, uids and KFP run ids until at least --lines watch lines (default 100000).
+Fresh run ids matter: the run id is the `partitionkey`, and copies sharing one would look like a
+few very long runs to the delivery engine's per-run ordering.
 
 Usage: gen_large_recording.py OUT [--lines N]
 """
@@ -22,6 +24,9 @@ for path in recordings:
         obj = json.loads(line)["object"]
         if obj["kind"] == "Workflow":
             names.add(obj["metadata"]["name"]); uids.add(obj["metadata"]["uid"])
+            run_id = obj["metadata"].get("labels", {}).get("pipeline/runid")
+            if run_id:
+                uids.add(run_id)
         else:
             names.add(obj["involvedObject"]["name"]); uids.add(obj["involvedObject"]["uid"])
     templates.append((lines, sorted(names), sorted(uids)))
