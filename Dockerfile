@@ -2,12 +2,12 @@
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin kfp-event-bridge
+RUN cargo build --release --locked
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/kfp-event-bridge /usr/local/bin/kfp-event-bridge
 COPY --from=build /src/examples/recordings /usr/share/kfp-event-bridge/recordings
-USER nonroot
+USER 65532:65532
 # The admin server (/healthz, /readyz, /metrics) listens on every interface in a container.
 ENV KFP_BRIDGE_ADMIN_ADDR=0.0.0.0:8080
 EXPOSE 8080

@@ -52,8 +52,32 @@ cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 step "cargo test"
 cargo test --workspace --all-features --locked
 
+step "deploy: Dockerfile lint (hadolint), every overlay rendered (kubectl kustomize), validated against Kubernetes 1.33 (kubernetes-validate) and checked (checkov)"
+command -v kubectl >/dev/null || {
+  [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
+}
+deploy_venv="$root/.venv-deploy"
+if ! "$deploy_venv/bin/python" -c 'import kubernetes_validate, checkov' 2>/dev/null || [ ! -x "$deploy_venv/bin/hadolint" ]; then
+  python3 -m venv "$deploy_venv"
+  "$deploy_venv/bin/pip" install -q -r scripts/requirements-deploy.txt
+fi
+"$deploy_venv/bin/hadolint" Dockerfile
+rendered="$state/deploy"
+rm -rf "$rendered" && mkdir -p "$rendered"
+for overlay in deploy/overlays/*/; do
+  kubectl kustomize "$overlay" >"$rendered/$(basename "$overlay").yaml"
+done
+"$deploy_venv/bin/kubernetes-validate" --strict --kubernetes-version 1.33.0 --quiet "$rendered"/*.yaml
+"$deploy_venv/bin/checkov" -d "$rendered" --framework kubernetes --compact --quiet --skip-download
+
 step "replay every bundled recording; validate with the CloudEvents Python SDK"
 cargo build --release --locked --quiet
+# The image builds with the same command and runs the binary on distroless/cc-debian12, which has
+# glibc, libgcc_s, libstdc++, libssl3 and libgomp: nothing else may be linked dynamically.
+grep -qx 'RUN cargo build --release --locked' Dockerfile || { echo "Dockerfile: build command differs" >&2; exit 1; }
+unexpected=$(ldd target/release/kfp-event-bridge | awk '{print $1}' | grep -vE '^(linux-vdso\.so\.1|/lib64/ld-linux-x86-64\.so\.2|lib(c|m|dl|rt|pthread)\.so\.[0-9]+|libgcc_s\.so\.1|libstdc\+\+\.so\.6|lib(ssl|crypto)\.so\.3|libgomp\.so\.1)$' || true)
+[ -z "$unexpected" ] || { echo "linked dynamically but not in distroless/cc-debian12: $unexpected" >&2; exit 1; }
 out="$state/replay"
 rm -rf "$out" && mkdir -p "$out"
 for recording in examples/recordings/*.jsonl; do

@@ -1,0 +1,170 @@
+//! The RBAC rules in `deploy/` cover exactly the API calls the bridge makes, no more: the binary
+//! runs against the fake API server with everything that calls the API switched on (watches,
+//! ConfigMap checkpoint, leader election, a clean shutdown releasing the Lease), and every request
+//! it made, as (API group, resource, verb), must be granted — and every grant must have been used.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+mod support;
+
+use support::bridge::{Scratch, stderr, wait};
+use support::live::{Cluster, count_lines, live_bridge, many_runs, settle, sigterm, wait_for_log};
+
+type Grant = (String, String, String);
+
+/// `(group, resource, verb)` of one request line of the fake (`GET /apis/…[?watch]`).
+fn grant_of(request: &str) -> Option<Grant> {
+    let (method, rest) = request.split_once(' ')?;
+    let (path, watching) = match rest.strip_suffix("?watch") {
+        Some(path) => (path, true),
+        None => (rest, false),
+    };
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    // /api/v1/… (core) or /apis/GROUP/VERSION/…; discovery (/api, /apis, /version) is not RBAC'd.
+    let (group, rest) = match segments.as_slice() {
+        ["api", _version, rest @ ..] => ("", rest),
+        ["apis", group, _version, rest @ ..] => (*group, rest),
+        _ => return None,
+    };
+    let (resource, named) = match rest {
+        ["namespaces", _ns, resource, _name] => (*resource, true),
+        ["namespaces", _ns, resource] => (*resource, false),
+        [resource, _name] => (*resource, true),
+        [resource] => (*resource, false),
+        _ => return None,
+    };
+    let verb = match (method, named, watching) {
+        ("GET", _, true) => "watch",
+        ("GET", true, false) => "get",
+        ("GET", false, false) => "list",
+        ("POST", _, _) => "create",
+        ("PUT", _, _) => "update",
+        ("PATCH", _, _) => "patch",
+        ("DELETE", _, _) => "delete",
+        _ => return None,
+    };
+    Some((group.to_owned(), resource.to_owned(), verb.to_owned()))
+}
+
+/// Every (group, resource, verb) a Role or ClusterRole file grants.
+fn granted(path: &str) -> BTreeSet<Grant> {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    let role: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&file).expect("role file")).expect("YAML");
+    let list = |v: &serde_yaml::Value| -> Vec<String> {
+        v.as_sequence()
+            .expect("list")
+            .iter()
+            .map(|s| s.as_str().expect("string").to_owned())
+            .collect()
+    };
+    let mut out = BTreeSet::new();
+    for rule in role["rules"].as_sequence().expect("rules") {
+        for group in list(&rule["apiGroups"]) {
+            for resource in list(&rule["resources"]) {
+                for verb in list(&rule["verbs"]) {
+                    assert!(
+                        group != "*" && resource != "*" && verb != "*",
+                        "{path}: no wildcards"
+                    );
+                    out.insert((group.clone(), resource.clone(), verb));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn request_paths_map_to_grants() {
+    let g = |s: &str| grant_of(s).map(|(a, b, c)| format!("{a}/{b}/{c}"));
+    assert_eq!(
+        g("GET /apis/argoproj.io/v1alpha1/workflows?watch").as_deref(),
+        Some("argoproj.io/workflows/watch")
+    );
+    assert_eq!(g("GET /api/v1/events").as_deref(), Some("/events/list"));
+    assert_eq!(
+        g("PUT /apis/coordination.k8s.io/v1/namespaces/ns/leases/l").as_deref(),
+        Some("coordination.k8s.io/leases/update")
+    );
+    assert_eq!(
+        g("GET /api/v1/namespaces/ns/configmaps/c").as_deref(),
+        Some("/configmaps/get")
+    );
+    assert_eq!(g("GET /apis").as_deref(), None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rbac_rules_cover_exactly_the_calls_the_bridge_makes() {
+    let scratch = Scratch::new("rbac");
+    let cluster = Cluster::start(&scratch).await;
+    let lines = many_runs(1);
+    let out = scratch.path("out.jsonl");
+    let mut bridge = live_bridge(
+        &cluster,
+        &out,
+        &scratch.path("unused"),
+        &[
+            "--checkpoint",
+            "configmap:default/kfp-event-bridge-checkpoint",
+            "--leader-election",
+            "--leader-election-namespace",
+            "default",
+            "--lease-duration",
+            "3s",
+            "--renew-deadline",
+            "2s",
+            "--lease-retry-period",
+            "500ms",
+        ],
+    );
+    wait_for_log(&mut bridge, "watch synced", Duration::from_secs(30)).await;
+    cluster.feed(&lines);
+    settle(&out, 1, Duration::from_secs(3), Duration::from_secs(60)).await;
+    assert!(count_lines(&out) > 0);
+    // Renewals happen, checkpoint shards are written (created, then updated); another writer
+    // changes every shard, so the next writes conflict and the bridge reads them back (get).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for n in 0..32 {
+        let name = format!("kfp-event-bridge-checkpoint-{n:02}");
+        let shard = cluster
+            .api
+            .get(fake_apiserver::Kind::ConfigMap, "default", &name)
+            .unwrap_or_else(|| {
+                serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": name, "namespace": "default"}, "data": {}})
+            });
+        cluster.api.apply(shard);
+    }
+    cluster.feed(&many_runs(2)[lines.len()..]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sigterm(&bridge);
+    let status = wait(&mut bridge, Duration::from_secs(30)).await;
+    assert!(status.success(), "{}", stderr(&mut bridge));
+
+    let used: BTreeSet<Grant> = cluster
+        .api
+        .requests()
+        .keys()
+        .filter_map(|r| grant_of(r))
+        .collect();
+    let mut rules = granted("deploy/base/role.yaml");
+    let watch = granted("deploy/overlays/cluster/clusterrole.yaml");
+    assert_eq!(
+        watch,
+        granted("deploy/overlays/namespace/role.yaml"),
+        "the namespace overlay grants in one namespace what the cluster overlay grants in all"
+    );
+    rules.extend(watch);
+    let missing: Vec<_> = used.difference(&rules).collect();
+    assert!(
+        missing.is_empty(),
+        "calls the RBAC rules do not grant: {missing:?}"
+    );
+    let unused: Vec<_> = rules.difference(&used).collect();
+    assert!(
+        unused.is_empty(),
+        "grants the bridge never used: {unused:?}"
+    );
+}
