@@ -3,14 +3,13 @@
 
 use crate::app::AppError;
 use crate::cli::AdminArgs;
-use crate::delivery::LaneStats;
+use crate::delivery::Delivery;
 use crate::metrics::Metrics;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use sink_core::Sink;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -99,13 +98,11 @@ impl Admin {
         }))
     }
 
-    /// Registers the lanes and checks each route's sink every health interval (logging when a
-    /// sink goes down or comes back).
-    pub fn sinks(&mut self, sinks: &[(String, Arc<dyn Sink>)], lanes: &[(String, Arc<LaneStats>)]) {
-        self.metrics.sinks(lanes);
-        for (index, (name, sink)) in sinks.iter().enumerate() {
-            let sink = Arc::clone(sink);
-            let name = name.clone();
+    /// Registers the delivery's lanes and checks each lane's sink every health interval (logging
+    /// when a sink goes down or comes back).
+    pub fn watch_delivery(&mut self, delivery: &Delivery) {
+        self.metrics.sinks(&delivery.stats());
+        for (index, (name, sink)) in delivery.sinks().into_iter().enumerate() {
             let metrics = Arc::clone(&self.metrics);
             let every = self.health_interval;
             self.tasks.push(tokio::spawn(async move {

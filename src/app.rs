@@ -173,14 +173,10 @@ async fn deliver(
     mut rx: tokio::sync::mpsc::Receiver<Vec<cloudevents::Event>>,
     admin: Option<&mut Admin>,
 ) -> Delivered {
-    let checked: Vec<_> = routes
-        .iter()
-        .map(|r| (r.name.clone(), Arc::clone(&r.sink)))
-        .collect();
     let mut delivery = Delivery::start(routes, dead_letter, &plan.lanes, &plan.retry);
     let lanes = delivery.stats();
     if let Some(admin) = admin {
-        admin.sinks(&checked, &lanes);
+        admin.watch_delivery(&delivery);
     }
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);

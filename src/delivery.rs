@@ -358,6 +358,14 @@ impl Delivery {
             .collect()
     }
 
+    /// Each lane's name and sink.
+    pub fn sinks(&self) -> Vec<(String, Arc<dyn Sink>)> {
+        self.lanes
+            .iter()
+            .map(|l| (l.name.clone(), Arc::clone(&l.sink)))
+            .collect()
+    }
+
     /// Events no sink's filter selected.
     pub fn unrouted(&self) -> u64 {
         self.unrouted

@@ -179,11 +179,6 @@ pub async fn run(args: &RunArgs) -> Result<(Outcome, ReplayReport), AppError> {
     }
 
     let sinks = open_sinks(&plan).await?;
-    let checked: Vec<_> = sinks
-        .0
-        .iter()
-        .map(|r| (r.name.clone(), Arc::clone(&r.sink)))
-        .collect();
     let checkpoint = Checkpoint::open(&spec, Some(&client))
         .await
         .map_err(AppError::Live)?;
@@ -201,7 +196,7 @@ pub async fn run(args: &RunArgs) -> Result<(Outcome, ReplayReport), AppError> {
     let delivery = Delivery::start(sinks.0, sinks.1, &plan.lanes, &plan.retry);
     let lanes = delivery.stats();
     if let Some(admin) = admin.as_mut() {
-        admin.sinks(&checked, &lanes);
+        admin.watch_delivery(&delivery);
     }
     let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
     let (watch_ids, mut inputs) = live::watch(&client, &args.watch.config());

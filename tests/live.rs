@@ -393,13 +393,11 @@ async fn a_standby_takes_over_from_a_killed_leader_without_gaps() {
                 "default",
                 "--leader-election-identity",
                 id,
-                "--lease-duration",
-                "3s",
-                "--renew-deadline",
-                "2s",
-                "--lease-retry-period",
-                "500ms",
-            ],
+            ]
+            .iter()
+            .chain(&FAST_LEASE)
+            .copied()
+            .collect::<Vec<_>>(),
         )
     };
     let (out_a, out_b) = (scratch.path("a.jsonl"), scratch.path("b.jsonl"));

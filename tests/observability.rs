@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 mod support;
 
 use support::bridge::{
-    BIN, Scratch, admin_addr, all_recordings, families, get, replayed, samples, spawn_logged,
-    stderr, wait,
+    BIN, Scratch, admin_addr, all_recordings, families, get, readyz_becomes, replayed, samples,
+    spawn_logged, stderr, wait,
 };
 use support::live::{Cluster, count_lines, live_bridge, many_runs, sigterm, wait_for_log};
 
@@ -51,20 +51,9 @@ async fn scrape_until(addr: &str, done: impl Fn(&BTreeMap<String, f64>) -> bool)
     }
 }
 
-/// Polls `/readyz` until it answers `want` with `needle` in the body (at most `limit`).
+/// `/readyz` answers `want` with `needle` in its body within `limit`: the body.
 async fn readyz_until(addr: &str, want: u16, needle: &str, limit: Duration) -> String {
-    let t0 = Instant::now();
-    loop {
-        let (status, body) = get(addr, "/readyz").await;
-        if status == want && body.contains(needle) {
-            return body;
-        }
-        assert!(
-            t0.elapsed() < limit,
-            "/readyz still {status} after {limit:?}:\n{body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    readyz_becomes(addr, want, needle, limit).await.1
 }
 
 fn value(samples: &BTreeMap<String, f64>, key: &str) -> f64 {

@@ -9,7 +9,9 @@ use std::time::Duration;
 mod support;
 
 use support::bridge::{Scratch, stderr, wait};
-use support::live::{Cluster, count_lines, live_bridge, many_runs, settle, sigterm, wait_for_log};
+use support::live::{
+    Cluster, FAST_LEASE, count_lines, live_bridge, many_runs, settle, sigterm, wait_for_log,
+};
 
 type Grant = (String, String, String);
 
@@ -111,13 +113,11 @@ async fn rbac_rules_cover_exactly_the_calls_the_bridge_makes() {
             "--leader-election",
             "--leader-election-namespace",
             "default",
-            "--lease-duration",
-            "3s",
-            "--renew-deadline",
-            "2s",
-            "--lease-retry-period",
-            "500ms",
-        ],
+        ]
+        .iter()
+        .chain(&FAST_LEASE)
+        .copied()
+        .collect::<Vec<_>>(),
     );
     wait_for_log(&mut bridge, "watch synced", Duration::from_secs(30)).await;
     cluster.feed(&lines);

@@ -276,6 +276,27 @@ impl Fed {
         }
     }
 
+    /// The broker was just stopped: feeds the second half and holds the outage for 30 s, checking
+    /// that the replay waits and that `/readyz` (at `addr`) turns 503 naming `sink` within 10 s
+    /// and stays so.
+    pub async fn outage(&mut self, addr: &str, sink: &str) {
+        let stopped = Instant::now();
+        self.rest_open();
+        let needle = format!("FAIL sink {sink}");
+        let (after, _) = readyz_becomes(addr, 503, &needle, Duration::from_secs(10)).await;
+        eprintln!("not ready {after:?} after the broker stopped");
+        tokio::time::sleep(Duration::from_secs(30).saturating_sub(stopped.elapsed())).await;
+        assert!(
+            self.child.try_wait().expect("poll").is_none(),
+            "the bridge waits for the broker"
+        );
+        assert_eq!(
+            get(addr, "/readyz").await.0,
+            503,
+            "not ready during the outage"
+        );
+    }
+
     /// Closes standard input: the replay ends once everything is delivered.
     pub fn close(&mut self) {
         self.stdin = None;
@@ -388,12 +409,18 @@ pub fn families(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// Polls `/readyz` until it answers `want`: how long that took, and the body. Panics after `limit`.
-pub async fn readyz_becomes(addr: &str, want: u16, limit: Duration) -> (Duration, String) {
+/// Polls `/readyz` until it answers `want` with `needle` in its body: how long that took, and
+/// the body. Panics after `limit`.
+pub async fn readyz_becomes(
+    addr: &str,
+    want: u16,
+    needle: &str,
+    limit: Duration,
+) -> (Duration, String) {
     let t0 = Instant::now();
     loop {
         let (status, body) = get(addr, "/readyz").await;
-        if status == want {
+        if status == want && body.contains(needle) {
             return (t0.elapsed(), body);
         }
         assert!(

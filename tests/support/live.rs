@@ -11,6 +11,16 @@ use std::time::{Duration, Instant};
 /// Far enough back that the bundled recordings' runs are not history.
 pub const RETENTION: &str = "3650d";
 
+/// Leader-election timings short enough for a test.
+pub const FAST_LEASE: [&str; 6] = [
+    "--lease-duration",
+    "3s",
+    "--renew-deadline",
+    "2s",
+    "--lease-retry-period",
+    "500ms",
+];
+
 pub struct Cluster {
     pub api: FakeApiServer,
     pub kubeconfig: PathBuf,
