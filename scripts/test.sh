@@ -14,6 +14,14 @@ mkdir -p "$state"
 
 step() { printf '\n== %s\n' "$*"; }
 
+step "free disk space (a clean build of the suite takes about 5 GiB in target/)"
+need_kib=$((6 * 1024 * 1024))
+free_kib=$(df -Pk "$root" | awk 'NR == 2 { print $4 }')
+if [ "$free_kib" -lt "$need_kib" ]; then
+  echo "only $((free_kib / 1024)) MiB free under $root; the build and the tests need about 6 GiB" >&2
+  exit 1
+fi
+
 step "toolchain components"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 command -v cargo-clippy >/dev/null || { echo "clippy missing and could not be installed" >&2; exit 1; }
