@@ -14,7 +14,7 @@ mkdir -p "$state"
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "free disk space (a clean build of the suite takes about 5 GiB in target/)"
+step "free disk space (a clean build of the suite takes about 4 GiB in target/)"
 need_kib=$((6 * 1024 * 1024))
 free_kib=$(df -Pk "$root" | awk 'NR == 2 { print $4 }')
 if [ "$free_kib" -lt "$need_kib" ]; then

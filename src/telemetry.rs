@@ -8,6 +8,8 @@ pub enum LogFormat {
     Json,
 }
 
+const QUIET_RETURNS: &str = "lapin::returned_messages=error";
+
 /// Installs the global subscriber. `filter` uses `RUST_LOG` syntax, e.g.
 /// `info,kfp_event_bridge=debug`; without one, `RUST_LOG` is read, else `info` applies.
 pub fn init(format: LogFormat, filter: Option<&str>) {
@@ -19,10 +21,15 @@ pub fn init(format: LogFormat, filter: Option<&str>) {
                 .filter(|f| !f.trim().is_empty())
         })
         .unwrap_or_else(|| "info".to_owned());
-    let (filter, bad) = match EnvFilter::try_new(&text) {
+    let (mut filter, bad) = match EnvFilter::try_new(&text) {
         Ok(filter) => (filter, None),
         Err(err) => (EnvFilter::new("info"), Some(err)),
     };
+    // lapin warns about every message the broker returns (unroutable) with the whole message,
+    // body bytes and all; the AMQP sink reports it itself (undeliverable, with the reply code).
+    if !text.contains("lapin") {
+        filter = filter.add_directive(QUIET_RETURNS.parse().expect("valid directive"));
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
