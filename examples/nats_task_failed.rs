@@ -11,7 +11,7 @@
 mod common;
 
 use anyhow::Context;
-use async_nats::jetstream::{self, consumer::pull};
+use async_nats::jetstream::{self, consumer::pull, stream};
 use clap::Parser;
 use futures_util::StreamExt;
 
@@ -22,6 +22,9 @@ struct Args {
     /// The stream that captures the bridge's subjects (e.g. one created for `kfp.>`).
     #[arg(long, default_value = "KFP")]
     stream: String,
+    /// Subjects of the stream when this consumer creates it.
+    #[arg(long, default_value = "kfp.>")]
+    subjects: String,
     #[arg(long, default_value = "kfp.*.task.failed")]
     filter: String,
     /// Durable consumer name: the server remembers what it acknowledged.
@@ -38,8 +41,14 @@ async fn main() -> anyhow::Result<()> {
     let client = async_nats::connect(&args.server)
         .await
         .with_context(|| format!("connecting to {}", args.server))?;
+    // The stream as it is when it exists; else created to capture `--subjects` (the bridge's
+    // JetStream sink refuses to start while no stream captures its subjects).
     let stream = jetstream::new(client)
-        .get_stream(&args.stream)
+        .get_or_create_stream(stream::Config {
+            name: args.stream.clone(),
+            subjects: vec![args.subjects.clone()],
+            ..Default::default()
+        })
         .await
         .with_context(|| format!("stream {}", args.stream))?;
     let consumer = stream
@@ -63,6 +72,10 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let stop = common::shutdown();
     tokio::pin!(stop);
+    eprintln!(
+        "consuming {} from stream {} as {}",
+        args.filter, args.stream, args.durable
+    );
     let mut seen = 0;
     while args.count.is_none_or(|count| seen < count) {
         let message = tokio::select! {
