@@ -1,0 +1,161 @@
+//! The NATS sink against nats-servers that demand credentials: mutual TLS with a private CA plus
+//! user/password in the URI or an NKey seed file; a token file. Wrong credentials and a missing
+//! client certificate are refused at start, naming the sink, with no secret in the log. The PKI is
+//! made by the `openssl` command for each run.
+
+mod support;
+
+use async_nats::jetstream::{self, stream};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+use support::bridge::{BIN, Scratch, all_recordings, bridge, replayed, stderr, summaries, wait};
+use support::nats_server::NatsServer;
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files in `dir`.
+fn pki(dir: &Path) {
+    let script = r#"
+        set -e
+        key="-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes"
+        openssl req -x509 $key -keyout ca.key -out ca.pem -days 2 -subj /CN=nats-test-ca
+        for pair in server:subjectAltName=IP:127.0.0.1 client:extendedKeyUsage=clientAuth; do
+          name=${pair%%:*}
+          openssl req -x509 $key -keyout "$name.key" -out "$name.pem" -days 2 -subj "/CN=$name" \
+            -CA ca.pem -CAkey ca.key -addext "${pair#*:}" -addext basicConstraints=critical,CA:FALSE
+        done
+    "#;
+    let out = Command::new("sh")
+        .args(["-c", script])
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Publishes `input` through `sink`; how many events the sink delivered.
+async fn delivered(input: &Path, sink: &str) -> u64 {
+    let mut child = bridge(
+        &["replay", &input.display().to_string(), "--sink", sink],
+        &[],
+    );
+    let status = wait(&mut child, Duration::from_secs(60)).await;
+    let log = stderr(&mut child);
+    assert!(status.success(), "{sink}: {log}");
+    summaries(&log)
+        .values()
+        .next()
+        .and_then(|s| s["delivered"].as_u64())
+        .expect("sink summary")
+}
+
+/// `replay` with `sink` must fail at start; its standard error.
+fn refused(input: &Path, sink: &str) -> String {
+    let out = Command::new(BIN)
+        .args(["replay", &input.display().to_string(), "--sink", sink])
+        .env_clear()
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{sink}: {err}");
+    err
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_with_password_or_nkey_and_a_token() {
+    let scratch = Scratch::new("nats-auth");
+    let input = all_recordings(&scratch);
+    let want = replayed(&input).len() as u64;
+    pki(&scratch.0);
+    let p = |name: &str| scratch.path(name).display().to_string();
+    let user = nkeys::KeyPair::new_user();
+    std::fs::write(scratch.path("user.nk"), user.seed().expect("seed") + "\n").expect("seed file");
+    let config = format!(
+        r#"
+        tls {{ cert_file: "{}", key_file: "{}", ca_file: "{}", verify: true }}
+        authorization {{ users: [ {{ user: bridge, password: "pw-7f3a1c" }}, {{ nkey: {} }} ] }}
+        "#,
+        p("server.pem"),
+        p("server.key"),
+        p("ca.pem"),
+        user.public_key()
+    );
+    let server = NatsServer::start("auth-tls", Some(&config));
+    let client =
+        async_nats::ConnectOptions::with_user_and_password("bridge".into(), "pw-7f3a1c".into())
+            .require_tls(true)
+            .add_root_certificates(p("ca.pem").into())
+            .add_client_certificate(p("client.pem").into(), p("client.key").into())
+            .connect(format!("127.0.0.1:{}", server.port))
+            .await
+            .expect("test client connects with TLS and a password");
+    let mut stream = jetstream::new(client)
+        .create_stream(stream::Config {
+            name: "KFP".to_owned(),
+            subjects: vec!["kfp.>".to_owned()],
+            ..Default::default()
+        })
+        .await
+        .expect("stream");
+    let tls = format!(
+        "ca_file={}&cert_file={}&key_file={}",
+        p("ca.pem"),
+        p("client.pem"),
+        p("client.key")
+    );
+    let at = format!("127.0.0.1:{}/kfp.{{namespace}}.{{type}}", server.port);
+
+    let with_password = format!("tls://bridge:pw-7f3a1c@{at}?{tls}");
+    assert_eq!(delivered(&input, &with_password).await, want);
+    let with_nkey = format!("tls://{at}?nkey_file={}&{tls}", p("user.nk"));
+    assert_eq!(delivered(&input, &with_nkey).await, want);
+    // The second run's ids were de-duplicated by the server: each stored once.
+    assert_eq!(stream.info().await.expect("info").state.messages, want);
+
+    let err = refused(&input, &format!("tls://bridge:wrong-pw-55e1@{at}?{tls}"));
+    assert!(err.contains("tls://***@127.0.0.1"), "names the sink: {err}");
+    assert!(err.to_lowercase().contains("authorization"), "{err}");
+    assert!(
+        !err.contains("wrong-pw-55e1"),
+        "the password is never logged: {err}"
+    );
+    // Without the client certificate the server's TLS handshake refuses the connection.
+    let err = refused(
+        &input,
+        &format!("tls://bridge:pw-7f3a1c@{at}?ca_file={}", p("ca.pem")),
+    );
+    assert!(err.contains("tls://***@127.0.0.1"), "names the sink: {err}");
+    assert!(!err.contains("pw-7f3a1c"), "{err}");
+
+    let server = NatsServer::start(
+        "auth-token",
+        Some(r#"authorization { token: "tok-91c2d8" }"#),
+    );
+    let client = async_nats::ConnectOptions::with_token("tok-91c2d8".into())
+        .connect(server.url())
+        .await
+        .expect("test client connects with the token");
+    jetstream::new(client)
+        .create_stream(stream::Config {
+            name: "KFP".to_owned(),
+            subjects: vec!["kfp.>".to_owned()],
+            ..Default::default()
+        })
+        .await
+        .expect("stream");
+    std::fs::write(scratch.path("token"), "tok-91c2d8\n").expect("token file");
+    let subject = "kfp.{namespace}.{type}";
+    let with_token = format!("{}/{subject}?token_file={}", server.url(), p("token"));
+    assert_eq!(delivered(&input, &with_token).await, want);
+    let err = refused(
+        &input,
+        &format!("nats://tok-bad-0042@127.0.0.1:{}/{subject}", server.port),
+    );
+    assert!(
+        !err.contains("tok-bad-0042"),
+        "the token is never logged: {err}"
+    );
+}
