@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use sink_core::Sink;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -104,30 +105,57 @@ impl Admin {
         self.metrics.sinks(&delivery.stats());
         for (index, (name, sink)) in delivery.sinks().into_iter().enumerate() {
             let metrics = Arc::clone(&self.metrics);
-            let every = self.health_interval;
-            self.tasks.push(tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    let result = match tokio::time::timeout(every, sink.health()).await {
-                        Ok(result) => result.map_err(|e| e.to_string()),
-                        Err(_) => Err(format!("health check timed out after {every:?}")),
-                    };
-                    let error = result.as_ref().err().cloned();
-                    match metrics.sink_health(index, result) {
-                        Some(true) => tracing::info!(sink = %name, "sink up"),
-                        Some(false) => tracing::warn!(
-                            sink = %name,
-                            error = error.as_deref().unwrap_or(""),
-                            "sink down"
-                        ),
-                        None => {}
-                    }
-                }
-            }));
+            let record = move |result| metrics.sink_health(index, result);
+            self.tasks.push(check_every(
+                self.health_interval,
+                "sink",
+                name,
+                sink,
+                record,
+            ));
+        }
+        if let Some(sink) = delivery.dead_letter() {
+            let name = sink.name().to_owned();
+            self.metrics.dead_letter(&name);
+            let metrics = Arc::clone(&self.metrics);
+            let record = move |result| metrics.dead_letter_health(result);
+            let what = "dead-letter sink";
+            self.tasks
+                .push(check_every(self.health_interval, what, name, sink, record));
         }
     }
+}
+
+/// Checks `sink` every `every`, hands each result to `record` and logs when it says the state
+/// changed (`what up` / `what down`).
+fn check_every(
+    every: Duration,
+    what: &'static str,
+    name: String,
+    sink: Arc<dyn Sink>,
+    record: impl Fn(Result<(), String>) -> Option<bool> + Send + 'static,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let result = match tokio::time::timeout(every, sink.health()).await {
+                Ok(result) => result.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("health check timed out after {every:?}")),
+            };
+            let error = result.as_ref().err().cloned();
+            match record(result) {
+                Some(true) => tracing::info!(sink = %name, "{what} up"),
+                Some(false) => tracing::warn!(
+                    sink = %name,
+                    error = error.as_deref().unwrap_or(""),
+                    "{what} down"
+                ),
+                None => {}
+            }
+        }
+    })
 }
 
 async fn healthz(State(s): State<Served>) -> impl IntoResponse {

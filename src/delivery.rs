@@ -366,6 +366,11 @@ impl Delivery {
             .collect()
     }
 
+    /// The dead-letter sink, if one is configured.
+    pub fn dead_letter(&self) -> Option<Arc<dyn Sink>> {
+        self.dead_letter.clone()
+    }
+
     /// Events no sink's filter selected.
     pub fn unrouted(&self) -> u64 {
         self.unrouted

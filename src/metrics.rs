@@ -106,6 +106,9 @@ struct SinkState {
     health: Option<Result<(), String>>,
 }
 
+/// The dead-letter sink: its name and its last health check (`None` until the first answered).
+type DeadLetterState = (String, Option<Result<(), String>>);
+
 /// Counters of derivation, copied from the deriver's [`Stats`] after each observation.
 #[derive(Debug, Default)]
 struct DeriveCounters {
@@ -131,6 +134,7 @@ struct Bridge {
     /// Whether this command watches the cluster (readiness then waits for the watches).
     live: AtomicU8,
     sinks: Mutex<Vec<SinkState>>,
+    dead_letter: Mutex<Option<DeadLetterState>>,
     started: Instant,
 }
 
@@ -168,6 +172,7 @@ impl Metrics {
             watches: Mutex::new(Vec::new()),
             live: AtomicU8::new(0),
             sinks: Mutex::new(Vec::new()),
+            dead_letter: Mutex::new(None),
             started: Instant::now(),
         });
         let kfp = Kfp {
@@ -355,6 +360,21 @@ impl Metrics {
         (was != Some(now)).then_some(now)
     }
 
+    /// Registers the dead-letter sink, by name.
+    pub fn dead_letter(&self, name: &str) {
+        *lock(&self.bridge.dead_letter) = Some((name.to_owned(), None));
+    }
+
+    /// Records the dead-letter sink's health check; returns the new state when it changed.
+    pub fn dead_letter_health(&self, result: Result<(), String>) -> Option<bool> {
+        let mut dead_letter = lock(&self.bridge.dead_letter);
+        let (_, health) = dead_letter.as_mut()?;
+        let was = health.as_ref().map(Result::is_ok);
+        let now = result.is_ok();
+        *health = Some(result);
+        (was != Some(now)).then_some(now)
+    }
+
     /// `(ready, report)`: every check with its state, one per line, failures first.
     pub fn readiness(&self) -> (bool, String) {
         let b = &self.bridge;
@@ -402,6 +422,14 @@ impl Metrics {
                 }
                 (None, None) => failed.push(format!("sink {}: not checked yet", s.name)),
                 (Some(Ok(())), None) => passed.push(format!("sink {}: ok", s.name)),
+            }
+        }
+        // Without its dead-letter sink a failing event would be lost: not ready either.
+        if let Some((name, health)) = lock(&b.dead_letter).as_ref() {
+            match health {
+                Some(Err(err)) => failed.push(format!("dead-letter sink {name}: {err}")),
+                None => failed.push(format!("dead-letter sink {name}: not checked yet")),
+                Some(Ok(())) => passed.push(format!("dead-letter sink {name}: ok")),
             }
         }
         (failed.is_empty(), report(&failed, &passed))
@@ -754,6 +782,23 @@ impl Collector for Collect {
                     matches!(s.health, Some(Ok(()))) && s.lane.last_error().is_none(),
                 ))
             }),
+        )?;
+        let dead_letter: Vec<(Labels, ConstGauge<f64>)> = lock(&b.dead_letter)
+            .iter()
+            .map(|(name, health)| {
+                let up = matches!(health, Some(Ok(())));
+                (
+                    vec![("sink", name.clone())],
+                    ConstGauge::new(f64::from(u8::from(up))),
+                )
+            })
+            .collect();
+        family(
+            &mut encoder,
+            "kfp_event_bridge_dead_letter_sink_up",
+            "1 when the dead-letter sink's last health check passed",
+            MetricType::Gauge,
+            &dead_letter,
         )?;
         let mut metric = encoder.encode_descriptor(
             "kfp_event_bridge_publish_latency_seconds",

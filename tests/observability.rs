@@ -270,6 +270,8 @@ async fn live_metrics_and_readiness_follow_watches_and_sinks() {
     let cluster = Cluster::start(&scratch).await;
     let hook = free_port();
     let receiving = receiver(&hook, 202).await;
+    let dlq = free_port();
+    let dead_letter = receiver(&dlq, 202).await;
     let out = scratch.path("out.jsonl");
     // Started while the API server refuses everything: not ready, the watches named.
     cluster.api.set_unavailable(true);
@@ -282,6 +284,8 @@ async fn live_metrics_and_readiness_follow_watches_and_sinks() {
             "300ms",
             "--sink",
             &format!("http://{hook}/?name=hook"),
+            "--dead-letter",
+            &format!("http://{dlq}/"),
         ],
     );
     let addr = admin_addr(&mut bridge).await;
@@ -352,6 +356,20 @@ async fn live_metrics_and_readiness_follow_watches_and_sinks() {
     let _back = receiver(&hook, 202).await;
     let body = readyz_until(&addr, 200, "", Duration::from_secs(3)).await;
     assert!(body.contains("sink hook: ok"), "{body}");
+
+    // So does the dead-letter sink: without it a failing event would be lost.
+    let dlq_sink = format!("dead-letter sink http://{dlq}/");
+    assert!(body.contains(&format!("{dlq_sink}: ok")), "{body}");
+    dead_letter.abort();
+    let _ = dead_letter.await;
+    let body = readyz_until(&addr, 503, "dead-letter", Duration::from_secs(3)).await;
+    assert!(body.contains(&format!("FAIL {dlq_sink}: ")), "{body}");
+    let (_, text) = get(&addr, "/metrics").await;
+    let up = format!("kfp_event_bridge_dead_letter_sink_up{{sink=\"http://{dlq}/\"}}");
+    assert_eq!(value(&samples(&text), &up), 0.0);
+    let _dead_letter_back = receiver(&dlq, 202).await;
+    let body = readyz_until(&addr, 200, "", Duration::from_secs(3)).await;
+    assert!(body.contains(&format!("{dlq_sink}: ok")), "{body}");
 
     // The API server refuses everything: the watches fail, not ready, naming them.
     cluster.api.set_unavailable(true);
