@@ -151,6 +151,11 @@ impl Deriver {
         self.runs.remove(workflow_uid);
     }
 
+    /// Workflows whose state is more than a tombstone (not finished, or finished with marks).
+    pub fn open_runs(&self) -> usize {
+        self.runs.values().filter(|s| !s.finished).count()
+    }
+
     /// Workflows with held Event facts.
     pub fn holding(&self) -> Vec<String> {
         self.runs

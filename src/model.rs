@@ -160,6 +160,13 @@ pub struct Fact {
 }
 
 impl Fact {
+    /// Whether this fact ends a run whose node status was visible: nothing can follow it (an
+    /// offloaded run's task facts come from its Events, which may arrive after its end).
+    pub fn closes_run(&self) -> bool {
+        matches!(self.kind, FactKind::RunSucceeded | FactKind::RunFailed)
+            && !self.run.nodes_offloaded
+    }
+
     /// The identity of the fact: the same fact always yields the same key, whether learned from
     /// the status or from an Event, now or after a restart.
     pub fn key(&self) -> FactKey {

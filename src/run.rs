@@ -12,7 +12,6 @@ use crate::derive::Deriver;
 use crate::encode;
 use crate::leader::{Elector, LeaseConfig};
 use crate::metrics::{Metrics, Role};
-use crate::model::FactKind;
 use crate::source::live::{self, Input};
 use crate::source::recording::{Change, Observed};
 use chrono::Utc;
@@ -534,14 +533,11 @@ impl Live {
                     self.done(token);
                 }
             }
-            // An offloaded run's task facts come from its Events, which may follow its end: it
-            // keeps its marks instead of shrinking to a tombstone.
-            let run_end = (matches!(fact.kind, FactKind::RunSucceeded | FactKind::RunFailed)
-                && !fact.run.nodes_offloaded)
-                .then(|| {
-                    fact.time
-                        .map_or_else(|| Utc::now().timestamp(), |t| t.timestamp())
-                });
+            // An offloaded run keeps its marks instead of shrinking to a tombstone.
+            let run_end = fact.closes_run().then(|| {
+                fact.time
+                    .map_or_else(|| Utc::now().timestamp(), |t| t.timestamp())
+            });
             let token = self.progress.add(&fact.run.uid, fact.mark(), run_end);
             self.report.counts.events += 1;
             self.delivery

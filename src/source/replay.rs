@@ -74,6 +74,11 @@ pub fn replay(
             }
         };
         let facts = deriver.observe(&observed);
+        // A closed run derives nothing more: its state shrinks to the uid, as it does live once
+        // its facts are delivered (a recording of thousands of runs otherwise keeps them all).
+        for fact in facts.iter().filter(|f| f.closes_run()) {
+            deriver.finish(&fact.run.uid);
+        }
         for notice in deriver.take_notices() {
             tracing::warn!(line = counts.lines, "{notice}");
         }
@@ -116,6 +121,27 @@ pub(crate) fn report_bad_line(line: u64, bad: u64, err: &dyn std::fmt::Display) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn open_after(recording: &str) -> usize {
+        let path = format!(
+            "{}/examples/recordings/{recording}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let input = std::fs::read(path).expect("bundled recording");
+        let mut deriver = Deriver::new(crate::derive::DeriveConfig::default());
+        let config = EncodeConfig::default();
+        replay(input.as_slice(), &mut deriver, &config, None, |_| true).expect("replays");
+        deriver.open_runs()
+    }
+
+    #[test]
+    fn closed_runs_shrink_to_tombstones_and_offloaded_ones_stay_open() {
+        assert_eq!(open_after("kfp-v2-success.jsonl"), 0);
+        assert_eq!(open_after("kfp-v2-compressed-nodes.jsonl"), 0);
+        // The offloaded workflow stays open (its task Events may follow its end); the one known
+        // only from its Events is closed by its run end like any other.
+        assert_eq!(open_after("offloaded-and-deleted-workflows.jsonl"), 1);
+    }
 
     #[test]
     fn lines_are_split_and_overlong_ones_bounded() {
