@@ -5,6 +5,7 @@ use super::recording::{self, MAX_LINE_BYTES};
 use crate::derive::Deriver;
 use crate::encode::{self, EncodeConfig};
 use crate::metrics::Metrics;
+use crate::model::Origin;
 use cloudevents::Event;
 use std::io::BufRead;
 
@@ -74,9 +75,13 @@ pub fn replay(
             }
         };
         let facts = deriver.observe(&observed);
-        // A closed run derives nothing more: its state shrinks to the uid, as it does live once
-        // its facts are delivered (a recording of thousands of runs otherwise keeps them all).
-        for fact in facts.iter().filter(|f| f.closes_run()) {
+        // A run its status shows closed derives nothing more: its state shrinks to the uid, as
+        // it does live once its facts are delivered (a recording of thousands of runs otherwise
+        // keeps them all). Not on an Event's word: the status, with the task facts, may follow.
+        for fact in facts
+            .iter()
+            .filter(|f| f.closes_run() && f.origin == Origin::Status)
+        {
             deriver.finish(&fact.run.uid);
         }
         for notice in deriver.take_notices() {
@@ -138,9 +143,9 @@ mod tests {
     fn closed_runs_shrink_to_tombstones_and_offloaded_ones_stay_open() {
         assert_eq!(open_after("kfp-v2-success.jsonl"), 0);
         assert_eq!(open_after("kfp-v2-compressed-nodes.jsonl"), 0);
-        // The offloaded workflow stays open (its task Events may follow its end); the one known
-        // only from its Events is closed by its run end like any other.
-        assert_eq!(open_after("offloaded-and-deleted-workflows.jsonl"), 1);
+        // Both stay open: the offloaded one (its task Events may follow its end) and the one
+        // whose end only an Event told (its status may still follow).
+        assert_eq!(open_after("offloaded-and-deleted-workflows.jsonl"), 2);
     }
 
     #[test]
