@@ -3,7 +3,7 @@
 //!
 //! ```sh
 //! cargo run --example chain_pipelines -- --kfp-url http://ml-pipeline.kubeflow:8888 \
-//!     --when-pipeline iris-training --pipeline-id PIPELINE_B_ID \
+//!     --when-pipeline iris-training --pipeline-id B_ID --pipeline-version-id B_VERSION_ID \
 //!     --param upstream_run={kfprunid} --param dataset={param:dataset}
 //! ```
 //!
@@ -39,9 +39,9 @@ struct Args {
     /// Pipeline B's id.
     #[arg(long)]
     pipeline_id: String,
-    /// Pipeline B's version; the API picks the latest when absent.
+    /// Pipeline B's version (the v2beta1 API requires both ids).
     #[arg(long)]
-    pipeline_version_id: Option<String>,
+    pipeline_version_id: String,
     /// Experiment for B's runs; default: the default experiment of A's namespace.
     #[arg(long)]
     experiment_id: Option<String>,
@@ -169,10 +169,10 @@ impl Chain {
         for (key, value) in &self.args.params {
             parameters.insert(key.clone(), parameter(value, &event, &data)?);
         }
-        let mut version = json!({"pipeline_id": self.args.pipeline_id});
-        if let Some(id) = &self.args.pipeline_version_id {
-            version["pipeline_version_id"] = id.as_str().into();
-        }
+        let version = json!({
+            "pipeline_id": self.args.pipeline_id,
+            "pipeline_version_id": self.args.pipeline_version_id,
+        });
         let mut run = json!({
             "display_name": name,
             "description": format!("Started by {} of pipeline {}", event.ty(), self.args.when_pipeline),

@@ -441,6 +441,8 @@ async fn chain_pipelines_starts_b_once_after_a_succeeds() {
             "iris-training",
             "--pipeline-id",
             "b-pipeline-id",
+            "--pipeline-version-id",
+            "b-version-7",
             "--param",
             "upstream_run={kfprunid}",
             "--param",
@@ -468,7 +470,10 @@ async fn chain_pipelines_starts_b_once_after_a_succeeds() {
         serde_json::json!({
             "display_name": "after iris-training-8xk2p",
             "description": "Started by org.kubeflow.pipelines.run.succeeded of pipeline iris-training",
-            "pipeline_version_reference": {"pipeline_id": "b-pipeline-id"},
+            "pipeline_version_reference": {
+                "pipeline_id": "b-pipeline-id",
+                "pipeline_version_id": "b-version-7"
+            },
             "runtime_config": {"parameters": {
                 "upstream_run": "b7e4c3d2-9a1f-4e8b-8c6d-1f2e3a4b5c6d",
                 "dataset": "gs://example-data/iris.csv",
