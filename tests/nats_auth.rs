@@ -5,12 +5,11 @@
 
 mod support;
 
-use async_nats::jetstream::{self, stream};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 use support::bridge::{BIN, Scratch, all_recordings, bridge, replayed, stderr, summaries, wait};
-use support::nats_server::NatsServer;
+use support::nats_server::{NatsServer, create_stream};
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files in `dir`.
 fn pki(dir: &Path) {
@@ -92,14 +91,7 @@ async fn mutual_tls_with_password_or_nkey_and_a_token() {
             .connect(format!("127.0.0.1:{}", server.port))
             .await
             .expect("test client connects with TLS and a password");
-    let mut stream = jetstream::new(client)
-        .create_stream(stream::Config {
-            name: "KFP".to_owned(),
-            subjects: vec!["kfp.>".to_owned()],
-            ..Default::default()
-        })
-        .await
-        .expect("stream");
+    let mut stream = create_stream(client, "KFP", &["kfp.>"]).await;
     let tls = format!(
         "ca_file={}&cert_file={}&key_file={}",
         p("ca.pem"),
@@ -138,14 +130,7 @@ async fn mutual_tls_with_password_or_nkey_and_a_token() {
         .connect(server.url())
         .await
         .expect("test client connects with the token");
-    jetstream::new(client)
-        .create_stream(stream::Config {
-            name: "KFP".to_owned(),
-            subjects: vec!["kfp.>".to_owned()],
-            ..Default::default()
-        })
-        .await
-        .expect("stream");
+    create_stream(client, "KFP", &["kfp.>"]).await;
     std::fs::write(scratch.path("token"), "tok-91c2d8\n").expect("token file");
     let subject = "kfp.{namespace}.{type}";
     let with_token = format!("{}/{subject}?token_file={}", server.url(), p("token"));

@@ -5,28 +5,20 @@
 
 mod support;
 
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream;
 use std::process::Command;
 use std::time::Duration;
 use support::bridge::{
     BIN, Fed, Scratch, admin_addr, all_recordings, assert_same_as_replay, bridge, read_events,
     readyz_becomes, replayed, run_ok, stderr, summaries, wait,
 };
-use support::nats_server::NatsServer;
+use support::nats_server::{NatsServer, create_stream};
 
 async fn stream_named(url: &str, name: &str, subjects: &[&str]) -> jetstream::stream::Stream {
     let client = async_nats::connect(url)
         .await
         .expect("test client connects");
-    let js = jetstream::new(client);
-    js.create_stream(stream::Config {
-        name: name.to_owned(),
-        subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
-        duplicate_window: Duration::from_secs(120),
-        ..Default::default()
-    })
-    .await
-    .expect("stream created")
+    create_stream(client, name, subjects).await
 }
 
 /// Everything in the stream, in stream order: (subject, headers, payload).

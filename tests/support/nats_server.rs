@@ -94,3 +94,20 @@ impl Drop for NatsServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Creates stream `name` capturing `subjects` through `client` (duplicate window 2 min).
+pub async fn create_stream(
+    client: async_nats::Client,
+    name: &str,
+    subjects: &[&str],
+) -> async_nats::jetstream::stream::Stream {
+    async_nats::jetstream::new(client)
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: name.to_owned(),
+            subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .expect("stream created")
+}
