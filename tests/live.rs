@@ -29,7 +29,7 @@ async fn a_live_multi_run_scenario_publishes_what_replay_does() {
     assert!(want.len() > 1500, "{} events", want.len());
     let out = scratch.path("out.jsonl");
     let mut bridge = live_bridge(&cluster, &out, &scratch.path("state"), &[]);
-    wait_for_log(&mut bridge, "watch synced", Duration::from_secs(30)).await;
+    wait_synced(&mut bridge, Duration::from_secs(30)).await;
     cluster.feed(&lines);
     let got = settle(
         &out,
@@ -84,7 +84,7 @@ async fn kill_9_at_any_point_loses_nothing_and_repeats_at_most_the_window() {
         match point {
             // Mid-checkpoint-write: a shard's temporary file exists at the moment of the kill.
             1 => {
-                wait_for_log(&mut bridge, "watch synced", Duration::from_secs(30)).await;
+                wait_synced(&mut bridge, Duration::from_secs(30)).await;
                 cluster.feed(&lines[half..three_quarters]);
                 let t0 = std::time::Instant::now();
                 while t0.elapsed() < Duration::from_secs(20) {
@@ -114,7 +114,7 @@ async fn kill_9_at_any_point_loses_nothing_and_repeats_at_most_the_window() {
     let out = scratch.path("out-final.jsonl");
     outputs.push(out.clone());
     let mut bridge = live_bridge(&cluster, &out, &state, &extra);
-    wait_for_log(&mut bridge, "watch synced", Duration::from_secs(30)).await;
+    wait_synced(&mut bridge, Duration::from_secs(30)).await;
     // Quiet for a while: the final run has caught up.
     let t0 = std::time::Instant::now();
     loop {
@@ -202,7 +202,7 @@ async fn watch_cuts_410_and_a_30_s_outage_lose_and_repeat_nothing() {
     played.extend(outage.iter().cloned());
     let out = scratch.path("out.jsonl");
     let mut bridge = live_bridge(&cluster, &out, &scratch.path("state"), &[]);
-    wait_for_log(&mut bridge, "watch synced", Duration::from_secs(30)).await;
+    wait_synced(&mut bridge, Duration::from_secs(30)).await;
     let lists = || {
         cluster
             .api
@@ -300,7 +300,7 @@ async fn deleted_and_missed_workflows_are_published() {
     let out = scratch.path("out.jsonl");
     let state = scratch.path("state");
     let mut bridge = live_bridge(&cluster, &out, &state, &[]);
-    wait_for_log(&mut bridge, "watch synced", Duration::from_secs(30)).await;
+    wait_synced(&mut bridge, Duration::from_secs(30)).await;
 
     let deleted = recording_lines("kfp-v2-success.jsonl");
     let want_deleted = replay_ids(&scratch, &deleted);
@@ -405,7 +405,7 @@ async fn a_standby_takes_over_from_a_killed_leader_without_gaps() {
     wait_for_log(&mut a, "leadership acquired", Duration::from_secs(30)).await;
     let mut b = replica("replica-b", &out_b);
     wait_for_log(&mut b, "standing by", Duration::from_secs(30)).await;
-    wait_for_log(&mut a, "watch synced", Duration::from_secs(30)).await;
+    wait_synced(&mut a, Duration::from_secs(30)).await;
     cluster.feed(&lines[..half]);
     let first = replay_ids(&scratch, &lines[..half]);
     settle(
@@ -432,6 +432,7 @@ async fn a_standby_takes_over_from_a_killed_leader_without_gaps() {
         takeover <= Duration::from_millis(3000 + 500 + 500),
         "takeover after {takeover:?}, lease 3 s"
     );
+    wait_synced(&mut b, Duration::from_secs(30)).await;
     cluster.feed(&lines[half..]);
     let mut ids: BTreeSet<String> = id_counts(&out_a).into_keys().collect();
     let t0 = std::time::Instant::now();
@@ -633,7 +634,7 @@ async fn namespaces_and_label_selector_scope_the_watches() {
             "pipeline/runid",
         ],
     );
-    wait_for_log(&mut bridge, "watch synced", Duration::from_secs(30)).await;
+    wait_synced(&mut bridge, Duration::from_secs(30)).await;
     settle(
         &out,
         want.len(),

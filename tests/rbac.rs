@@ -10,7 +10,7 @@ mod support;
 
 use support::bridge::{Scratch, stderr, wait};
 use support::live::{
-    Cluster, FAST_LEASE, count_lines, live_bridge, many_runs, settle, sigterm, wait_for_log,
+    Cluster, FAST_LEASE, count_lines, live_bridge, many_runs, settle, sigterm, wait_synced,
 };
 
 type Grant = (String, String, String);
@@ -119,7 +119,7 @@ async fn rbac_rules_cover_exactly_the_calls_the_bridge_makes() {
         .copied()
         .collect::<Vec<_>>(),
     );
-    wait_for_log(&mut bridge, "watch synced", Duration::from_secs(30)).await;
+    wait_synced(&mut bridge, Duration::from_secs(30)).await;
     cluster.feed(&lines);
     settle(&out, 1, Duration::from_secs(3), Duration::from_secs(60)).await;
     assert!(count_lines(&out) > 0);

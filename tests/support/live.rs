@@ -149,9 +149,21 @@ pub async fn settle(path: &Path, n: usize, quiet: Duration, limit: Duration) -> 
 
 /// Waits for a log line with this message in the child's stderr.
 pub async fn wait_for_log(child: &mut Child, message: &str, limit: Duration) {
+    wait_for_logs(child, message, 1, limit).await;
+}
+
+/// Waits until both watches of a cluster-wide bridge (Workflows and Events) have listed. Until
+/// then a workflow created and deleted at once is never seen (as with a real apiserver): only
+/// its Events would speak for it.
+pub async fn wait_synced(child: &mut Child, limit: Duration) {
+    wait_for_logs(child, "watch synced", 2, limit).await;
+}
+
+/// Waits for `n` log lines with this message in the child's stderr.
+pub async fn wait_for_logs(child: &mut Child, message: &str, n: usize, limit: Duration) {
     let t0 = Instant::now();
     loop {
-        if super::bridge::stderr(child).contains(message) {
+        if super::bridge::stderr(child).matches(message).count() >= n {
             return;
         }
         if let Some(status) = child.try_wait().expect("try_wait") {
