@@ -5,6 +5,11 @@ use kfp_event_bridge::cli::{Cli, Command};
 use kfp_event_bridge::{run, telemetry};
 use std::process::ExitCode;
 
+/// Events are parsed or derived on one thread and freed on another after delivery; glibc's
+/// malloc serialises such frees on its arena locks (see the README's performance section).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse_with_default();
     telemetry::init(cli.log.log_format, cli.log.log.as_deref());
