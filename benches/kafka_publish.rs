@@ -2,14 +2,17 @@
 //!
 //! - `topic BOOTSTRAP NAME PARTITIONS`: (re)creates a topic with small retention limits (the
 //!   local broker snapshots its data to disk every second).
-//! - `raw BOOTSTRAP EVENTS TOPIC`: publishes every structured CloudEvent of the file (one per
-//!   line) with an rdkafka `FutureProducer` configured exactly as the bridge's sink (idempotent,
-//!   `acks=all`, `linger.ms=5`, …), the same headers, key and value as its binary mode (encoded
-//!   before the clock starts), everything in flight at once; prints events/s and the p50/p99
-//!   publish-to-delivery-report latency as JSON.
+//! - `raw BOOTSTRAP EVENTS TOPIC [prepared|streaming]`: publishes every structured CloudEvent of
+//!   the file (one per line) with an rdkafka `FutureProducer` configured exactly as the bridge's
+//!   sink (idempotent, `acks=all`, `linger.ms=5`, …), the same headers, key and value as its
+//!   binary mode, everything in flight at once; prints events/s and the p50/p99
+//!   publish-to-delivery-report latency as JSON. `prepared` (the default) reads and encodes the
+//!   whole file before its clock starts: the send loop alone. `streaming` reads, parses, encodes
+//!   and sends line by line with the clock running: the same work as the bridge's `resend`.
 
 mod support;
 
+use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -37,20 +40,31 @@ async fn recreate_topic(bootstrap: &str, name: &str, partitions: i32) {
     }
 }
 
-async fn raw(bootstrap: &str, events: &str, topic: &str) {
-    let prepared: Vec<_> = std::fs::read_to_string(events)
-        .expect("events")
-        .lines()
-        .map(|line| {
-            let event: cloudevents::Event = serde_json::from_str(line).expect("event");
-            let key = event
-                .extension("partitionkey")
-                .map(|k| k.to_string())
-                .unwrap_or_default();
-            let (headers, value) = sink_kafka::encode(sink_kafka::Mode::Binary, &event);
-            (key, headers, value)
-        })
-        .collect();
+type Record = (String, rdkafka::message::OwnedHeaders, Vec<u8>);
+
+fn records(path: &str) -> impl Iterator<Item = Record> {
+    let file = std::io::BufReader::new(std::fs::File::open(path).expect("events"));
+    std::io::BufRead::lines(file).map(|line| {
+        let event: cloudevents::Event = serde_json::from_str(&line.expect("read")).expect("event");
+        let key = event
+            .extension("partitionkey")
+            .map(|k| k.to_string())
+            .unwrap_or_default();
+        let (headers, value) = sink_kafka::encode(sink_kafka::Mode::Binary, &event);
+        (key, headers, value)
+    })
+}
+
+async fn raw(bootstrap: &str, events: &str, topic: &str, streaming: bool) {
+    if streaming {
+        produce(bootstrap, records(events), topic).await;
+    } else {
+        let prepared: Vec<_> = records(events).collect();
+        produce(bootstrap, prepared.into_iter(), topic).await;
+    }
+}
+
+async fn produce(bootstrap: &str, records: impl Iterator<Item = Record>, topic: &str) {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", bootstrap);
     for (key, value) in sink_kafka::DEFAULTS {
@@ -59,11 +73,14 @@ async fn raw(bootstrap: &str, events: &str, topic: &str) {
     let producer: FutureProducer = config.create().expect("producer");
     let started = Instant::now();
     let mut pending = FuturesUnordered::new();
-    for (key, headers, value) in &prepared {
+    let mut latencies = Vec::new();
+    let mut count = 0;
+    for (key, headers, value) in records {
+        count += 1;
         let record = FutureRecord::to(topic)
             .key(key.as_str())
-            .payload(value)
-            .headers(headers.clone());
+            .payload(&value)
+            .headers(headers);
         let sent = Instant::now();
         let delivery = producer
             .send_result(record)
@@ -77,14 +94,17 @@ async fn raw(bootstrap: &str, events: &str, topic: &str) {
                 .expect("delivered");
             sent.elapsed()
         });
+        // Reports that are in already, so their latency is not inflated by the rest of the loop.
+        while let Some(Some(latency)) = pending.next().now_or_never() {
+            latencies.push(latency);
+        }
     }
-    let mut latencies = Vec::with_capacity(prepared.len());
     while let Some(latency) = pending.next().await {
         latencies.push(latency);
     }
     let elapsed = started.elapsed();
     producer.flush(Duration::from_secs(30)).expect("flush");
-    support::report(prepared.len(), elapsed, latencies);
+    support::report(count, elapsed, latencies);
 }
 
 fn main() {
@@ -101,10 +121,15 @@ fn main() {
             name,
             partitions.parse().expect("partitions"),
         )),
-        ["raw", bootstrap, events, topic] => runtime.block_on(raw(bootstrap, events, topic)),
+        ["raw", bootstrap, events, topic, rest @ ..] => runtime.block_on(raw(
+            bootstrap,
+            events,
+            topic,
+            rest.first() == Some(&"streaming"),
+        )),
         _ => {
             eprintln!(
-                "usage: kafka_publish topic BOOTSTRAP NAME PARTITIONS | raw BOOTSTRAP EVENTS TOPIC"
+                "usage: kafka_publish topic BOOTSTRAP NAME PARTITIONS | raw BOOTSTRAP EVENTS TOPIC [prepared|streaming]"
             );
             std::process::exit(2);
         }
