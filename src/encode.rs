@@ -75,6 +75,8 @@ pub enum EncodeError {
     DataSchema(String),
     #[error("event could not be built: {0}")]
     Build(#[from] cloudevents::event::EventBuilderError),
+    #[error("event data could not be serialized: {0}")]
+    Data(#[from] serde_json::Error),
 }
 
 /// How facts become events.
@@ -405,7 +407,8 @@ pub fn encode(fact: &Fact, config: &EncodeConfig) -> Result<Event, EncodeError> 
     for (name, value) in &config.overrides {
         builder = builder.extension(name, value.as_str());
     }
-    let data = bounded_data(fact, config.max_data_bytes);
+    // Serialized once here; every sink copies these bytes (see `structured::is_json`).
+    let data = serde_json::to_vec(&bounded_data(fact, config.max_data_bytes))?;
     Ok(builder
         .data_with_schema("application/json", config.dataschema.as_str(), data)
         .build()?)

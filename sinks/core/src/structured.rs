@@ -53,6 +53,11 @@ pub fn write_event(out: &mut Vec<u8>, event: &Event) {
             key(out, "data", false);
             json(out, s);
         }
+        // JSON the bridge serialized once (or read as JSON): written as it is, for every sink.
+        Some(Data::Binary(bytes)) if is_json(event.datacontenttype()) => {
+            key(out, "data", false);
+            out.extend_from_slice(bytes);
+        }
         Some(Data::Binary(bytes)) => {
             key(out, "data_base64", false);
             json(
@@ -63,6 +68,24 @@ pub fn write_event(out: &mut Vec<u8>, event: &Event) {
         None => {}
     }
     out.push(b'}');
+}
+
+/// Whether a `datacontenttype` declares JSON (`application/json`, `text/json`, `…+json`,
+/// parameters ignored), so that the data is a JSON value in the event format.
+///
+/// The bridge's events keep JSON data as the serialized bytes (`Data::Binary` with such a
+/// content type), so each sink copies them instead of serializing a tree again; whatever makes
+/// events (encoding, `resend`) must put only valid JSON there.
+pub fn is_json(content_type: Option<&str>) -> bool {
+    let Some(ct) = content_type else {
+        return false;
+    };
+    let media = ct.split(';').next().unwrap_or("").trim();
+    media.eq_ignore_ascii_case("application/json")
+        || media.eq_ignore_ascii_case("text/json")
+        || media
+            .get(media.len().saturating_sub(5)..)
+            .is_some_and(|suffix| suffix.eq_ignore_ascii_case("+json"))
 }
 
 /// One event as a structured-mode message body.
@@ -155,6 +178,34 @@ mod tests {
         let parsed: serde_json::Value = serde_json::from_slice(&to_vec(&ev)).expect("json");
         assert_eq!(parsed["data_base64"], "AP8=");
         assert!(parsed.get("data").is_none());
+    }
+
+    #[test]
+    fn json_bytes_are_written_as_json_and_other_bytes_as_base64() {
+        let with = |ct: &str| {
+            let ev = EventBuilderV10::new()
+                .id("1")
+                .source("/s")
+                .ty("t")
+                .data(ct, br#"{"k":[1,"\u00e9"]}"#.to_vec())
+                .build()
+                .expect("valid event");
+            serde_json::from_slice::<serde_json::Value>(&to_vec(&ev)).expect("json")
+        };
+        for ct in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "text/json",
+            "application/vnd.kfp+json",
+        ] {
+            let parsed = with(ct);
+            assert_eq!(parsed["data"]["k"][1], "é", "{ct}");
+            assert!(parsed.get("data_base64").is_none(), "{ct}");
+        }
+        let parsed = with("application/octet-stream");
+        assert!(parsed.get("data").is_none());
+        assert!(parsed["data_base64"].is_string());
+        assert!(!is_json(None) && !is_json(Some("json")) && !is_json(Some("text/plain")));
     }
 
     #[test]
