@@ -59,7 +59,7 @@ impl NatsServer {
             .arg("-P")
             .arg(self.dir.join("nats.pid"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(std::fs::File::create(self.dir.join("server.log")).expect("server log"));
         if let Some(config) = &self.config {
             let path = self.dir.join("extra.conf");
             std::fs::write(&path, config).expect("config");
@@ -71,9 +71,14 @@ impl NatsServer {
         self.child = Some(child);
         let t0 = Instant::now();
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
             assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "nats-server did not start"
+                exited.is_none() && t0.elapsed() < Duration::from_secs(10),
+                "nats-server did not start: {}",
+                std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
