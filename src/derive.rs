@@ -95,13 +95,27 @@ pub struct PodStart {
     pub created: DateTime<Utc>,
 }
 
+/// Logs a notice from [`Deriver::take_notices`] at its level; `line`: the recording line it
+/// came from, for a replay.
+pub fn log_notice(level: tracing::Level, notice: &str, line: Option<u64>) {
+    match (level == tracing::Level::WARN, line) {
+        (true, Some(line)) => tracing::warn!(line, "{notice}"),
+        (true, None) => tracing::warn!("{notice}"),
+        (false, Some(line)) => tracing::debug!(line, "{notice}"),
+        (false, None) => tracing::debug!("{notice}"),
+    }
+}
+
 /// Derives facts from a sequence of observations, remembering what it already derived.
 pub struct Deriver {
     config: DeriveConfig,
     runs: HashMap<String, RunState>,
     stats: Stats,
-    /// Problems worth one log line each, drained by the caller.
-    notices: Vec<String>,
+    /// Problems worth one log line each, with their level, drained by the caller.
+    notices: Vec<(tracing::Level, String)>,
+    /// An offloaded workflow has been reported at warning level (later ones at debug: with
+    /// node status offloading on, every large workflow is one, and the counter has the number).
+    offload_warned: bool,
     pod_starts: Vec<PodStart>,
 }
 
@@ -112,6 +126,7 @@ impl Deriver {
             runs: HashMap::new(),
             stats: Stats::default(),
             notices: Vec::new(),
+            offload_warned: false,
             pod_starts: Vec::new(),
         }
     }
@@ -126,7 +141,7 @@ impl Deriver {
     }
 
     /// Takes the notices gathered since the last call (decode problems, offloaded workflows).
-    pub fn take_notices(&mut self) -> Vec<String> {
+    pub fn take_notices(&mut self) -> Vec<(tracing::Level, String)> {
         std::mem::take(&mut self.notices)
     }
 
@@ -212,9 +227,12 @@ impl Deriver {
     fn workflow(&mut self, wf: &Workflow) -> Vec<Fact> {
         self.stats.workflows_observed += 1;
         if wf.metadata.uid.is_empty() {
-            self.notices.push(format!(
-                "workflow {:?} has no metadata.uid; skipped",
-                wf.metadata.name
+            self.notices.push((
+                tracing::Level::WARN,
+                format!(
+                    "workflow {:?} has no metadata.uid; skipped",
+                    wf.metadata.name
+                ),
             ));
             return Vec::new();
         }
@@ -249,9 +267,12 @@ impl Deriver {
                     }
                     Err(err) => {
                         self.stats.node_decode_errors += 1;
-                        self.notices.push(format!(
-                            "workflow {}/{}: {err}; deriving run-level facts only",
-                            run.namespace, run.workflow
+                        self.notices.push((
+                            tracing::Level::WARN,
+                            format!(
+                                "workflow {}/{}: {err}; deriving run-level facts only",
+                                run.namespace, run.workflow
+                            ),
                         ));
                         None
                     }
@@ -269,9 +290,23 @@ impl Deriver {
             self.stats.offloaded_observations += 1;
             if !std::mem::replace(&mut state.offload_reported, true) {
                 self.stats.offloaded_workflows += 1;
-                self.notices.push(format!(
-                    "workflow {}/{}: node status offloaded to Argo's database; run-level facts only, task facts from Kubernetes Events",
-                    run.namespace, run.workflow
+                let first = !std::mem::replace(&mut self.offload_warned, true);
+                let level = if first {
+                    tracing::Level::WARN
+                } else {
+                    tracing::Level::DEBUG
+                };
+                let more = if first {
+                    " (further offloaded workflows are logged at debug level and counted in kfp_event_bridge_offloaded_workflows_total)"
+                } else {
+                    ""
+                };
+                self.notices.push((
+                    level,
+                    format!(
+                        "workflow {}/{}: node status offloaded to Argo's database; run-level facts only, task facts from Kubernetes Events{more}",
+                        run.namespace, run.workflow
+                    ),
                 ));
             }
         }

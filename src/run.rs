@@ -457,8 +457,8 @@ fn observe(
         }
     }
     let facts = live.deriver.observe(observed);
-    for notice in live.deriver.take_notices() {
-        tracing::warn!("{notice}");
+    for (level, notice) in live.deriver.take_notices() {
+        crate::derive::log_notice(level, &notice, None);
     }
     facts
 }

@@ -110,3 +110,49 @@ fn unknown_sinks_and_bad_overrides_are_configuration_errors() {
         );
     }
 }
+
+/// With Argo's node status offloading on, every large workflow is offloaded: the first one is a
+/// warning that says where the rest are counted, the others are debug lines, not a warning each.
+#[test]
+fn offloaded_workflows_warn_once() {
+    let one = std::fs::read_to_string(recording("offloaded-and-deleted-workflows.jsonl"))
+        .expect("recording");
+    let uid = "8e0a2c4e-6a8c-4e0a-8c4e-6a8c0e2a4c6e";
+    let mut input = String::new();
+    for copy in 0..3 {
+        input += &one
+            .replace(uid, &format!("{}{copy:04}", &uid[..uid.len() - 4]))
+            .replace("big-sweep-9f3kd", &format!("big-sweep-copy{copy}"));
+    }
+    let run = |log: &str| {
+        let mut child = Command::new(BIN)
+            .args(["--log", log, "replay", "-"])
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("binary runs");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(input.as_bytes()).expect("write stdin");
+        drop(stdin);
+        let out = child.wait_with_output().expect("finishes");
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = run("info");
+    let warned: Vec<_> = stderr
+        .lines()
+        .filter(|l| l.contains("node status offloaded"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{stderr}");
+    assert!(warned[0].contains("WARN") && warned[0].contains("big-sweep-copy0"));
+    assert!(warned[0].contains("kfp_event_bridge_offloaded_workflows_total"));
+    let all = run("debug");
+    for copy in 0..3 {
+        assert!(
+            all.contains(&format!("big-sweep-copy{copy}: node status offloaded")),
+            "{all}"
+        );
+    }
+}

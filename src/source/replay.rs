@@ -84,8 +84,8 @@ pub fn replay(
         {
             deriver.finish(&fact.run.uid);
         }
-        for notice in deriver.take_notices() {
-            tracing::warn!(line = counts.lines, "{notice}");
+        for (level, notice) in deriver.take_notices() {
+            crate::derive::log_notice(level, &notice, Some(counts.lines));
         }
         // A recording has no observation times: pending times are measured live only.
         deriver.take_pod_starts();
