@@ -1,5 +1,7 @@
 # Multi-stage build: a static-enough binary on a small, non-root runtime image.
-FROM rust:1.95-slim-bookworm AS build
+# The full image, not -slim: the bundled librdkafka, OpenSSL and jemalloc build with make and
+# perl, which the slim image (gcc and libc6-dev only) lacks.
+FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked
