@@ -341,19 +341,20 @@ fn data<'a>(fact: &'a Fact) -> Data<'a> {
 }
 
 /// Serializes the payload, trimming it to `max` bytes: parameters go first, then long messages.
-/// `Truncated` names what was cut.
-fn bounded_data(fact: &Fact, max: usize) -> Value {
+/// `Truncated` names what was cut. The JSON goes through a tree so its members come out sorted,
+/// as they always have; its bytes are both the size measured and the event's data.
+fn bounded_data(fact: &Fact, max: usize) -> Result<Vec<u8>, serde_json::Error> {
     let mut data = data(fact);
-    let mut value = serde_json::to_value(&data).unwrap_or(Value::Null);
-    let size = |v: &Value| serde_json::to_vec(v).map_or(usize::MAX, |b| b.len());
-    if size(&value) <= max {
-        return value;
+    let json = |d: &Data<'_>| serde_json::to_value(d).and_then(|v| serde_json::to_vec(&v));
+    let mut bytes = json(&data)?;
+    if bytes.len() <= max {
+        return Ok(bytes);
     }
     if data.parameters.take().is_some() {
         data.truncated.push("Parameters");
-        value = serde_json::to_value(&data).unwrap_or(Value::Null);
+        bytes = json(&data)?;
     }
-    if size(&value) > max {
+    if bytes.len() > max {
         let budget = (max / 4).max(256);
         let mut cut = clip(&mut data.message, budget);
         if let Some(l) = data.lifecycle.as_mut() {
@@ -362,9 +363,9 @@ fn bounded_data(fact: &Fact, max: usize) -> Value {
         if cut {
             data.truncated.push("Message");
         }
-        value = serde_json::to_value(&data).unwrap_or(Value::Null);
+        bytes = json(&data)?;
     }
-    value
+    Ok(bytes)
 }
 
 /// Builds the CloudEvent for one fact.
@@ -408,7 +409,7 @@ pub fn encode(fact: &Fact, config: &EncodeConfig) -> Result<Event, EncodeError> 
         builder = builder.extension(name, value.as_str());
     }
     // Serialized once here; every sink copies these bytes (see `structured::is_json`).
-    let data = serde_json::to_vec(&bounded_data(fact, config.max_data_bytes))?;
+    let data = bounded_data(fact, config.max_data_bytes)?;
     Ok(builder
         .data_with_schema("application/json", config.dataschema.as_str(), data)
         .build()?)
