@@ -10,6 +10,22 @@ fn recording(name: &str) -> String {
     format!("{}/examples/recordings/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Runs the binary with `args` (`replay -` among them), `input` on its standard input.
+fn with_stdin(args: &[&str], input: &[u8]) -> std::process::Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input).expect("write stdin");
+    drop(stdin);
+    child.wait_with_output().expect("finishes")
+}
+
 #[test]
 fn bad_lines_are_reported_by_number_skipped_and_set_the_exit_code() {
     let good = std::fs::read(recording("kfp-v1-success.jsonl")).expect("recording");
@@ -17,20 +33,7 @@ fn bad_lines_are_reported_by_number_skipped_and_set_the_exit_code() {
         b"{\"type\":\"ADDED\",\"object\":{\"apiVersion\":\"v1\",\"kind\":\"Pod\"}}\n".to_vec();
     input.extend_from_slice(&good);
     input.extend_from_slice(b"{truncated\n\xff\xfe\n");
-    let mut child = Command::new(BIN)
-        .args(["replay", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("binary runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(&input)
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("finishes");
+    let out = with_stdin(&["replay", "-"], &input);
     assert_eq!(
         out.status.code(),
         Some(3),
@@ -125,18 +128,7 @@ fn offloaded_workflows_warn_once() {
             .replace("big-sweep-9f3kd", &format!("big-sweep-copy{copy}"));
     }
     let run = |log: &str| {
-        let mut child = Command::new(BIN)
-            .args(["--log", log, "replay", "-"])
-            .env_clear()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("binary runs");
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(input.as_bytes()).expect("write stdin");
-        drop(stdin);
-        let out = child.wait_with_output().expect("finishes");
+        let out = with_stdin(&["--log", log, "replay", "-"], input.as_bytes());
         assert!(out.status.success());
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
@@ -154,5 +146,61 @@ fn offloaded_workflows_warn_once() {
             all.contains(&format!("big-sweep-copy{copy}: node status offloaded")),
             "{all}"
         );
+    }
+}
+
+/// `--max-data-bytes`: a payload over the bound loses its parameters, then long messages are
+/// clipped (at a character boundary, marked with `…`), and `Truncated` says what was cut.
+#[test]
+fn oversize_payloads_lose_parameters_then_long_messages() {
+    let recorded = std::fs::read_to_string(recording("kfp-v2-oomkilled.jsonl")).expect("recording");
+    let long = "é".repeat(1500);
+    let child = "child 'embeddings-build-x4c7n-632306319' failed";
+    let input = recorded.replace(child, &format!("{child}: {long}"));
+    let events = |args: &[&str]| -> Vec<serde_json::Value> {
+        let out = with_stdin(args, input.as_bytes());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("event"))
+            .collect()
+    };
+    let whole = events(&["replay", "-"]);
+    assert!(whole.iter().all(|e| e["data"].get("Truncated").is_none()));
+    assert!(whole.iter().any(|e| e["data"].get("Parameters").is_some()));
+    let bounded = events(&["replay", "-", "--max-data-bytes", "1200"]);
+    assert_eq!(bounded.len(), whole.len());
+    let failed = bounded
+        .iter()
+        .find(|e| e["type"] == "org.kubeflow.pipelines.task.failed")
+        .expect("task.failed");
+    let data = &failed["data"];
+    assert_eq!(
+        data["Truncated"],
+        serde_json::json!(["Parameters", "Message"])
+    );
+    assert!(data.get("Parameters").is_none());
+    let message = data["Message"].as_str().expect("message");
+    assert!(
+        message.starts_with("Failed node ")
+            && message.contains("failed: é")
+            && message.ends_with('…'),
+        "{message}"
+    );
+    assert!(
+        message.len() <= 1200 / 4 + '…'.len_utf8(),
+        "{}",
+        message.len()
+    );
+    for event in &bounded {
+        let size = serde_json::to_vec(&event["data"]).expect("json").len();
+        if event["data"].get("Truncated").is_none() {
+            assert!(size <= 1200, "{size}: {event}");
+        }
     }
 }
