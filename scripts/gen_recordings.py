@@ -604,6 +604,350 @@ def rec_offloaded_and_gone():
     return lines + g.lines
 
 
+# --- Retries of finished runs ---------------------------------------------------------------
+# Both rewrite the finished Workflow in place (same uid; re-created nodes keep their ids, which
+# are a hash of the node name). Modelled on KFP's backend `Workflow.GenerateRetryExecution`
+# (common/util/workflow.go) and Argo's `FormulateRetryWorkflow` (workflow/util/util.go).
+
+FAILED = ("Failed", "Error")
+
+
+def _prune(r, removed):
+    for n in r.status["nodes"].values():
+        if "children" in n:
+            n["children"] = [c for c in n["children"] if c not in removed]
+            if not n["children"]:
+                del n["children"]
+        if "outboundNodes" in n:
+            n["outboundNodes"] = [c for c in n["outboundNodes"] if c not in removed]
+
+
+def kfp_retry(r):
+    """KFP's RetryRun: Succeeded and Skipped nodes stay; failed, errored or omitted DAG nodes are
+    set Running again (message and finishedAt cleared, startedAt kept); every other failed or
+    omitted node is dropped (its pod deleted). The run's startedAt is kept."""
+    labels = r.meta["labels"]
+    labels.pop("workflows.argoproj.io/completed", None)
+    labels.pop("pipeline/persistedFinalState", None)
+    labels["workflows.argoproj.io/phase"] = "Running"
+    r.status["phase"] = "Running"
+    r.status["conditions"] = [{"status": "False", "type": "Completed"}]
+    r.status.pop("message", None)
+    r.status["finishedAt"] = None
+    if r.spec.get("activeDeadlineSeconds") == 0:
+        del r.spec["activeDeadlineSeconds"]
+    removed = set()
+    for nid, n in list(r.status["nodes"].items()):
+        if n["phase"] in ("Succeeded", "Skipped") and ".onExit" not in n["name"]:
+            continue
+        if n["type"] == "DAG" and n["phase"] in FAILED + ("Omitted",):
+            n["phase"] = "Running"
+            n.pop("message", None)
+            n.pop("finishedAt", None)
+            continue
+        removed.add(nid)
+        del r.status["nodes"][nid]
+    _prune(r, removed)
+
+
+def argo_retry(r, t, restart=()):
+    """`argo retry` (FormulateRetryWorkflow): failed Pod nodes (a Retry node's attempts: the Retry
+    node) and, with --restart-successful, the nodes the --node-field-selector picks are deleted with
+    everything downstream; their group ancestors (DAG, Steps, StepGroup, TaskGroup) and failed Retry
+    ancestors are reset to Running with startedAt = now; exit-handler nodes are dropped; the run's
+    phase becomes "" (the controller then sets Running), startedAt now, finishedAt and message
+    cleared."""
+    nodes = r.status["nodes"]
+    parent = {c: n["id"] for n in nodes.values() for c in n.get("children", [])}
+    targets = set()
+    for nid, n in nodes.items():
+        if (n["type"] == "Pod" and n["phase"] in FAILED) or n["displayName"] in restart:
+            up = parent.get(nid)
+            targets.add(up if up and nodes[up]["type"] == "Retry" else nid)
+    delete = set()
+    stack = list(targets)
+    while stack:
+        nid = stack.pop()
+        if nid in delete or nid not in nodes:
+            continue
+        delete.add(nid)
+        stack.extend(nodes[nid].get("children", []))
+    reset = set()
+    for nid in targets:
+        up = parent.get(nid)
+        while up:
+            n = nodes[up]
+            if n["type"] in ("DAG", "Steps", "StepGroup", "TaskGroup") or (n["type"] == "Retry" and n["phase"] in FAILED):
+                reset.add(up)
+            up = parent.get(up)
+    for nid, n in nodes.items():
+        if n["name"].startswith(f"{r.name}.onExit"):
+            delete.add(nid)
+    for nid in reset - delete:
+        n = nodes[nid]
+        if n["phase"] != "Skipped":
+            n["phase"] = "Running"
+        n.pop("message", None)
+        n.pop("finishedAt", None)
+        n["startedAt"] = ts(t)
+    for nid in delete:
+        del nodes[nid]
+    _prune(r, delete)
+    labels = r.meta["labels"]
+    labels.pop("workflows.argoproj.io/completed", None)
+    r.status["phase"] = ""
+    r.status["startedAt"] = ts(t)
+    r.status["finishedAt"] = None
+    r.status.pop("message", None)
+    r.status["conditions"] = [{"status": "False", "type": "Completed"}]
+    r.spec.pop("shutdown", None)
+    if r.spec.get("activeDeadlineSeconds") == 0:
+        del r.spec["activeDeadlineSeconds"]
+
+
+def _dag_spec(tasks):
+    return {"entrypoint": "main",
+            "templates": [{"name": "main", "dag": {"tasks": [
+                {"name": n, "template": "step", **({"depends": " && ".join(d)} if d else {})} for n, d in tasks]}},
+                {"name": "step", "container": {"image": "alpine:3.20", "command": ["sh", "-c", "exit 0"]}}]}
+
+
+def _dag_task(r, name, t, parents, phase="Running"):
+    """A DAG task pod; Argo lists a task under each task it depends on (the root for the first)."""
+    full = f"{r.name}.{name}"
+    r.node(full, "Pod", "step", t, parent=parents[0], boundary=r.name, phase=phase)
+    for extra in parents[1:]:
+        r.status["nodes"][r.nid(extra)].setdefault("children", []).append(r.nid(full))
+    return full
+
+
+def rec_kfp_v1_retry():
+    """KFP v1: B fails, C is omitted, the run fails; the user retries it in the KFP UI; B and C run
+    again and the run succeeds (the shape of KFP's own retry test, resource_manager_util_test.go)."""
+    ann = {"pipelines.kubeflow.org/kfp_sdk_version": "1.8.22", "pipelines.kubeflow.org/run_name": "resubmit nightly",
+           "pipelines.kubeflow.org/pipeline_spec": json.dumps({"name": "resubmit"}),
+           "workflows.argoproj.io/pod-name-format": "v1"}
+    r = Run("resubmit-hq4tz", "4a6c8e0a-2c4e-4a6c-8e0a-2c4e6a8c0e2a", ns="kubeflow",
+            labels={"pipeline/runid": "6c8e0a2c-4e6a-4c8e-8a2c-4e6a8c0e2a4c"}, annotations=ann,
+            spec=_dag_spec([("A", []), ("B", ["A"]), ("C", ["B"])]))
+    r.workflow("Running", 0)
+    r.node(r.name, "DAG", "main", 0)
+    a = _dag_task(r, "A", 0, [r.name])
+    r.snap()
+    r.event("WorkflowRunning", "Workflow Running", 0)
+    r.set(a, "Succeeded", 4, exit_code=0)
+    b = _dag_task(r, "B", 12, [a])
+    r.snap()
+    r.set(b, "Failed", 16, message="failed with exit code 1", exit_code=1)
+    c = r.node(f"{r.name}.C", "Skipped", "step", 22, parent=b, boundary=r.name, phase="Omitted")
+    c["message"] = "omitted: depends condition not met"
+    c["finishedAt"] = ts(22)
+    r.set(r.name, "Failed", 22)
+    r.workflow("Failed", 22)
+    r.snap()
+    r.event("WorkflowNodeFailed", f"Failed node {b}: failed with exit code 1", 16, node=b)
+    r.event("WorkflowFailed", "", 22)
+    # Minutes later, the retry.
+    kfp_retry(r)
+    r.snap()
+    _dag_task(r, "B", 300, [a], phase="Pending")
+    r.snap()
+    r.set(b, "Running", message="")
+    r.snap()
+    r.event("WorkflowNodeRunning", f"Running node {b}", 302, node=b)
+    r.set(b, "Succeeded", 309, exit_code=0)
+    _dag_task(r, "C", 310, [b])
+    r.snap()
+    r.set(f"{r.name}.C", "Succeeded", 318, exit_code=0)
+    r.set(r.name, "Succeeded", 319)
+    r.workflow("Succeeded", 319)
+    r.snap()
+    r.event("WorkflowSucceeded", "Workflow completed", 319)
+    return r.lines
+
+
+def rec_kfp_v2_retry():
+    """KFP v2: the `train` task's executor pod fails and the run fails; KFP's retry sets the failed
+    DAG nodes (the task's executor DAG, root, entrypoint) Running and drops the failed pod; the pod
+    runs again and the run succeeds."""
+    r = v2_run("churn-model-t6v3j", "6e8a0c2e-4a6c-4e8a-8c2e-4a6c8e0a2c4e", "8a0c2e4a-6c8e-4a0c-8e4a-6c8e0a2c4e6a",
+               "churn-model", [("prep", []), ("train", ["prep"])], {"epochs": 5})
+    v2_start(r, 0)
+    root = f"{r.name}.root"
+    v2_driver(r, "prep", 8)
+    p = v2_exec_pod(r, "prep", 15, phase="Running", message="")
+    r.snap()
+    r.set(p, "Succeeded", 30, exit_code=0)
+    r.set(f"{root}.prep", "Succeeded", 31)
+    r.snap()
+    v2_driver(r, "train", 32)
+    p = v2_exec_pod(r, "train", 39, phase="Running", message="")
+    r.snap()
+    r.set(p, "Failed", 70, message="main: Error (exit code 1)", exit_code=1)
+    r.set(f"{root}.train", "Failed", 71)
+    r.set(root, "Failed", 71)
+    r.set(r.name, "Failed", 72)
+    r.workflow("Failed", 72, message=f"child '{r.nid(root)}' failed")
+    r.snap()
+    r.event("WorkflowNodeFailed", f"Failed node {p}: main: Error (exit code 1)", 70, node=p)
+    r.event("WorkflowFailed", f"child '{r.nid(root)}' failed", 72)
+    kfp_retry(r)
+    r.snap()
+    v2_exec_pod(r, "train", 600, phase="Running", message="")
+    r.snap()
+    # A late copy of the first attempt's failure: it belongs to the attempt that ended.
+    r.event("WorkflowNodeFailed", f"Failed node {p}: main: Error (exit code 1)", 70, node=p)
+    v2_last_task_succeeds(r, "train", 660)
+    r.event("WorkflowSucceeded", "Workflow completed", 662)
+    return r.lines
+
+
+def rec_kfp_v2_terminated_retry():
+    """KFP v2: the user terminates a run (activeDeadlineSeconds 0), then retries it: KFP lifts the
+    deadline, and the task runs again and succeeds."""
+    r = v2_run("batch-score-m2w8d", "0a2c4e6a-8c0e-4a2c-8e6a-8c0e2a4c6e8a", "2c4e6a8c-0e2a-4c4e-8a8c-0e2a4c6e8a0c",
+               "batch-score", [("score", [])], {"batch_size": 32})
+    v2_start(r, 0)
+    root = f"{r.name}.root"
+    v2_driver(r, "score", 8)
+    p = v2_exec_pod(r, "score", 15, phase="Running", message="")
+    r.snap()
+    r.spec["activeDeadlineSeconds"] = 0
+    r.snap()
+    r.set(p, "Failed", 120, message="Step exceeded its deadline")
+    r.set(f"{root}.score", "Failed", 120, message=f"child '{r.nid(p)}' failed")
+    r.set(root, "Failed", 120, message="Step exceeded its deadline")
+    r.set(r.name, "Failed", 121, message="Step exceeded its deadline")
+    r.workflow("Failed", 121, message="Step exceeded its deadline")
+    r.snap()
+    kfp_retry(r)
+    r.snap()
+    v2_exec_pod(r, "score", 400, phase="Running", message="")
+    r.snap()
+    v2_last_task_succeeds(r, "score", 450)
+    return r.lines
+
+
+def rec_argo_dag_retry():
+    """Plain Argo DAG (diamond): C fails, D is omitted, the run fails; `argo retry` deletes C and D,
+    resets the DAG; C and D run and the run succeeds. The bridge sees the retry only after the fact
+    for D: the watch missed nothing, but D's start and end arrive in one update."""
+    r = Run("diamond-x7k2p", "7a9c1e3a-5c7e-4a9c-8e3a-5c7e9a1c3e5a", ns="argo",
+            spec=_dag_spec([("A", []), ("B", ["A"]), ("C", ["A"]), ("D", ["B", "C"])]))
+    r.workflow("Running", 0)
+    r.node(r.name, "DAG", "main", 0)
+    a = _dag_task(r, "A", 0, [r.name])
+    r.snap()
+    r.set(a, "Succeeded", 5, exit_code=0)
+    b = _dag_task(r, "B", 6, [a])
+    c = _dag_task(r, "C", 6, [a])
+    r.snap()
+    r.set(b, "Succeeded", 11, exit_code=0)
+    r.set(c, "Failed", 12, message="main: Error (exit code 1)", exit_code=1)
+    d = r.node(f"{r.name}.D", "Skipped", "step", 12, parent=b, boundary=r.name, phase="Omitted")
+    r.status["nodes"][r.nid(c)].setdefault("children", []).append(d["id"])
+    d["message"] = "omitted: depends condition not met"
+    d["finishedAt"] = ts(12)
+    r.set(r.name, "Failed", 13, message=f"child '{r.nid(c)}' failed")
+    r.workflow("Failed", 13, message=f"child '{r.nid(c)}' failed")
+    r.snap()
+    argo_retry(r, 200)
+    r.snap()
+    r.workflow("Running", 200)
+    _dag_task(r, "C", 201, [a])
+    r.snap()
+    r.set(c, "Succeeded", 207, exit_code=0)
+    _dag_task(r, "D", 208, [b, c])
+    r.snap()
+    r.set(f"{r.name}.D", "Succeeded", 214, exit_code=0)
+    r.set(r.name, "Succeeded", 215)
+    r.workflow("Succeeded", 215)
+    r.snap()
+    return r.lines
+
+
+def rec_argo_steps_retry():
+    """Plain Argo steps, retried twice: step-2 (retryStrategy limit 1) fails both attempts and the
+    run fails; `argo retry`; it fails again; `argo retry` once more and it succeeds."""
+    spec = {"entrypoint": "main",
+            "templates": [
+                {"name": "main", "steps": [[{"name": "step-1", "template": "echo"}], [{"name": "step-2", "template": "flaky"}]]},
+                {"name": "echo", "container": {"image": "alpine:3.20", "command": ["echo", "hi"]}},
+                {"name": "flaky", "retryStrategy": {"limit": 1}, "script": {"image": "python:3.12", "source": "import random"}}]}
+    r = Run("flaky-steps-9q2wd", "9c1e3a5c-7e9a-4c1e-8a5c-7e9a1c3e5a7c", ns="argo", spec=spec)
+    r.workflow("Running", 0)
+    r.node(r.name, "Steps", "main", 0)
+    g0 = f"{r.name}[0]"
+    r.node(g0, "StepGroup", "main", 0, display="[0]", parent=r.name, boundary=r.name)
+    s1 = f"{g0}.step-1"
+    r.node(s1, "Pod", "echo", 0, parent=g0, boundary=r.name)
+    r.snap()
+    r.set(s1, "Succeeded", 5, exit_code=0)
+    r.set(g0, "Succeeded", 6)
+    g1 = f"{r.name}[1]"
+    t = 6
+    outcomes = [("Failed", "Failed"), ("Failed", "Failed"), ("Failed", "Succeeded")]
+    for round_, (first, second) in enumerate(outcomes):
+        if g1 not in [n["name"] for n in r.status["nodes"].values()]:
+            r.node(g1, "StepGroup", "main", t, display="[1]", parent=s1, boundary=r.name)
+        s2 = f"{g1}.step-2"
+        r.node(s2, "Retry", "flaky", t, parent=g1, boundary=r.name)
+        for i, phase in enumerate((first, second)):
+            pod = f"{s2}({i})"
+            r.node(pod, "Pod", "flaky", t, display=f"step-2({i})", parent=s2, boundary=r.name)
+            r.snap()
+            t += 10
+            r.set(pod, phase, t, message="Error (exit code 1)" if phase == "Failed" else None,
+                  exit_code=1 if phase == "Failed" else 0)
+            t += 2
+        if second == "Failed":
+            r.set(s2, "Failed", t, message="No more retries left")
+            r.set(g1, "Failed", t, message=f"child '{r.nid(s2)}' failed")
+            r.set(r.name, "Failed", t + 1, message=f"child '{r.nid(g1)}' failed")
+            r.workflow("Failed", t + 1, message=f"child '{r.nid(g1)}' failed")
+            r.snap()
+            t += 300
+            argo_retry(r, t)
+            r.snap()
+            r.workflow("Running", t)
+            r.set(g0, "Succeeded", t)  # the controller finds the reset first group complete
+        else:
+            r.set(s2, "Succeeded", t)
+            r.set(g1, "Succeeded", t)
+            r.set(r.name, "Succeeded", t + 1)
+            r.workflow("Succeeded", t + 1)
+            r.snap()
+    return r.lines
+
+
+def rec_argo_restart_successful():
+    """`argo retry --restart-successful --node-field-selector displayName=report` of a run that
+    succeeded: report runs again; fetch, kept, publishes nothing new."""
+    r = Run("report-daily-b5n7q", "1c3e5a7c-9e1a-4c3e-8a7c-9e1a3c5e7a9c", ns="argo",
+            spec=_dag_spec([("fetch", []), ("report", ["fetch"])]))
+    r.workflow("Running", 0)
+    r.node(r.name, "DAG", "main", 0)
+    f = _dag_task(r, "fetch", 0, [r.name])
+    r.snap()
+    r.set(f, "Succeeded", 8, exit_code=0)
+    rep = _dag_task(r, "report", 9, [f])
+    r.snap()
+    r.set(rep, "Succeeded", 20, exit_code=0)
+    r.set(r.name, "Succeeded", 21)
+    r.workflow("Succeeded", 21)
+    r.snap()
+    argo_retry(r, 900, restart=("report",))
+    r.snap()
+    r.workflow("Running", 900)
+    _dag_task(r, "report", 901, [f])
+    r.snap()
+    r.set(rep, "Succeeded", 915, exit_code=0)
+    r.set(r.name, "Succeeded", 916)
+    r.workflow("Succeeded", 916)
+    r.snap()
+    return r.lines
+
+
 RECORDINGS = {
     "kfp-v2-success.jsonl": rec_v2_success,
     "kfp-v2-retries-failed.jsonl": rec_v2_retries_fail,
@@ -615,6 +959,12 @@ RECORDINGS = {
     "kfp-v1-success.jsonl": rec_v1,
     "argo-steps-retry-skip.jsonl": rec_argo_steps,
     "offloaded-and-deleted-workflows.jsonl": rec_offloaded_and_gone,
+    "retry-kfp-v1.jsonl": rec_kfp_v1_retry,
+    "retry-kfp-v2.jsonl": rec_kfp_v2_retry,
+    "retry-kfp-v2-terminated.jsonl": rec_kfp_v2_terminated_retry,
+    "retry-argo-dag.jsonl": rec_argo_dag_retry,
+    "retry-argo-steps-twice.jsonl": rec_argo_steps_retry,
+    "retry-argo-restart-successful.jsonl": rec_argo_restart_successful,
 }
 
 

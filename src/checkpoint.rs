@@ -13,7 +13,7 @@
 //! workflow is gone and the retention has passed since their last change.
 
 use crate::derive::Deriver;
-use crate::model::{Mark, node_hash};
+use crate::model::{Mark, Outcome, RunAttempt, node_hash};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -182,6 +182,109 @@ impl Entry {
     }
 }
 
+/// An entry with the run attempt it is about. A retried run's entry follows its latest attempt:
+/// the marks of that attempt, or the tombstone of the attempt that ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stored {
+    entry: Entry,
+    /// For an active entry, the attempt its marks belong to; for a tombstone, `retries` of the
+    /// attempt that ended.
+    attempt: RunAttempt,
+    /// How the tombstone's attempt ended (what the next attempt reports as the previous one).
+    outcome: Option<Outcome>,
+}
+
+fn outcome_code(outcome: Option<Outcome>) -> char {
+    match outcome {
+        Some(Outcome::Succeeded) => 'S',
+        Some(Outcome::Failed) => 'F',
+        Some(Outcome::Error) => 'E',
+        None => '-',
+    }
+}
+
+fn outcome_of(code: &str) -> Option<Option<Outcome>> {
+    Some(match code {
+        "S" => Some(Outcome::Succeeded),
+        "F" => Some(Outcome::Failed),
+        "E" => Some(Outcome::Error),
+        "-" => None,
+        _ => return None,
+    })
+}
+
+impl Stored {
+    /// `Entry::encode`, then for a later attempt `;RETRIES:SINCE:PREVIOUS` (active) and for a
+    /// tombstone `;RETRIES:OUTCOME`. Entries of a first attempt without an outcome read as before
+    /// retries were recorded, and entries written before read as first attempts.
+    fn encode(&self) -> String {
+        let mut text = self.entry.encode();
+        match self.entry {
+            Entry::Active { .. } if self.attempt.retries > 0 => {
+                let since = self
+                    .attempt
+                    .since
+                    .map_or_else(|| "-".to_owned(), |s| s.to_string());
+                text.push_str(&format!(
+                    ";{}:{since}:{}",
+                    self.attempt.retries,
+                    outcome_code(self.attempt.previous)
+                ));
+            }
+            Entry::Finished { .. } if self.attempt.retries > 0 || self.outcome.is_some() => {
+                text.push_str(&format!(
+                    ";{}:{}",
+                    self.attempt.retries,
+                    outcome_code(self.outcome)
+                ));
+            }
+            _ => {}
+        }
+        text
+    }
+
+    fn decode(text: &str) -> Option<Self> {
+        let (entry, attempt) = text.split_once(';').unwrap_or((text, ""));
+        let entry = Entry::decode(entry)?;
+        let mut stored = Stored {
+            entry,
+            attempt: RunAttempt::default(),
+            outcome: None,
+        };
+        if attempt.is_empty() {
+            return Some(stored);
+        }
+        let mut parts = attempt.split(':');
+        stored.attempt.retries = parts.next()?.parse().ok()?;
+        match stored.entry {
+            Entry::Active { .. } => {
+                stored.attempt.since = match parts.next()? {
+                    "-" => None,
+                    since => Some(since.parse().ok()?),
+                };
+                stored.attempt.previous = outcome_of(parts.next()?)?;
+            }
+            Entry::Finished { .. } => stored.outcome = outcome_of(parts.next()?)?,
+        }
+        parts.next().is_none().then_some(stored)
+    }
+
+    /// Takes in another copy (a conflicting writer's): the later attempt wins; within one
+    /// attempt, the union ([`Entry::merge`]).
+    fn merge(&mut self, other: Stored) {
+        match self.attempt.retries.cmp(&other.attempt.retries) {
+            std::cmp::Ordering::Less => *self = other,
+            std::cmp::Ordering::Greater => {}
+            std::cmp::Ordering::Equal => {
+                if matches!(other.entry, Entry::Finished { .. }) {
+                    self.outcome = self.outcome.or(other.outcome);
+                }
+                self.entry.merge(other.entry);
+            }
+        }
+    }
+}
+
 fn add_mark(marks: &mut Vec<Mark>, mark: Mark) {
     match marks.binary_search_by_key(&mark.node, |m| m.node) {
         Ok(at) => marks[at].slots |= mark.slots,
@@ -210,7 +313,7 @@ enum Store {
 /// The done-facts store.
 pub struct Checkpoint {
     /// Per shard, its entries: a write touches only its shard's.
-    entries: Vec<HashMap<Arc<str>, Entry>>,
+    entries: Vec<HashMap<Arc<str>, Stored>>,
     shards: usize,
     dirty: BTreeSet<usize>,
     /// Changes since the last successful flush.
@@ -267,7 +370,7 @@ impl Checkpoint {
     /// count changed) make both shards dirty so the next flush moves them.
     fn take_in(&mut self, index: usize, data: BTreeMap<String, String>) {
         for (uid, value) in data {
-            let Some(entry) = Entry::decode(&value) else {
+            let Some(entry) = Stored::decode(&value) else {
                 tracing::warn!(workflow_uid = %uid, "checkpoint entry unreadable; ignored");
                 continue;
             };
@@ -324,10 +427,13 @@ impl Checkpoint {
 
     /// Tells the deriver what is done, so a re-list derives only the rest.
     pub fn restore(&self, deriver: &mut Deriver) {
-        for (uid, entry) in self.entries.iter().flatten() {
-            match entry {
-                Entry::Finished { .. } => deriver.finish(uid),
+        for (uid, stored) in self.entries.iter().flatten() {
+            match &stored.entry {
+                Entry::Finished { at } => {
+                    deriver.restore_finished(uid, stored.attempt.retries, Some(*at), stored.outcome)
+                }
                 Entry::Active { marks, .. } => {
+                    deriver.restore_attempt(uid, stored.attempt);
                     for mark in marks {
                         deriver.mark_done(uid, *mark);
                     }
@@ -336,35 +442,77 @@ impl Checkpoint {
         }
     }
 
-    /// Records one done fact.
+    /// Records one done fact of a run's first attempt.
     pub fn record(&mut self, uid: &str, mark: Mark, now: i64) {
+        self.record_attempt(uid, mark, RunAttempt::default(), now);
+    }
+
+    /// Records one done fact of `attempt`. A fact of a later attempt than the entry's replaces
+    /// it (the earlier attempt's marks are no longer needed: its nodes are told apart by time);
+    /// one of an earlier attempt, or of an attempt already ended, changes nothing.
+    pub fn record_attempt(&mut self, uid: &str, mark: Mark, attempt: RunAttempt, now: i64) {
         let shard = self.shard_of(uid);
+        let fresh = Stored {
+            entry: Entry::Active {
+                touched: now,
+                marks: vec![mark],
+            },
+            attempt,
+            outcome: None,
+        };
         match self.entries[shard].get_mut(uid) {
-            Some(Entry::Finished { .. }) => return,
-            Some(Entry::Active { touched, marks }) => {
+            Some(known) if known.attempt.retries > attempt.retries => return,
+            Some(known) if known.attempt.retries < attempt.retries => *known = fresh,
+            Some(Stored {
+                entry: Entry::Finished { .. },
+                ..
+            }) => return,
+            Some(Stored {
+                entry: Entry::Active { touched, marks },
+                ..
+            }) => {
                 *touched = now;
                 add_mark(marks, mark);
             }
             None => {
-                self.entries[shard].insert(
-                    Arc::from(uid),
-                    Entry::Active {
-                        touched: now,
-                        marks: vec![mark],
-                    },
-                );
+                self.entries[shard].insert(Arc::from(uid), fresh);
             }
         }
         self.dirty.insert(shard);
         self.unflushed += 1;
     }
 
-    /// Every fact of a finished run is done: its entry shrinks to a tombstone.
+    /// Every fact of a finished run (never retried) is done: its entry shrinks to a tombstone.
     pub fn finish(&mut self, uid: &str, at: i64) {
+        self.finish_attempt(uid, at, 0, None);
+    }
+
+    /// Every fact of attempt `retries` (counted from 0) of a run, which ended at `at` with
+    /// `outcome`, is done: its entry shrinks to a tombstone, unless a later attempt is recorded.
+    pub fn finish_attempt(&mut self, uid: &str, at: i64, retries: u32, outcome: Option<Outcome>) {
         let shard = self.shard_of(uid);
-        self.entries[shard].insert(Arc::from(uid), Entry::Finished { at });
+        if self.entries[shard]
+            .get(uid)
+            .is_some_and(|known| known.attempt.retries > retries)
+        {
+            return;
+        }
+        let stored = Stored {
+            entry: Entry::Finished { at },
+            attempt: RunAttempt {
+                retries,
+                ..RunAttempt::default()
+            },
+            outcome,
+        };
+        self.entries[shard].insert(Arc::from(uid), stored);
         self.dirty.insert(shard);
         self.unflushed += 1;
+    }
+
+    /// The run attempt an entry is about (a tombstone's: the attempt that ended).
+    pub fn attempt(&self, uid: &str) -> Option<RunAttempt> {
+        self.entries[self.shard_of(uid)].get(uid).map(|s| s.attempt)
     }
 
     /// Drops tombstones of runs finished before `before`, and entries of workflows that no longer
@@ -373,8 +521,8 @@ impl Checkpoint {
         let mut gone = Vec::new();
         for (shard, entries) in self.entries.iter_mut().enumerate() {
             let before_len = gone.len();
-            entries.retain(|uid, entry| {
-                let keep = match entry {
+            entries.retain(|uid, stored| {
+                let keep = match &stored.entry {
                     Entry::Finished { at } => *at >= before,
                     Entry::Active { touched, .. } => *touched >= before || alive(uid),
                 };
@@ -391,7 +539,7 @@ impl Checkpoint {
     }
 
     pub fn entry(&self, uid: &str) -> Option<&Entry> {
-        self.entries[self.shard_of(uid)].get(uid)
+        self.entries[self.shard_of(uid)].get(uid).map(|s| &s.entry)
     }
 
     pub fn len(&self) -> usize {
@@ -439,7 +587,7 @@ impl Checkpoint {
     fn shard_data(&self, shard: usize) -> BTreeMap<String, String> {
         self.entries[shard]
             .iter()
-            .map(|(uid, entry)| (uid.to_string(), entry.encode()))
+            .map(|(uid, stored)| (uid.to_string(), stored.encode()))
             .collect()
     }
 
@@ -598,32 +746,57 @@ pub struct Progress {
 struct Pending {
     uid: Arc<str>,
     mark: Mark,
-    /// The run's terminal fact: when it finished.
-    run_end: Option<i64>,
+    attempt: RunAttempt,
+    /// The run attempt's terminal fact: when it finished, and how.
+    run_end: Option<(i64, Option<Outcome>)>,
 }
 
 #[derive(Default)]
 struct RunProgress {
     in_flight: usize,
-    ended: Option<i64>,
+    /// The latest attempt handed to delivery (its `retries`).
+    latest: u32,
+    /// The end of that attempt, once its terminal fact is done.
+    ended: Option<(i64, Option<Outcome>)>,
 }
 
 impl Progress {
-    /// Registers a fact about to be sent; returns its completion token.
-    pub fn add(&mut self, uid: &str, mark: Mark, run_end: Option<i64>) -> u64 {
+    /// Registers a fact about to be sent; returns its completion token. `run_end`: the fact ends
+    /// its run attempt, at that time with that outcome.
+    pub fn add(
+        &mut self,
+        uid: &str,
+        mark: Mark,
+        attempt: RunAttempt,
+        run_end: Option<(i64, Option<Outcome>)>,
+    ) -> u64 {
         self.next += 1;
         let uid: Arc<str> = match self.runs.get_key_value(uid) {
             Some((known, _)) => Arc::clone(known),
             None => Arc::from(uid),
         };
-        self.runs.entry(Arc::clone(&uid)).or_default().in_flight += 1;
-        self.pending
-            .insert(self.next, Pending { uid, mark, run_end });
+        let run = self.runs.entry(Arc::clone(&uid)).or_default();
+        run.in_flight += 1;
+        if attempt.retries > run.latest {
+            // A retry: the earlier attempt's end no longer closes the run.
+            run.latest = attempt.retries;
+            run.ended = None;
+        }
+        self.pending.insert(
+            self.next,
+            Pending {
+                uid,
+                mark,
+                attempt,
+                run_end,
+            },
+        );
         self.next
     }
 
-    /// A fact is done: recorded in the checkpoint; if it completes a finished run, the run
-    /// becomes a tombstone in the checkpoint and in the deriver.
+    /// A fact is done: recorded in the checkpoint; if it completes a finished run attempt (and
+    /// no later one is in flight), the run becomes a tombstone in the checkpoint and in the
+    /// deriver.
     pub fn done(
         &mut self,
         token: u64,
@@ -634,18 +807,18 @@ impl Progress {
         let Some(fact) = self.pending.remove(&token) else {
             return;
         };
-        checkpoint.record(&fact.uid, fact.mark, now);
+        checkpoint.record_attempt(&fact.uid, fact.mark, fact.attempt, now);
         let Some(run) = self.runs.get_mut(&fact.uid) else {
             return;
         };
         run.in_flight -= 1;
-        if fact.run_end.is_some() {
+        if fact.run_end.is_some() && fact.attempt.retries == run.latest {
             run.ended = fact.run_end;
         }
         if run.in_flight == 0 {
-            if let Some(at) = run.ended {
-                checkpoint.finish(&fact.uid, at);
-                deriver.finish(&fact.uid);
+            if let Some((at, outcome)) = run.ended {
+                checkpoint.finish_attempt(&fact.uid, at, run.latest, outcome);
+                deriver.finish(&fact.uid, run.latest);
             }
             self.runs.remove(&fact.uid);
         }

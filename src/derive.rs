@@ -12,7 +12,9 @@ pub mod nodes;
 pub mod run;
 pub mod tasks;
 
-use crate::model::{Fact, FactKind, Lifecycle, Mark, Origin, RunInfo, TaskInfo, node_hash};
+use crate::model::{
+    Fact, FactKind, Lifecycle, Mark, Origin, Outcome, RunAttempt, RunInfo, Slot, TaskInfo,
+};
 use crate::source::objects::{Node, Workflow};
 use crate::source::recording::Observed;
 use chrono::{DateTime, Utc};
@@ -85,6 +87,98 @@ struct RunState {
     /// Pending, its pending time is known ([`Deriver::take_pod_starts`]).
     pending_pods: HashMap<u64, DateTime<Utc>>,
     run: Option<Arc<RunInfo>>,
+    /// The run attempt this state is about; a retry starts the next one ([`Deriver::workflow`]).
+    attempt: RunAttempt,
+    /// When the current attempt (a later one) started, once known.
+    attempt_started: Option<DateTime<Utc>>,
+    /// The current attempt's end, as the status showed it. Kept in the tombstone: a run that
+    /// shows a new attempt after it wakes up.
+    ended: Option<End>,
+}
+
+/// How a run attempt ended: its `status.finishedAt` (unix seconds) and phase, as far as known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct End {
+    at: Option<i64>,
+    outcome: Option<Outcome>,
+    /// The `resourceVersion` of the observation that showed the end, when numeric: an earlier
+    /// object (a recording replayed again) is history, not a retry.
+    version: Option<u64>,
+}
+
+impl RunState {
+    /// The state of the attempt after this one: nothing of it derived yet.
+    fn next_attempt(&self, since: Option<i64>, previous: Option<Outcome>) -> Self {
+        RunState {
+            attempt: RunAttempt {
+                retries: self.attempt.retries.saturating_add(1),
+                since,
+                previous,
+            },
+            offload_reported: self.offload_reported,
+            ..RunState::default()
+        }
+    }
+
+    /// Whether an observation with this phase and end shows a new attempt after an ended one:
+    /// only a retry takes a finished Workflow back to a phase before the end (Argo's controller
+    /// never does, `markWorkflowPhase`: "workflow is already fulfilled"; a retry sets the phase to
+    /// `""` (Argo) or `Running` (KFP)), and only a finished later attempt ends later.
+    fn retried(&self, phase: &str, end: Option<i64>, version: Option<u64>) -> Option<End> {
+        let ended = self.ended?;
+        if matches!((ended.version, version), (Some(then), Some(now)) if now < then) {
+            return None;
+        }
+        let again = matches!(phase, "" | "Pending" | "Running")
+            || (Outcome::of_phase(phase).is_some()
+                && matches!((ended.at, end), (Some(before), Some(now)) if now > before));
+        again.then_some(ended)
+    }
+}
+
+/// A node's moment in whole seconds (Kubernetes timestamps have no finer resolution).
+fn seconds(text: Option<&str>) -> Option<i64> {
+    run::timestamp(text).map(|t| t.timestamp())
+}
+
+fn terminal_phase(phase: &str) -> bool {
+    matches!(
+        phase,
+        "Succeeded" | "Failed" | "Error" | "Skipped" | "Omitted"
+    )
+}
+
+/// Whether `node` belongs to the attempt that began after `since`: a retry keeps what finished
+/// before (untouched, old timestamps) and deletes or resets the rest (re-created nodes reuse
+/// their ids, reset ones lose their `finishedAt`), so a node is the new attempt's when it is not
+/// finished or finished after the previous attempt ended.
+fn in_attempt(since: Option<i64>, node: &Node) -> bool {
+    let Some(since) = since else {
+        return true;
+    };
+    !terminal_phase(&node.phase)
+        || seconds(node.finished_at.as_deref().or(node.started_at.as_deref()))
+            .is_some_and(|t| t > since)
+}
+
+/// When a later attempt started: Argo's retry resets `status.startedAt` to the retry's moment
+/// (`FormulateRetryWorkflow`); KFP's keeps the first one (`GenerateRetryExecution`), so then the
+/// first node started after the previous end, else that end itself (the retry came after it).
+fn attempt_start(
+    run: &RunInfo,
+    nodes: Option<&BTreeMap<String, Node>>,
+    since: Option<i64>,
+) -> Option<DateTime<Utc>> {
+    let after = |t: &DateTime<Utc>| since.is_none_or(|s| t.timestamp() > s);
+    run.started_at.filter(after).or_else(|| {
+        nodes
+            .into_iter()
+            .flat_map(|n| n.values())
+            .filter_map(|n| run::timestamp(n.started_at.as_deref()))
+            .filter(after)
+            .min()
+            .or_else(|| since.and_then(|s| DateTime::from_timestamp(s, 0)))
+    })
 }
 
 /// A task's pod seen Pending, then past Pending: it was created at `created` and is running by
@@ -151,14 +245,61 @@ impl Deriver {
         *state.done.entry(mark.node).or_default() |= mark.slots;
     }
 
-    /// Records that every fact of a finished run is done: its state shrinks to the uid, and
-    /// later observations of it (labels a persistence agent adds, late Events) derive nothing.
-    pub fn finish(&mut self, workflow_uid: &str) {
+    /// Records that every fact of a finished run attempt (`retries` attempts before it) is
+    /// done: its state shrinks to a tombstone, and later observations of it (labels a persistence
+    /// agent adds, late Events) derive nothing — until one shows a retry. Ignored when a later
+    /// attempt is under way already.
+    pub fn finish(&mut self, workflow_uid: &str, retries: u32) {
+        let state = self.runs.entry(workflow_uid.to_owned()).or_default();
+        if state.attempt.retries > retries {
+            return;
+        }
+        *state = RunState {
+            finished: true,
+            attempt: state.attempt,
+            ended: state.ended,
+            ..RunState::default()
+        };
+    }
+
+    /// A tombstone from the checkpoint: attempt `retries` (counted from 0) ended at `at`.
+    pub fn restore_finished(
+        &mut self,
+        workflow_uid: &str,
+        retries: u32,
+        at: Option<i64>,
+        outcome: Option<Outcome>,
+    ) {
         let state = self.runs.entry(workflow_uid.to_owned()).or_default();
         *state = RunState {
             finished: true,
+            attempt: RunAttempt {
+                retries,
+                ..RunAttempt::default()
+            },
+            ended: Some(End {
+                at,
+                outcome,
+                version: None,
+            }),
             ..RunState::default()
         };
+    }
+
+    /// The attempt a checkpoint's marks belong to (call before [`Deriver::mark_done`]).
+    pub fn restore_attempt(&mut self, workflow_uid: &str, attempt: RunAttempt) {
+        let state = self.runs.entry(workflow_uid.to_owned()).or_default();
+        if state.attempt != attempt {
+            *state = RunState {
+                attempt,
+                ..RunState::default()
+            };
+        }
+    }
+
+    /// The attempt a workflow is in, as far as derived.
+    pub fn attempt(&self, workflow_uid: &str) -> Option<RunAttempt> {
+        self.runs.get(workflow_uid).map(|s| s.attempt)
     }
 
     /// Forgets a workflow entirely (deleted, and past the retention window).
@@ -245,11 +386,27 @@ impl Deriver {
                 .finished = true;
             return Vec::new();
         }
-        if self.runs.get(&wf.metadata.uid).is_some_and(|s| s.finished) {
-            self.stats.history_skipped += 1;
-            return Vec::new();
+        let (phase, end) = wf.status.as_ref().map_or(("", None), |s| {
+            let end = seconds(s.finished_at.as_deref().or(s.started_at.as_deref()));
+            (s.phase.as_str(), end)
+        });
+        // Opaque to clients by contract, but etcd's revisions are numbers that only grow; used
+        // only to tell an old object from a retry.
+        let version = wf.metadata.resource_version.parse::<u64>().ok();
+        // A finished run derives nothing more, unless the status shows it was retried.
+        let mut woke = None;
+        if let Some(state) = self.runs.get_mut(&wf.metadata.uid)
+            && state.finished
+        {
+            match state.retried(phase, end, version) {
+                Some(ended) => woke = Some(ended),
+                None => {
+                    self.stats.history_skipped += 1;
+                    return Vec::new();
+                }
+            }
         }
-        let run = Arc::new(run::run_info(wf));
+        let mut run = run::run_info(wf);
         if run.finished() && self.is_history(run.finished_at) {
             self.stats.history_skipped += 1;
             return Vec::new();
@@ -285,7 +442,28 @@ impl Deriver {
             Some(s) => Some(&s.nodes),
             None => None,
         };
+        let templates = &wf.spec.templates;
+        let attempts = nodes.map_or_else(Vec::new, |nodes| {
+            tasks::attempts(nodes, templates, self.config.node_events)
+        });
         let state = self.runs.entry(run.uid.clone()).or_default();
+        if let Some(ended) = woke.or_else(|| state.retried(phase, end, version)) {
+            *state = state.next_attempt(ended.at, ended.outcome);
+        } else if state.ended.is_none()
+            && let Some(since) = reset_tasks(state, &attempts)
+        {
+            // The attempt's end was never seen (the bridge was down, or stopped before it was
+            // recorded), but a task whose end was published runs again: a retry.
+            *state = state.next_attempt(since, None);
+        }
+        if state.attempt.retries > 0 {
+            if state.attempt_started.is_none() {
+                state.attempt_started = attempt_start(&run, nodes, state.attempt.since);
+            }
+            run.started_at = state.attempt_started;
+        }
+        run.attempt = state.attempt;
+        let run = Arc::new(run);
         if run.nodes_offloaded && !nodes_visible {
             self.stats.offloaded_observations += 1;
             if !std::mem::replace(&mut state.offload_reported, true) {
@@ -315,16 +493,17 @@ impl Deriver {
             // Held Event facts are all there is for an offloaded workflow.
             candidates.append(&mut state.held);
         }
-        if let Some(nodes) = nodes {
+        {
             let format_v1 = wf
                 .metadata
                 .annotations
                 .get("workflows.argoproj.io/pod-name-format")
                 .is_some_and(|f| f == "v1");
-            for attempt in tasks::attempts(nodes, &wf.spec.templates, self.config.node_events) {
-                task_facts(&run, &attempt, format_v1, &mut candidates);
+            let since = state.attempt.since;
+            for attempt in attempts.iter().filter(|a| in_attempt(since, a.driving)) {
+                task_facts(&run, attempt, format_v1, &mut candidates);
                 if let Some(pod) = attempt.pod {
-                    let node = node_hash(&pod.id);
+                    let node = run.attempt.node_hash(&pod.id);
                     match pod.phase.as_str() {
                         "Pending" => {
                             if let Some(created) = run::timestamp(pod.started_at.as_deref()) {
@@ -345,9 +524,14 @@ impl Deriver {
             }
         }
         state.nodes_visible = nodes_visible;
-        if run.finished() {
+        if let Some(outcome) = Outcome::of_phase(&run.phase) {
             state.held.clear();
             state.pending_pods.clear();
+            state.ended = Some(End {
+                at: end,
+                outcome: Some(outcome),
+                version,
+            });
         }
         state.run = Some(run);
         emit_new(state, candidates)
@@ -356,6 +540,30 @@ impl Deriver {
     fn is_history(&self, at: Option<DateTime<Utc>>) -> bool {
         matches!((self.config.history_before, at), (Some(before), Some(at)) if at < before)
     }
+}
+
+/// Whether a task whose terminal fact this attempt already has runs again (its driving node is
+/// no longer finished): a retry whose attempt end was not seen. Returns the end of the attempt as
+/// far as the kept tasks tell (the latest finish among them): a retry re-runs no kept task.
+fn reset_tasks(state: &RunState, attempts: &[tasks::Attempt<'_>]) -> Option<Option<i64>> {
+    let terminal = Slot::Terminal.bit();
+    let done = |a: &tasks::Attempt<'_>| {
+        state
+            .done
+            .get(&state.attempt.node_hash(&a.identity.id))
+            .is_some_and(|slots| slots & terminal != 0)
+    };
+    let mut reset = false;
+    let mut kept_until = None;
+    for attempt in attempts.iter().filter(|a| done(a)) {
+        if terminal_phase(&attempt.driving.phase) {
+            let at = seconds(attempt.driving.finished_at.as_deref());
+            kept_until = kept_until.max(at);
+        } else {
+            reset = true;
+        }
+    }
+    reset.then_some(kept_until)
 }
 
 /// Keeps the candidates not derived before, in causal order, and remembers them.
@@ -538,7 +746,7 @@ fn task_info(run: &RunInfo, attempt: &tasks::Attempt<'_>, pod_format_v1: bool) -
         template: node.template().to_owned(),
         phase: node.phase.clone(),
         message: message.to_owned(),
-        started_at: run::timestamp(node.started_at.as_deref()),
+        started_at: attempt_started(run, node, pod),
         finished_at: run::timestamp(node.finished_at.as_deref()),
         exit_code,
         pod_name: pod
@@ -548,6 +756,21 @@ fn task_info(run: &RunInfo, attempt: &tasks::Attempt<'_>, pod_format_v1: bool) -
         attempt: attempt.attempt,
         cached: attempt.cached,
     }
+}
+
+/// When a task attempt started. A node a retry reset (KFP keeps a reset DAG's `startedAt`)
+/// started in an earlier attempt: the re-run's start is then its pod's, or the attempt's.
+fn attempt_started(run: &RunInfo, node: &Node, pod: Option<&Node>) -> Option<DateTime<Utc>> {
+    let started = run::timestamp(node.started_at.as_deref());
+    let Some(since) = run.attempt.since else {
+        return started;
+    };
+    let later = |t: &DateTime<Utc>| t.timestamp() > since;
+    started.filter(later).or_else(|| {
+        pod.and_then(|p| run::timestamp(p.started_at.as_deref()))
+            .filter(later)
+            .or(run.started_at)
+    })
 }
 
 /// The node map with every node's `id` equal to its key (Argo keeps them equal; bad input may not).

@@ -46,6 +46,8 @@ pub const DATA_FIELDS: &[&str] = &[
     "ExitCode",
     "PodName",
     "Attempt",
+    "RunAttempt",
+    "PreviousAttempt",
     "Cached",
     "Parameters",
     "Lifecycle",
@@ -164,17 +166,22 @@ fn check_extension_name(name: &str) -> Result<(), EncodeError> {
 }
 
 /// The deterministic id of a fact: a v5 UUID of (workflow uid, node id or `run`, type, attempt,
-/// warning category). A re-send after a crash carries the same id; consumers de-duplicate on
+/// warning category, and the run attempt from the second on). A re-send after a crash carries the same id; consumers de-duplicate on
 /// `source` + `id`.
 pub fn fact_id(fact: &Fact) -> String {
     let node = fact.task.as_ref().map_or("run", |t| t.node_id.as_str());
     let attempt = fact.task.as_ref().map_or(0, |t| t.attempt);
     let category = fact.lifecycle.as_ref().map_or("", |l| l.category);
-    let name = format!(
+    let mut name = format!(
         "{}/{node}/{}/{attempt}/{category}",
         fact.run.uid,
         fact.kind.type_suffix()
     );
+    // A retried run's later attempts: the first attempt's ids are those of a run never retried.
+    let run_attempt = fact.run.attempt;
+    if run_attempt.retries > 0 {
+        name.push_str(&format!("/run-attempt/{}", run_attempt.number()));
+    }
     uuid::Uuid::new_v5(&ID_NAMESPACE, name.as_bytes()).to_string()
 }
 
@@ -209,6 +216,14 @@ struct LifecycleData<'a> {
     reason: &'a str,
     message: String,
     terminal: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct PreviousAttemptData {
+    phase: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finished_at: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -251,6 +266,10 @@ struct Data<'a> {
     pod_name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     attempt: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_attempt: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous_attempt: Option<PreviousAttemptData>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     cached: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -327,6 +346,19 @@ fn data<'a>(fact: &'a Fact) -> Data<'a> {
         exit_code: task.and_then(|t| t.exit_code),
         pod_name: task.and_then(|t| not_empty(&t.pod_name)),
         attempt: task.map(|t| t.attempt),
+        run_attempt: (run.attempt.retries > 0).then(|| run.attempt.number()),
+        previous_attempt: run
+            .attempt
+            .previous
+            .filter(|_| fact.kind == FactKind::RunStarted && run.attempt.retries > 0)
+            .map(|outcome| PreviousAttemptData {
+                phase: outcome.phase(),
+                finished_at: run
+                    .attempt
+                    .since
+                    .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+                    .map(rfc3339),
+            }),
         cached: task.is_some_and(|t| t.cached),
         parameters: (!run.parameters.is_empty()).then_some(&run.parameters),
         lifecycle: fact.lifecycle.as_ref().map(|l| LifecycleData {

@@ -92,6 +92,68 @@ pub struct RunInfo {
     pub failure: String,
     /// Argo keeps the node statuses in its database; only run-level facts can be derived.
     pub nodes_offloaded: bool,
+    /// Which attempt of the run this is: a retry (`argo retry`, KFP's retry) runs the same
+    /// Workflow again.
+    pub attempt: RunAttempt,
+}
+
+/// How a run attempt ended, as its status said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    Error,
+}
+
+impl Outcome {
+    /// The outcome a terminal phase names, if it is one.
+    pub fn of_phase(phase: &str) -> Option<Self> {
+        match phase {
+            "Succeeded" => Some(Self::Succeeded),
+            "Failed" => Some(Self::Failed),
+            "Error" => Some(Self::Error),
+            _ => None,
+        }
+    }
+
+    pub fn phase(self) -> &'static str {
+        match self {
+            Self::Succeeded => "Succeeded",
+            Self::Failed => "Failed",
+            Self::Error => "Error",
+        }
+    }
+}
+
+/// One attempt of a run. A retried Workflow keeps its uid and its node ids (Argo's node ids
+/// are a hash of the node name), so the attempt is part of every later fact's identity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunAttempt {
+    /// Attempts before this one: 0 for the first attempt, whose ids are those of a run never
+    /// retried.
+    pub retries: u32,
+    /// When the previous attempt ended (unix seconds, from its `status.finishedAt`): a node that
+    /// finished by then was kept by the retry and belongs to an earlier attempt.
+    pub since: Option<i64>,
+    /// How the previous attempt ended, when known.
+    pub previous: Option<Outcome>,
+}
+
+impl RunAttempt {
+    /// The attempt's number, from 1.
+    pub fn number(&self) -> u32 {
+        self.retries.saturating_add(1)
+    }
+
+    /// The hash a fact of this attempt about `node_id` is remembered by: the node's own for the
+    /// first attempt (as before retries were known), the node and attempt for later ones.
+    pub fn node_hash(&self, node_id: &str) -> u64 {
+        if self.retries == 0 {
+            node_hash(node_id)
+        } else {
+            node_hash(&format!("{node_id}\u{1f}{}", self.number()))
+        }
+    }
 }
 
 impl RunInfo {
@@ -178,6 +240,7 @@ impl Fact {
                 .map(|t| t.node_id.clone())
                 .unwrap_or_default(),
             slot: Slot::of(self.kind, self.lifecycle.as_ref()),
+            retries: self.run.attempt.retries,
         }
     }
 
@@ -185,7 +248,7 @@ impl Fact {
     pub fn mark(&self) -> Mark {
         let node = self.task.as_ref().map_or("", |t| t.node_id.as_str());
         Mark {
-            node: node_hash(node),
+            node: self.run.attempt.node_hash(node),
             slots: Slot::of(self.kind, self.lifecycle.as_ref()).bit(),
         }
     }
@@ -243,10 +306,13 @@ pub fn node_hash(node_id: &str) -> u64 {
     })
 }
 
-/// Identity of a fact for de-duplication: workflow uid, node id (empty for the run), slot.
+/// Identity of a fact for de-duplication: workflow uid, node id (empty for the run), slot and
+/// run attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FactKey {
     pub workflow_uid: String,
     pub node_id: String,
     pub slot: Slot,
+    /// The run attempt's [`RunAttempt::retries`].
+    pub retries: u32,
 }

@@ -535,10 +535,14 @@ impl Live {
             }
             // An offloaded run keeps its marks instead of shrinking to a tombstone.
             let run_end = fact.closes_run().then(|| {
-                fact.time
-                    .map_or_else(|| Utc::now().timestamp(), |t| t.timestamp())
+                let at = fact
+                    .time
+                    .map_or_else(|| Utc::now().timestamp(), |t| t.timestamp());
+                (at, crate::model::Outcome::of_phase(&fact.run.phase))
             });
-            let token = self.progress.add(&fact.run.uid, fact.mark(), run_end);
+            let token = self
+                .progress
+                .add(&fact.run.uid, fact.mark(), fact.run.attempt, run_end);
             self.report.counts.events += 1;
             self.delivery
                 .send_tracked(event, token, &self.done_tx)

@@ -28,12 +28,20 @@ fn one_terminal_per_run_and_attempt_in_causal_order() {
         let name = path.display();
         let events = events(&path);
         assert!(!events.is_empty(), "{name}: no events");
-        // Per run (source): started first, terminal exactly once and last.
+        // Per run attempt (source + RunAttempt): started first, terminal exactly once and last.
         let mut runs: HashMap<String, Vec<&str>> = HashMap::new();
-        // Per attempt (source + NodeId): the sequence of task kinds.
+        // Per task attempt (run attempt + NodeId): the sequence of task kinds.
         let mut attempts: HashMap<(String, String), Vec<&str>> = HashMap::new();
+        // Per run, the run attempts in the order their events come: one after the other.
+        let mut order: HashMap<String, Vec<u64>> = HashMap::new();
         for ev in &events {
-            let source = ev["source"].as_str().expect("source").to_owned();
+            let run_attempt = ev["data"]["RunAttempt"].as_u64().unwrap_or(1);
+            let run = ev["source"].as_str().expect("source").to_owned();
+            let seen = order.entry(run.clone()).or_default();
+            if seen.last() != Some(&run_attempt) {
+                seen.push(run_attempt);
+            }
+            let source = format!("{run}#{run_attempt}");
             let k = kind(ev);
             runs.entry(source.clone()).or_default().push(k);
             if k.starts_with("task.") {
@@ -43,6 +51,13 @@ fn one_terminal_per_run_and_attempt_in_causal_order() {
                     .to_owned();
                 attempts.entry((source, node)).or_default().push(k);
             }
+        }
+        for (run, seen) in &order {
+            let expected: Vec<u64> = (1..=seen.len() as u64).collect();
+            assert_eq!(
+                seen, &expected,
+                "{name}: {run}'s attempts interleave or skip"
+            );
         }
         for (run, kinds) in &runs {
             let terminals = kinds

@@ -78,7 +78,13 @@ impl Deriver {
             return Vec::new();
         }
         let state = self.runs.entry(uid.clone()).or_default();
-        if state.finished {
+        // A tombstoned run, or an Event of an earlier attempt of a retried one (last seen by the
+        // time that attempt ended).
+        let earlier = state
+            .attempt
+            .since
+            .is_some_and(|since| timestamp(ev.last_seen()).is_some_and(|t| t.timestamp() <= since));
+        if state.finished || earlier {
             self.stats.history_skipped += 1;
             return Vec::new();
         }
@@ -93,6 +99,7 @@ impl Deriver {
                 uid: uid.clone(),
                 namespace: namespace.clone(),
                 workflow: workflow.clone(),
+                attempt: state.attempt,
                 ..RunInfo::default()
             })
         });

@@ -74,6 +74,7 @@ pub fn run_info(wf: &Workflow) -> RunInfo {
         },
         failure,
         nodes_offloaded: !status.offload_node_status_version.is_empty(),
+        attempt: crate::model::RunAttempt::default(),
     }
 }
 

@@ -82,7 +82,7 @@ pub fn replay(
             .iter()
             .filter(|f| f.closes_run() && f.origin == Origin::Status)
         {
-            deriver.finish(&fact.run.uid);
+            deriver.finish(&fact.run.uid, fact.run.attempt.retries);
         }
         for (level, notice) in deriver.take_notices() {
             crate::derive::log_notice(level, &notice, Some(counts.lines));
