@@ -88,6 +88,10 @@ class Run:
         self.meta["labels"]["workflows.argoproj.io/phase"] = phase
         if phase in ("Succeeded", "Failed", "Error"):
             self.meta["labels"]["workflows.argoproj.io/completed"] = "true"
+            # The controller marks the workflow completed (operator.go, markWorkflowPhase); a
+            # retry sets the condition False again.
+            conditions = [c for c in self.status.get("conditions", []) if c["type"] != "Completed"]
+            self.status["conditions"] = conditions + [{"status": "True", "type": "Completed"}]
 
     def progress(self):
         pods = [n for n in self.status["nodes"].values() if n["type"] == "Pod"]
@@ -959,12 +963,12 @@ RECORDINGS = {
     "kfp-v1-success.jsonl": rec_v1,
     "argo-steps-retry-skip.jsonl": rec_argo_steps,
     "offloaded-and-deleted-workflows.jsonl": rec_offloaded_and_gone,
-    "retry-kfp-v1.jsonl": rec_kfp_v1_retry,
-    "retry-kfp-v2.jsonl": rec_kfp_v2_retry,
-    "retry-kfp-v2-terminated.jsonl": rec_kfp_v2_terminated_retry,
-    "retry-argo-dag.jsonl": rec_argo_dag_retry,
-    "retry-argo-steps-twice.jsonl": rec_argo_steps_retry,
-    "retry-argo-restart-successful.jsonl": rec_argo_restart_successful,
+    "retries/kfp-v1.jsonl": rec_kfp_v1_retry,
+    "retries/kfp-v2.jsonl": rec_kfp_v2_retry,
+    "retries/kfp-v2-terminated.jsonl": rec_kfp_v2_terminated_retry,
+    "retries/argo-dag.jsonl": rec_argo_dag_retry,
+    "retries/argo-steps-twice.jsonl": rec_argo_steps_retry,
+    "retries/argo-restart-successful.jsonl": rec_argo_restart_successful,
 }
 
 
@@ -973,6 +977,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     for name, make in RECORDINGS.items():
         lines = make()
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
         with open(out / name, "w") as f:
             for line in lines:
                 f.write(json.dumps(line, separators=(",", ":"), sort_keys=True) + "\n")

@@ -214,13 +214,14 @@ fn outcome_of(code: &str) -> Option<Option<Outcome>> {
 }
 
 impl Stored {
-    /// `Entry::encode`, then for a later attempt `;RETRIES:SINCE:PREVIOUS` (active) and for a
+    /// `Entry::encode`, then for a later attempt `;RETRIES:SINCE:PREVIOUS[:m]` (active; `m`:
+    /// [`RunAttempt::marked`]) and for a
     /// tombstone `;RETRIES:OUTCOME`. Entries of a first attempt without an outcome read as before
     /// retries were recorded, and entries written before read as first attempts.
     fn encode(&self) -> String {
         let mut text = self.entry.encode();
         match self.entry {
-            Entry::Active { .. } if self.attempt.retries > 0 => {
+            Entry::Active { .. } if self.attempt.retries > 0 || self.attempt.marked => {
                 let since = self
                     .attempt
                     .since
@@ -230,6 +231,9 @@ impl Stored {
                     self.attempt.retries,
                     outcome_code(self.attempt.previous)
                 ));
+                if self.attempt.marked {
+                    text.push_str(":m");
+                }
             }
             Entry::Finished { .. } if self.attempt.retries > 0 || self.outcome.is_some() => {
                 text.push_str(&format!(
@@ -244,16 +248,18 @@ impl Stored {
     }
 
     fn decode(text: &str) -> Option<Self> {
-        let (entry, attempt) = text.split_once(';').unwrap_or((text, ""));
-        let entry = Entry::decode(entry)?;
+        let (entry, attempt) = match text.split_once(';') {
+            Some((entry, attempt)) => (entry, Some(attempt)),
+            None => (text, None),
+        };
         let mut stored = Stored {
-            entry,
+            entry: Entry::decode(entry)?,
             attempt: RunAttempt::default(),
             outcome: None,
         };
-        if attempt.is_empty() {
+        let Some(attempt) = attempt else {
             return Some(stored);
-        }
+        };
         let mut parts = attempt.split(':');
         stored.attempt.retries = parts.next()?.parse().ok()?;
         match stored.entry {
@@ -263,6 +269,12 @@ impl Stored {
                     since => Some(since.parse().ok()?),
                 };
                 stored.attempt.previous = outcome_of(parts.next()?)?;
+                if let Some(mark) = parts.next() {
+                    stored.attempt.marked = mark == "m";
+                    if !stored.attempt.marked {
+                        return None;
+                    }
+                }
             }
             Entry::Finished { .. } => stored.outcome = outcome_of(parts.next()?)?,
         }
@@ -863,6 +875,261 @@ mod tests {
             let err = CheckpointSpec::parse(bad).expect_err(bad);
             assert!(err.contains("--checkpoint"), "{err}");
         }
+    }
+
+    #[test]
+    fn attempts_round_trip_and_entries_written_before_read_as_first_attempts() {
+        let attempt = RunAttempt {
+            retries: 2,
+            since: Some(1_700_000_100),
+            previous: Some(Outcome::Failed),
+            marked: false,
+        };
+        let active = Stored {
+            entry: Entry::Active {
+                touched: 5,
+                marks: vec![Mark { node: 9, slots: 3 }],
+            },
+            attempt,
+            outcome: None,
+        };
+        assert_eq!(Stored::decode(&active.encode()), Some(active.clone()));
+        let tomb = Stored {
+            entry: Entry::Finished { at: 1_700_000_200 },
+            attempt: RunAttempt {
+                retries: 1,
+                ..RunAttempt::default()
+            },
+            outcome: Some(Outcome::Succeeded),
+        };
+        assert_eq!(tomb.encode(), "f1700000200;1:S");
+        assert_eq!(Stored::decode(&tomb.encode()), Some(tomb));
+        // A first attempt's active entry is written exactly as before retries were recorded.
+        let first = Stored {
+            entry: Entry::Active {
+                touched: 5,
+                marks: vec![Mark { node: 9, slots: 3 }],
+            },
+            attempt: RunAttempt::default(),
+            outcome: None,
+        };
+        assert_eq!(first.encode(), first.entry.encode());
+        let legacy = Stored::decode("f50").expect("a tombstone written before");
+        assert_eq!(legacy.attempt, RunAttempt::default());
+        assert_eq!(legacy.outcome, None);
+        for bad in [
+            "f50;",
+            "f50;x:S",
+            "f50;1:Q",
+            "f50;1:S:9",
+            "a1:AAAAAAAAAAAAAA;2:x:F",
+        ] {
+            assert_eq!(Stored::decode(bad), None, "{bad}");
+        }
+        // A conflicting copy of a later attempt wins; of an earlier one, changes nothing.
+        let mut merged = Stored::decode("f50;0:F").expect("tombstone");
+        merged.merge(active.clone());
+        assert_eq!(merged, active);
+        merged.merge(Stored::decode("f50;0:F").expect("tombstone"));
+        assert_eq!(merged, active);
+    }
+
+    #[tokio::test]
+    async fn a_retry_replaces_the_tombstone_and_a_late_done_of_the_attempt_before_is_ignored() {
+        let mut checkpoint = Checkpoint::open(&CheckpointSpec::None, None)
+            .await
+            .expect("open");
+        let second = RunAttempt {
+            retries: 1,
+            since: Some(100),
+            previous: Some(Outcome::Failed),
+            marked: false,
+        };
+        checkpoint.finish_attempt("uid", 100, 0, Some(Outcome::Failed));
+        checkpoint.record_attempt("uid", Mark { node: 1, slots: 1 }, second, 200);
+        assert_eq!(checkpoint.attempt("uid"), Some(second));
+        // The first attempt's facts arrive late: nothing changes.
+        checkpoint.record_attempt(
+            "uid",
+            Mark { node: 2, slots: 2 },
+            RunAttempt::default(),
+            201,
+        );
+        checkpoint.finish_attempt("uid", 100, 0, Some(Outcome::Failed));
+        assert_eq!(
+            checkpoint.entry("uid"),
+            Some(&Entry::Active {
+                touched: 200,
+                marks: vec![Mark { node: 1, slots: 1 }]
+            })
+        );
+        checkpoint.finish_attempt("uid", 300, 1, Some(Outcome::Succeeded));
+        assert_eq!(checkpoint.entry("uid"), Some(&Entry::Finished { at: 300 }));
+        assert_eq!(checkpoint.attempt("uid").map(|a| a.retries), Some(1));
+    }
+
+    #[tokio::test]
+    async fn progress_tombstones_only_the_latest_attempt() {
+        let mut checkpoint = Checkpoint::open(&CheckpointSpec::None, None)
+            .await
+            .expect("open");
+        let mut deriver = Deriver::new(crate::derive::DeriveConfig::default());
+        let mut progress = Progress::default();
+        let second = RunAttempt {
+            retries: 1,
+            since: Some(100),
+            previous: Some(Outcome::Failed),
+            marked: false,
+        };
+        let mark = Mark { node: 1, slots: 2 };
+        // The first attempt's end and the second's start are in flight together.
+        let end = progress.add(
+            "uid",
+            mark,
+            RunAttempt::default(),
+            Some((100, Some(Outcome::Failed))),
+        );
+        let start = progress.add("uid", Mark { node: 2, slots: 1 }, second, None);
+        progress.done(end, &mut checkpoint, &mut deriver, 150);
+        progress.done(start, &mut checkpoint, &mut deriver, 151);
+        assert!(
+            matches!(checkpoint.entry("uid"), Some(Entry::Active { .. })),
+            "the second attempt is under way: no tombstone"
+        );
+        assert_eq!(checkpoint.attempt("uid"), Some(second));
+        let end = progress.add("uid", mark, second, Some((300, Some(Outcome::Succeeded))));
+        progress.done(end, &mut checkpoint, &mut deriver, 301);
+        assert_eq!(checkpoint.entry("uid"), Some(&Entry::Finished { at: 300 }));
+    }
+
+    /// The facts one deriver gives for `lines`, all delivered (recorded done at once).
+    fn observe_all(
+        lines: &[&[u8]],
+        deriver: &mut Deriver,
+        checkpoint: &mut Checkpoint,
+        progress: &mut Progress,
+        lost: usize,
+    ) -> Vec<String> {
+        let mut ids = Vec::new();
+        let mut tokens = Vec::new();
+        for line in lines {
+            let Some(observed) = crate::source::recording::decode(line).expect("recording line")
+            else {
+                continue;
+            };
+            for fact in deriver.observe(&observed) {
+                ids.push(crate::encode::fact_id(&fact));
+                let run_end = fact.closes_run().then(|| {
+                    let at = fact.time.map_or(0, |t| t.timestamp());
+                    (at, Outcome::of_phase(&fact.run.phase))
+                });
+                tokens.push(progress.add(&fact.run.uid, fact.mark(), fact.run.attempt, run_end));
+            }
+        }
+        // The last `lost` facts were in flight at the crash: published, never recorded done.
+        let keep = tokens.len().saturating_sub(lost);
+        for token in tokens.drain(..keep) {
+            progress.done(token, checkpoint, deriver, 1_000);
+        }
+        ids
+    }
+
+    /// A crash after any line of a retried run, with 0 or 2 facts in flight, then a restart that
+    /// re-lists (the last state seen again) and sees every later one; and a crash just after an
+    /// attempt ended (its facts all recorded), back only after the retry was under way or over
+    /// (a re-list shows the latest state): every fact of every attempt out, a fact repeated only
+    /// when it was in flight, none under another attempt.
+    #[tokio::test]
+    async fn a_restart_after_any_line_of_a_retried_run_loses_nothing() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/recordings/retries");
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .expect("retry recordings")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        files.sort();
+        assert!(files.len() >= 6);
+        let mut downtimes = 0;
+        for file in files {
+            let text = std::fs::read(&file).expect("recording");
+            let lines: Vec<&[u8]> = text
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .collect();
+            let config = crate::derive::DeriveConfig::default();
+            let mut checkpoint = Checkpoint::open(&CheckpointSpec::None, None)
+                .await
+                .expect("open");
+            let mut deriver = Deriver::new(config.clone());
+            let all = observe_all(
+                &lines,
+                &mut deriver,
+                &mut checkpoint,
+                &mut Progress::default(),
+                0,
+            );
+            let want: BTreeSet<String> = all.iter().cloned().collect();
+            assert_eq!(want.len(), all.len(), "{}: an id twice", file.display());
+            let object =
+                |l: &[u8]| serde_json::from_slice::<serde_json::Value>(l).unwrap_or_default();
+            let is_workflow = |l: &[u8]| object(l)["object"]["kind"] == "Workflow";
+            let ended = |l: &[u8]| {
+                let phase = object(l)["object"]["status"]["phase"].clone();
+                is_workflow(l) && ["Succeeded", "Failed", "Error"].iter().any(|p| phase == *p)
+            };
+            let mut cases = Vec::new();
+            for crash in 1..=lines.len() {
+                cases.push((crash, 0, 0));
+                cases.push((crash, 2, 0));
+                if ended(lines[crash - 1]) {
+                    // Down from just after an end until any later line up to the next end.
+                    let next_end = (crash + 1..=lines.len())
+                        .find(|&l| ended(lines[l - 1]))
+                        .unwrap_or(lines.len());
+                    cases.extend((1..=next_end - crash).map(|down| (crash, 0, down)));
+                }
+            }
+            for (crash, lost, down) in cases {
+                let mut checkpoint = Checkpoint::open(&CheckpointSpec::None, None)
+                    .await
+                    .expect("open");
+                let mut deriver = Deriver::new(config.clone());
+                let mut ids = observe_all(
+                    &lines[..crash],
+                    &mut deriver,
+                    &mut checkpoint,
+                    &mut Progress::default(),
+                    lost,
+                );
+                let mut restarted = Deriver::new(config.clone());
+                checkpoint.restore(&mut restarted);
+                // Back after `down` more lines: the re-list shows the latest state by then.
+                let back = crash + down;
+                downtimes += usize::from(down > 0);
+                let relist = lines[..back]
+                    .iter()
+                    .rposition(|l| is_workflow(l))
+                    .unwrap_or(0);
+                ids.extend(observe_all(
+                    &lines[relist..],
+                    &mut restarted,
+                    &mut checkpoint,
+                    &mut Progress::default(),
+                    0,
+                ));
+                let got: BTreeSet<String> = ids.iter().cloned().collect();
+                let name = format!(
+                    "{}: crash after line {crash}, {lost} in flight, back {down} lines later",
+                    file.display()
+                );
+                assert_eq!(got, want, "{name}");
+                assert!(
+                    ids.len() - got.len() <= lost,
+                    "{name}: {} repeats",
+                    ids.len() - got.len()
+                );
+            }
+        }
+        assert!(downtimes > 20, "{downtimes} downtimes tried");
     }
 
     #[test]

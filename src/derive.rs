@@ -94,6 +94,9 @@ struct RunState {
     /// The current attempt's end, as the status showed it. Kept in the tombstone: a run that
     /// shows a new attempt after it wakes up.
     ended: Option<End>,
+    /// Facts from Kubernetes Events went into `done` (the workflow not seen yet, gone or
+    /// offloaded): its marks then say nothing about what the status showed, nor about a retry.
+    event_marks: bool,
 }
 
 /// How a run attempt ended: its `status.finishedAt` (unix seconds) and phase, as far as known.
@@ -114,6 +117,7 @@ impl RunState {
                 retries: self.attempt.retries.saturating_add(1),
                 since,
                 previous,
+                marked: false,
             },
             offload_reported: self.offload_reported,
             ..RunState::default()
@@ -162,23 +166,15 @@ fn in_attempt(since: Option<i64>, node: &Node) -> bool {
 }
 
 /// When a later attempt started: Argo's retry resets `status.startedAt` to the retry's moment
-/// (`FormulateRetryWorkflow`); KFP's keeps the first one (`GenerateRetryExecution`), so then the
-/// first node started after the previous end, else that end itself (the retry came after it).
-fn attempt_start(
-    run: &RunInfo,
-    nodes: Option<&BTreeMap<String, Node>>,
-    since: Option<i64>,
-) -> Option<DateTime<Utc>> {
+/// (`FormulateRetryWorkflow`); KFP's keeps the first one (`GenerateRetryExecution`) and the
+/// status keeps no trace of when the retry came, so then the previous attempt's end (the retry
+/// came after it). Both read the same in every observation of the attempt, so a fact derived
+/// again after a restart carries the same time.
+fn attempt_start(run: &RunInfo, since: Option<i64>) -> Option<DateTime<Utc>> {
     let after = |t: &DateTime<Utc>| since.is_none_or(|s| t.timestamp() > s);
-    run.started_at.filter(after).or_else(|| {
-        nodes
-            .into_iter()
-            .flat_map(|n| n.values())
-            .filter_map(|n| run::timestamp(n.started_at.as_deref()))
-            .filter(after)
-            .min()
-            .or_else(|| since.and_then(|s| DateTime::from_timestamp(s, 0)))
-    })
+    run.started_at
+        .filter(after)
+        .or_else(|| since.and_then(|s| DateTime::from_timestamp(s, 0)))
 }
 
 /// A task's pod seen Pending, then past Pending: it was created at `created` and is running by
@@ -344,6 +340,7 @@ impl Deriver {
         state.nodes_visible = false;
         state.gone = true;
         let held = std::mem::take(&mut state.held);
+        state.event_marks |= !held.is_empty();
         let facts = emit_new(state, held);
         // Run facts from Events are no longer merged into a status that will not come.
         if let Some(run) = &mut state.run
@@ -449,16 +446,37 @@ impl Deriver {
         let state = self.runs.entry(run.uid.clone()).or_default();
         if let Some(ended) = woke.or_else(|| state.retried(phase, end, version)) {
             *state = state.next_attempt(ended.at, ended.outcome);
-        } else if state.ended.is_none()
-            && let Some(since) = reset_tasks(state, &attempts)
-        {
+        } else if state.ended.is_none() && !state.event_marks && reset_tasks(state, &attempts) {
             // The attempt's end was never seen (the bridge was down, or stopped before it was
             // recorded), but a task whose end was published runs again: a retry.
+            let since = unseen_end(state, &attempts, wf);
             *state = state.next_attempt(since, None);
+        } else if state.ended.is_none()
+            && state.attempt.retries == 0
+            && !state.attempt.marked
+            && !state.event_marks
+            && (state.run.is_some() || !state.done.is_empty())
+            && retry_marked(wf)
+        {
+            // The end was never seen, but the status now carries the mark only a retry writes.
+            let since = unseen_end(state, &attempts, wf);
+            *state = state.next_attempt(since, None);
+        } else if state.ended.is_none()
+            && !state.event_marks
+            && restarted_after(state, &attempts, wf)
+        {
+            // The end was never seen, but the run's `startedAt` is later than the end of a task
+            // of this attempt: Argo's retry reset it.
+            let since = unseen_end(state, &attempts, wf);
+            *state = state.next_attempt(since, None);
+        } else if state.run.is_none() && state.done.is_empty() && retry_marked(wf) {
+            // First seen already retried (or resubmitted under another name): its first attempt
+            // here, and the mark says nothing about the next retry.
+            state.attempt.marked = true;
         }
         if state.attempt.retries > 0 {
             if state.attempt_started.is_none() {
-                state.attempt_started = attempt_start(&run, nodes, state.attempt.since);
+                state.attempt_started = attempt_start(&run, state.attempt.since);
             }
             run.started_at = state.attempt_started;
         }
@@ -491,6 +509,7 @@ impl Deriver {
         let mut candidates = run_facts(&run);
         if run.nodes_offloaded && !nodes_visible {
             // Held Event facts are all there is for an offloaded workflow.
+            state.event_marks |= !state.held.is_empty();
             candidates.append(&mut state.held);
         }
         {
@@ -542,28 +561,83 @@ impl Deriver {
     }
 }
 
-/// Whether a task whose terminal fact this attempt already has runs again (its driving node is
-/// no longer finished): a retry whose attempt end was not seen. Returns the end of the attempt as
-/// far as the kept tasks tell (the latest finish among them): a retry re-runs no kept task.
-fn reset_tasks(state: &RunState, attempts: &[tasks::Attempt<'_>]) -> Option<Option<i64>> {
-    let terminal = Slot::Terminal.bit();
-    let done = |a: &tasks::Attempt<'_>| {
-        state
-            .done
-            .get(&state.attempt.node_hash(&a.identity.id))
-            .is_some_and(|slots| slots & terminal != 0)
+/// The mark a retry leaves on the status: the `Completed` condition set `False` — Argo's
+/// controller only ever sets it `True` (`operator.go` 2831); `FormulateRetryWorkflow` (`util.go`
+/// 923) and KFP's `GenerateRetryExecution` (`workflow.go` 215) set it `False` — on a workflow not
+/// back at its end yet. A resubmitted workflow (label `resubmitted-from-workflow`) is created with
+/// it, so there it says nothing.
+fn retry_marked(wf: &Workflow) -> bool {
+    let Some(status) = wf.status.as_ref() else {
+        return false;
     };
-    let mut reset = false;
-    let mut kept_until = None;
-    for attempt in attempts.iter().filter(|a| done(a)) {
-        if terminal_phase(&attempt.driving.phase) {
-            let at = seconds(attempt.driving.finished_at.as_deref());
-            kept_until = kept_until.max(at);
-        } else {
-            reset = true;
+    matches!(status.phase.as_str(), "" | "Pending" | "Running")
+        && !wf
+            .metadata
+            .labels
+            .contains_key("workflows.argoproj.io/resubmitted-from-workflow")
+        && status
+            .conditions
+            .iter()
+            .any(|c| c.kind == "Completed" && c.status == "False")
+}
+
+/// The end of an attempt whose end was not seen, as far as the retried status tells: at least
+/// the latest finish among the tasks whose terminal fact it has and that the retry kept, at least
+/// its own start (a later attempt: the end of the one before), and before Argo's retry moment
+/// (the `startedAt` it resets). Nodes finished by then belong to an earlier attempt.
+fn unseen_end(state: &RunState, attempts: &[tasks::Attempt<'_>], wf: &Workflow) -> Option<i64> {
+    let terminal = Slot::Terminal.bit();
+    let finishes: Vec<i64> = attempts
+        .iter()
+        .filter(|a| terminal_phase(&a.driving.phase))
+        .filter(|a| {
+            state
+                .done
+                .get(&state.attempt.node_hash(&a.identity.id))
+                .is_some_and(|slots| slots & terminal != 0)
+        })
+        .filter_map(|a| seconds(a.driving.finished_at.as_deref()))
+        .collect();
+    let retried_at = seconds(wf.status.as_ref().and_then(|s| s.started_at.as_deref()));
+    // A task that finished before the run's `startedAt` shows Argo's reset of it: the tasks
+    // that finished after it ran again. KFP keeps `startedAt`, and all of them were kept.
+    let kept = match retried_at {
+        Some(at) if finishes.iter().any(|f| *f < at) => {
+            finishes.iter().copied().filter(|f| *f < at).max()
         }
-    }
-    reset.then_some(kept_until)
+        _ => finishes.iter().copied().max(),
+    };
+    kept.max(state.attempt.since).max(retried_at.map(|s| s - 1))
+}
+
+/// Whether the run's `status.startedAt` is later than the finish of a task this attempt has
+/// published facts of: an attempt starts before its tasks end, so it was reset — by Argo's
+/// retry, which sets `startedAt` to its own moment.
+fn restarted_after(state: &RunState, attempts: &[tasks::Attempt<'_>], wf: &Workflow) -> bool {
+    let Some(started) = seconds(wf.status.as_ref().and_then(|s| s.started_at.as_deref())) else {
+        return false;
+    };
+    attempts.iter().any(|a| {
+        terminal_phase(&a.driving.phase)
+            && seconds(a.driving.finished_at.as_deref()).is_some_and(|f| f < started)
+            && state
+                .done
+                .get(&state.attempt.node_hash(&a.identity.id))
+                .is_some_and(|slots| *slots != 0)
+    })
+}
+
+/// Whether a task whose terminal fact this attempt already has runs again (its driving node is
+/// no longer finished): a retry whose attempt end was not seen.
+fn reset_tasks(state: &RunState, attempts: &[tasks::Attempt<'_>]) -> bool {
+    let terminal = Slot::Terminal.bit();
+    attempts.iter().any(|a| {
+        !terminal_phase(&a.driving.phase)
+            && state
+                .done
+                .get(&state.attempt.node_hash(&a.identity.id))
+                .is_some_and(|slots| slots & terminal != 0)
+    })
 }
 
 /// Keeps the candidates not derived before, in causal order, and remembers them.

@@ -343,7 +343,11 @@ fn data<'a>(fact: &'a Fact) -> Data<'a> {
         started_at: started.map(rfc3339),
         finished_at: finished.map(rfc3339),
         duration_seconds: started.zip(finished).map(|(s, f)| (f - s).num_seconds()),
-        exit_code: task.and_then(|t| t.exit_code),
+        // Only an ended attempt has one: a `task.started` synthesized after the fact must read
+        // as it would have when it happened (a re-send after a restart is the same event).
+        exit_code: task
+            .and_then(|t| t.exit_code)
+            .filter(|_| fact.kind.is_terminal()),
         pod_name: task.and_then(|t| not_empty(&t.pod_name)),
         attempt: task.map(|t| t.attempt),
         run_attempt: (run.attempt.retries > 0).then(|| run.attempt.number()),

@@ -148,6 +148,7 @@ struct Kfp {
     pending: Histograms,
     warnings: Family<Labels, Counter>,
     retries: Family<Labels, Counter>,
+    run_retries: Family<Labels, Counter>,
     pipelines: Mutex<HashSet<String>>,
     max_pipelines: usize,
 }
@@ -183,6 +184,7 @@ impl Metrics {
             pending: Family::new_with_constructor(pending_histogram),
             warnings: Family::default(),
             retries: Family::default(),
+            run_retries: Family::default(),
             pipelines: Mutex::new(HashSet::new()),
             max_pipelines,
         };
@@ -195,7 +197,7 @@ impl Metrics {
         );
         registry.register(
             "kfp_run_duration_seconds",
-            "Run duration from the workflow's start to its end (cluster timestamps)",
+            "Run attempt duration from its start to its end (cluster timestamps)",
             kfp.run_duration.clone(),
         );
         registry.register(
@@ -217,6 +219,11 @@ impl Metrics {
             "kfp_task_lifecycle_warnings",
             "Pending-pod lifecycle warnings (KEP-12843), by category",
             kfp.warnings.clone(),
+        );
+        registry.register(
+            "kfp_run_retries",
+            "Runs started again after they ended (KFP retry, argo retry): attempts after the first",
+            kfp.run_retries.clone(),
         );
         registry.register(
             "kfp_task_retries",
@@ -480,7 +487,12 @@ impl Metrics {
                 labels.push(("category", category.to_owned()));
                 self.kfp.warnings.get_or_create(&labels).inc();
             }
-            FactKind::RunStarted => {}
+            FactKind::RunStarted => {
+                if run.attempt.retries > 0 {
+                    let labels = self.labels(&run.namespace, &run.pipeline_name, None);
+                    self.kfp.run_retries.get_or_create(&labels).inc();
+                }
+            }
         }
     }
 

@@ -137,6 +137,9 @@ pub struct RunAttempt {
     pub since: Option<i64>,
     /// How the previous attempt ended, when known.
     pub previous: Option<Outcome>,
+    /// The first attempt was first seen with the status already saying "retried"
+    /// (`Completed: False`): that mark then tells nothing about a later retry.
+    pub marked: bool,
 }
 
 impl RunAttempt {

@@ -24,7 +24,7 @@ fn kind(ev: &Value) -> &str {
 
 #[test]
 fn one_terminal_per_run_and_attempt_in_causal_order() {
-    for path in support::recordings() {
+    for path in support::all_recording_files() {
         let name = path.display();
         let events = events(&path);
         assert!(!events.is_empty(), "{name}: no events");
@@ -117,7 +117,7 @@ fn one_terminal_per_run_and_attempt_in_causal_order() {
 #[test]
 fn ids_are_unique_and_identical_across_runs() {
     let mut all = HashSet::new();
-    for path in support::recordings() {
+    for path in support::all_recording_files() {
         let first = events(&path);
         let second = events(&path);
         assert_eq!(
@@ -138,7 +138,7 @@ fn ids_are_unique_and_identical_across_runs() {
 
 #[test]
 fn replaying_twice_in_one_process_emits_nothing_new() {
-    for path in support::recordings() {
+    for path in support::all_recording_files() {
         let input = std::fs::read(&path).expect("recording");
         let mut deriver = Deriver::new(DeriveConfig::default());
         let (_, first) = support::replay_bytes(&input, &mut deriver);

@@ -659,3 +659,409 @@ async fn namespaces_and_label_selector_scope_the_watches() {
     }
     assert!(!requests.contains_key("GET /apis/argoproj.io/v1alpha1/workflows"));
 }
+
+/// The events in an output file the bridge may still be writing (or was killed writing): lines
+/// that do not parse (a torn last line) are left out.
+fn events_so_far(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The entry a file checkpoint in `state` holds for `uid`: its value in a shard file
+/// (`shard-NN.json`, a JSON object uid → entry; `f…` a tombstone, `a…` done facts).
+fn checkpoint_entry(state: &std::path::Path, uid: &str) -> Option<String> {
+    std::fs::read_dir(state)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with("shard-") && name.ends_with(".json")
+        })
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .filter_map(|b| {
+            serde_json::from_slice::<std::collections::BTreeMap<String, String>>(&b).ok()
+        })
+        .find_map(|mut shard| shard.remove(uid))
+}
+
+fn tombstoned(state: &std::path::Path, uid: &str) -> bool {
+    checkpoint_entry(state, uid).is_some_and(|v| v.starts_with('f'))
+}
+
+/// What differs between two copies of an event: each top-level or `data` field, both values.
+fn differences(a: &serde_json::Value, b: &serde_json::Value) -> String {
+    let mut out = Vec::new();
+    for (scope, a, b) in [("", a, b), ("data.", &a["data"], &b["data"])] {
+        let keys: BTreeSet<&String> = a
+            .as_object()
+            .into_iter()
+            .chain(b.as_object())
+            .flat_map(|o| o.keys())
+            .collect();
+        for key in keys
+            .into_iter()
+            .filter(|k| !scope.is_empty() || *k != "data")
+        {
+            if a.get(key) != b.get(key) {
+                out.push(format!(
+                    "{scope}{key}: {:?} then {:?}",
+                    a.get(key),
+                    b.get(key)
+                ));
+            }
+        }
+    }
+    out.join(", ")
+}
+
+/// Which attempt of its run an event is about (`data.RunAttempt`, absent on the first).
+fn attempt_of(e: &serde_json::Value) -> u64 {
+    e["data"]["RunAttempt"].as_u64().unwrap_or(1)
+}
+
+fn is_run_terminal(e: &serde_json::Value) -> bool {
+    matches!(
+        e["type"].as_str(),
+        Some("org.kubeflow.pipelines.run.succeeded" | "org.kubeflow.pipelines.run.failed")
+    )
+}
+
+/// A KFP v1 run that fails, is retried (the same Workflow back to Running) and succeeds, with
+/// `kill -9` before the retry is seen (the first attempt tombstoned), between the retry and its
+/// end (the second attempt's start just out, maybe not checkpointed), and while the checkpoint
+/// is written (a shard's temporary file exists, if caught), then a clean run: every fact of both
+/// attempts out, repeats only as the same event, the first attempt not again once tombstoned,
+/// and one run-terminal per attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_run_killed_at_three_points_publishes_each_attempt_once() {
+    let started = std::time::Instant::now();
+    let scratch = Scratch::new("live-retry-kill");
+    let lines = recording_lines("retries/kfp-v1.jsonl");
+    assert_eq!(lines.len(), 13, "the recording changed");
+    let parsed: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let phase_of = |i: usize| parsed[i]["object"]["status"]["phase"].as_str();
+    let is_workflow = |i: usize| parsed[i]["object"]["kind"] == "Workflow";
+    let uid = parsed[0]["object"]["metadata"]["uid"]
+        .as_str()
+        .expect("uid")
+        .to_owned();
+    // Point 1: through the Failed state and the Events up to the next workflow state.
+    let failed = (0..lines.len())
+        .find(|&i| is_workflow(i) && phase_of(i) == Some("Failed"))
+        .expect("a Failed state");
+    let retry = (failed + 1..lines.len())
+        .find(|&i| is_workflow(i))
+        .expect("the retry");
+    assert_eq!(phase_of(retry), Some("Running"), "the retry re-runs");
+    // Point 2: from the retry through B running again (and its Event).
+    let b_running = (retry..lines.len())
+        .find(|&i| {
+            is_workflow(i)
+                && parsed[i]["object"]["status"]["nodes"]
+                    .as_object()
+                    .expect("nodes")
+                    .values()
+                    .any(|n| n["displayName"] == "B" && n["phase"] == "Running")
+        })
+        .expect("B running again");
+    let second_end = (b_running + 1..lines.len())
+        .find(|&i| is_workflow(i))
+        .expect("more after B runs again");
+
+    let want_events = {
+        let path = scratch.path("recording.jsonl");
+        write_recording(&path, &lines);
+        replayed(&path)
+    };
+    let want = replay_ids(&scratch, &lines);
+    assert_eq!(want.len(), want_events.len(), "replay repeats an id");
+    let of_type = |t: &str| -> Vec<&serde_json::Value> {
+        want_events
+            .iter()
+            .filter(|e| e["type"] == format!("org.kubeflow.pipelines.{t}"))
+            .collect()
+    };
+    let run_started = of_type("run.started");
+    assert_eq!(run_started.len(), 2, "a start per attempt");
+    assert!(run_started[0]["data"].get("RunAttempt").is_none());
+    assert_eq!(run_started[1]["data"]["RunAttempt"], 2);
+    assert_eq!(run_started[1]["data"]["PreviousAttempt"]["Phase"], "Failed");
+    let run_failed = of_type("run.failed");
+    assert_eq!(run_failed.len(), 1);
+    assert!(
+        run_failed[0]["data"].get("RunAttempt").is_none(),
+        "the first attempt's end carries no RunAttempt: {}",
+        run_failed[0]
+    );
+    let run_succeeded = of_type("run.succeeded");
+    assert_eq!(run_succeeded.len(), 1);
+    assert_eq!(run_succeeded[0]["data"]["RunAttempt"], 2);
+    let first_attempt: BTreeSet<String> = want_events
+        .iter()
+        .filter(|e| attempt_of(e) == 1)
+        .map(|e| e["id"].as_str().expect("id").to_owned())
+        .collect();
+    let has = |out: &std::path::Path, what: &dyn Fn(&serde_json::Value) -> bool| {
+        events_so_far(out).iter().any(what)
+    };
+
+    let cluster = Cluster::start(&scratch).await;
+    let state = scratch.path("state");
+    let extra = ["--checkpoint-interval", "50ms"];
+    let mut outputs = Vec::new();
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0x2545_f491_4f6c_dd1d, |d| d.as_nanos() as u64)
+        | 1;
+    eprintln!("seed {seed:#x}");
+    let mut random_ms = |lo: u64, hi: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        lo + seed % (hi - lo)
+    };
+    let limit = Duration::from_secs(30);
+    let poll_until =
+        async |what: &str, done: &dyn Fn() -> bool, bridge: &mut std::process::Child| {
+            let t0 = std::time::Instant::now();
+            while !done() {
+                if let Some(status) = bridge.try_wait().expect("try_wait") {
+                    panic!(
+                        "bridge exited ({status}) waiting for {what}: {}",
+                        stderr(bridge)
+                    );
+                }
+                assert!(
+                    t0.elapsed() < limit,
+                    "no {what} after {limit:?}: {}",
+                    stderr(bridge)
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+    // What the checkpoint held for the run when a bridge was killed.
+    let at_kill = |point: &str| {
+        eprintln!(
+            "kill {point}: checkpoint entry {:?}",
+            checkpoint_entry(&state, &uid)
+        )
+    };
+
+    // 1. Before the retry is seen: the failed attempt out and tombstoned.
+    let out = scratch.path("out-1.jsonl");
+    outputs.push(out.clone());
+    let mut bridge = live_bridge(&cluster, &out, &state, &extra);
+    wait_synced(&mut bridge, limit).await;
+    cluster.feed(&lines[..retry]);
+    poll_until(
+        "run.failed and a tombstone",
+        &|| {
+            has(&out, &|e| e["type"] == "org.kubeflow.pipelines.run.failed")
+                && tombstoned(&state, &uid)
+        },
+        &mut bridge,
+    )
+    .await;
+    kill9(&mut bridge);
+    at_kill("1, before the retry");
+
+    // 2. Between the retry and its end: killed as soon as the second attempt's start is out.
+    let out = scratch.path("out-2.jsonl");
+    outputs.push(out.clone());
+    let mut bridge = live_bridge(&cluster, &out, &state, &extra);
+    wait_synced(&mut bridge, limit).await;
+    cluster.feed(&lines[retry..second_end]);
+    poll_until(
+        "the second attempt's run.started",
+        &|| {
+            has(&out, &|e| {
+                e["type"] == "org.kubeflow.pipelines.run.started" && attempt_of(e) == 2
+            })
+        },
+        &mut bridge,
+    )
+    .await;
+    kill9(&mut bridge);
+    at_kill("2, mid-attempt");
+
+    // 3. Mid-write: killed when a shard's temporary file exists, or after a short random wait.
+    let out = scratch.path("out-3.jsonl");
+    outputs.push(out.clone());
+    let mut bridge = live_bridge(&cluster, &out, &state, &extra);
+    wait_synced(&mut bridge, limit).await;
+    cluster.feed(&lines[second_end..]);
+    let give_up = Duration::from_millis(random_ms(300, 2000));
+    let t0 = std::time::Instant::now();
+    let mut mid_write = false;
+    while t0.elapsed() < give_up {
+        mid_write = std::fs::read_dir(&state)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".tmp"));
+        if mid_write {
+            break;
+        }
+        std::hint::spin_loop();
+    }
+    kill9(&mut bridge);
+    at_kill(&format!(
+        "3, after {:?}{}",
+        t0.elapsed(),
+        if mid_write {
+            " mid-write"
+        } else {
+            ", no write caught"
+        }
+    ));
+
+    // A clean run to the end.
+    let out = scratch.path("out-final.jsonl");
+    outputs.push(out.clone());
+    let mut bridge = live_bridge(&cluster, &out, &state, &extra);
+    wait_synced(&mut bridge, limit).await;
+    let t0 = std::time::Instant::now();
+    loop {
+        let seen: BTreeSet<String> = read_outputs(&outputs)
+            .iter()
+            .map(|e| e["id"].as_str().expect("id").to_owned())
+            .collect();
+        if seen.is_superset(&want) || t0.elapsed() > limit {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    settle(&out, 0, Duration::from_millis(500), limit).await;
+    sigterm(&bridge);
+    let status = wait(&mut bridge, limit).await;
+    let log = stderr(&mut bridge);
+    assert!(status.success(), "{log}");
+
+    let per_output: Vec<Vec<serde_json::Value>> = outputs
+        .iter()
+        .map(|o| read_outputs(std::slice::from_ref(o)))
+        .collect();
+    // Each id's first copy, with the output it came from; every later copy must equal it.
+    let mut first = std::collections::BTreeMap::<String, (usize, serde_json::Value)>::new();
+    let mut duplicates = Vec::new();
+    let mut differ = Vec::new();
+    for (n, e) in per_output
+        .iter()
+        .enumerate()
+        .flat_map(|(n, o)| o.iter().map(move |e| (n + 1, e)))
+    {
+        let id = e["id"].as_str().expect("id").to_owned();
+        match first.get(&id) {
+            Some((m, before)) => {
+                let what = format!("{} {} (outputs {m} and {n})", e["type"], e["subject"]);
+                if before != e {
+                    differ.push(format!("{id} {what}: {}", differences(before, e)));
+                }
+                duplicates.push(what);
+            }
+            None => {
+                first.insert(id, (n, e.clone()));
+            }
+        }
+    }
+    let first: std::collections::BTreeMap<String, serde_json::Value> =
+        first.into_iter().map(|(id, (_, e))| (id, e)).collect();
+    let ids: BTreeSet<String> = first.keys().cloned().collect();
+    let missing: Vec<_> = want_events
+        .iter()
+        .filter(|e| !ids.contains(e["id"].as_str().expect("id")))
+        .map(|e| format!("{} {} attempt {}", e["type"], e["subject"], attempt_of(e)))
+        .collect();
+    if !missing.is_empty() {
+        eprintln!(
+            "LOG {}",
+            log.lines()
+                .filter(|l| !l.contains("offloaded"))
+                .collect::<Vec<_>>()
+                .join("\nLOG ")
+        );
+    }
+    assert!(missing.is_empty(), "never published: {missing:#?}");
+    let unknown: Vec<_> = ids.difference(&want).collect();
+    assert!(unknown.is_empty(), "ids replay does not know: {unknown:?}");
+    for e in first.values() {
+        let id = e["id"].as_str().expect("id");
+        let replayed = want_events.iter().find(|w| w["id"] == id).expect("known");
+        // Not asserted: a bridge that missed a state may see a fact later than replay does.
+        if replayed != e {
+            eprintln!(
+                "unlike replay: {} {}: {}",
+                e["type"],
+                e["subject"],
+                differences(replayed, e)
+            );
+        }
+        assert_eq!(
+            (&e["type"], &e["subject"], &e["data"]["RunAttempt"]),
+            (
+                &replayed["type"],
+                &replayed["subject"],
+                &replayed["data"]["RunAttempt"]
+            ),
+            "id {id} is another fact than replay's"
+        );
+    }
+    // Tombstoned before the first kill: the first attempt is never published again.
+    let again: Vec<_> = per_output[1..]
+        .iter()
+        .flatten()
+        .filter(|e| first_attempt.contains(e["id"].as_str().expect("id")))
+        .map(|e| format!("{} {}", e["type"], e["subject"]))
+        .collect();
+    assert!(
+        again.is_empty(),
+        "the tombstoned first attempt published again: {again:?}"
+    );
+    // One run-terminal per attempt: the failed first, the succeeded second.
+    let subject = run_failed[0]["subject"].as_str().expect("subject");
+    let mut terminals = std::collections::BTreeMap::<(String, u64), Vec<String>>::new();
+    for e in first.values().filter(|e| is_run_terminal(e)) {
+        terminals
+            .entry((
+                e["subject"].as_str().expect("subject").to_owned(),
+                attempt_of(e),
+            ))
+            .or_default()
+            .push(e["type"].as_str().expect("type").to_owned());
+    }
+    assert_eq!(
+        terminals,
+        [
+            (
+                (subject.to_owned(), 1),
+                vec!["org.kubeflow.pipelines.run.failed".to_owned()]
+            ),
+            (
+                (subject.to_owned(), 2),
+                vec!["org.kubeflow.pipelines.run.succeeded".to_owned()]
+            ),
+        ]
+        .into_iter()
+        .collect(),
+        "one run-terminal per attempt"
+    );
+    eprintln!(
+        "{} events over {} outputs for {} facts, {:?} in all; {} repeated: {duplicates:#?}",
+        per_output.iter().map(Vec::len).sum::<usize>(),
+        outputs.len(),
+        want.len(),
+        started.elapsed(),
+        duplicates.len()
+    );
+    assert!(
+        differ.is_empty(),
+        "ids published again with other content: {differ:#?}"
+    );
+}

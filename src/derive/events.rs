@@ -174,6 +174,7 @@ impl Deriver {
             return Vec::new();
         }
         self.stats.events_used += 1;
+        state.event_marks = true;
         emit_new(state, candidates)
     }
 }

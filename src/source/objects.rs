@@ -129,6 +129,17 @@ pub struct WorkflowStatus {
     pub nodes: BTreeMap<String, Node>,
     pub compressed_nodes: String,
     pub offload_node_status_version: String,
+    pub conditions: Vec<Condition>,
+}
+
+/// A workflow condition: `Completed` (`True` when the controller marks the workflow completed;
+/// `False` only from a retry or resubmission) or `PodRunning`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub status: String,
 }
 
 /// One entry of `status.nodes`.

@@ -29,6 +29,25 @@ pub fn recordings() -> Vec<PathBuf> {
     files
 }
 
+/// The bundled recordings of retried runs (`examples/recordings/retries/`), sorted by name.
+pub fn retry_recordings() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(recordings_dir().join("retries"))
+        .expect("examples/recordings/retries exists")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 6, "retry recordings missing: {files:?}");
+    files
+}
+
+/// Every bundled recording, those of retried runs included.
+pub fn all_recording_files() -> Vec<PathBuf> {
+    let mut files = recordings();
+    files.extend(retry_recordings());
+    files
+}
+
 /// Replays `input` through `deriver`, returning each event as its structured JSON line.
 pub fn replay_bytes(input: &[u8], deriver: &mut Deriver) -> (replay::ReplayCounts, Vec<String>) {
     let mut lines = Vec::new();
