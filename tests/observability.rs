@@ -264,6 +264,60 @@ async fn replay_metrics_count_what_was_published_failed_and_dead_lettered() {
     assert_eq!(count_lines(&dead), runs as usize);
 }
 
+/// A run that fails, is retried and succeeds: one finished attempt per outcome, each timed from
+/// its own start, and one run retry.
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_metrics_count_each_attempt_of_a_retried_run() {
+    let input = support::recordings_dir().join("retries/kfp-v1.jsonl");
+    let mut child = spawn_logged(
+        Command::new(BIN)
+            .args(["--log-format", "json", "replay", "-", "--admin-addr"])
+            .args(["127.0.0.1:0", "--sink", "file:/dev/null"])
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null()),
+    );
+    let addr = admin_addr(&mut child).await;
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(&std::fs::read(&input).expect("input"))
+        .expect("feed");
+    stdin.flush().expect("flush");
+    let labels = |outcome: &str| {
+        format!("namespace=\"kubeflow\",outcome=\"{outcome}\",pipeline=\"resubmit\"")
+    };
+    let succeeded = format!("kfp_runs_finished_total{{{}}}", labels("succeeded"));
+    let text = scrape_until(&addr, |s| s.contains_key(&succeeded)).await;
+    let s = samples(&text);
+    assert_eq!(value(&s, &succeeded), 1.0);
+    assert_eq!(
+        value(
+            &s,
+            &format!("kfp_runs_finished_total{{{}}}", labels("failed"))
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &s,
+            "kfp_run_retries_total{namespace=\"kubeflow\",pipeline=\"resubmit\"}"
+        ),
+        1.0
+    );
+    // The first attempt ran 09:00:00–09:00:22; the retry from that end to 09:05:19.
+    let duration = |outcome: &str| {
+        value(
+            &s,
+            &format!("kfp_run_duration_seconds_sum{{{}}}", labels(outcome)),
+        )
+    };
+    assert_eq!(duration("failed"), 22.0);
+    assert_eq!(duration("succeeded"), 297.0);
+    drop(stdin);
+    let status = wait(&mut child, Duration::from_secs(30)).await;
+    assert!(status.success(), "{}", stderr(&mut child));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn live_metrics_and_readiness_follow_watches_and_sinks() {
     let scratch = Scratch::new("obs-live");
