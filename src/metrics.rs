@@ -600,7 +600,7 @@ impl Collector for Collect {
             ),
             (
                 "kfp_event_bridge_decode_errors",
-                "Input that could not be decoded: bad recording lines, undecodable compressedNodes",
+                "Input that could not be decoded: bad recording lines, watched objects that cannot be read, undecodable compressedNodes",
                 &d.bad_lines,
             ),
             (

@@ -220,6 +220,8 @@ pub async fn run(args: &RunArgs) -> Result<(Outcome, ReplayReport), AppError> {
         ..Presence::default()
     };
     let mut synced = vec![false; watch_ids.len()];
+    // Objects reported as unreadable (by uid), so each is logged once.
+    let mut undecodable: HashSet<String> = HashSet::new();
     // A watch that failed or is re-listing, until it delivers again. While a Workflow watch is
     // down the Event watch can run ahead of it by any time, so nothing counts as unseen then.
     let mut down = vec![false; watch_ids.len()];
@@ -302,6 +304,24 @@ pub async fn run(args: &RunArgs) -> Result<(Outcome, ReplayReport), AppError> {
                 down[i] = false;
                 facts
             }
+            Next::Input(Input::Undecodable {
+                watch,
+                name,
+                uid,
+                error,
+            }) => {
+                // Skipped like a bad recording line; logged once per object, counted each time.
+                live.report.counts.bad_lines += 1;
+                let key = if uid.is_empty() { name.clone() } else { uid };
+                if undecodable.insert(key) {
+                    tracing::warn!(watch = %watch_ids[watch], object = %name, error = %error, "object cannot be read; skipped (further changes to it are counted in kfp_event_bridge_decode_errors_total)");
+                }
+                if let Some(m) = &metrics {
+                    m.watch_event(watch);
+                    m.derive_stats(live.deriver.stats(), live.report.counts.bad_lines);
+                }
+                continue;
+            }
             Next::Input(Input::Failed(i, err)) => {
                 tracing::warn!(watch = %watch_ids[i], error = %err, "watch failed; retrying with backoff");
                 if let Some(m) = &metrics {
@@ -321,7 +341,7 @@ pub async fn run(args: &RunArgs) -> Result<(Outcome, ReplayReport), AppError> {
                     if synced[index] && presence.listing[index].is_none() {
                         m.pod_starts(&starts, Utc::now());
                     }
-                    m.derive_stats(live.deriver.stats(), 0);
+                    m.derive_stats(live.deriver.stats(), live.report.counts.bad_lines);
                 }
                 facts
             }

@@ -1065,3 +1065,84 @@ async fn a_retried_run_killed_at_three_points_publishes_each_attempt_once() {
         "ids published again with other content: {differ:#?}"
     );
 }
+
+/// A Workflow whose status has a field of an unexpected type (`status.phase: 123`) in the first
+/// list, and again as a MODIFIED: skipped with one warning naming it and counted; every other
+/// workflow's facts are published and `/readyz` stays 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_workflow_is_skipped_and_the_watch_goes_on() {
+    use support::bridge::{admin_addr, get, samples};
+    let scratch = Scratch::new("live-malformed");
+    let cluster = Cluster::start(&scratch).await;
+    let good = final_states(&many_runs(1));
+    let want = replay_ids(&scratch, &good);
+    let first_workflow = good
+        .iter()
+        .find(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("json")["object"]["kind"]
+                == "Workflow"
+        })
+        .expect("a workflow");
+    let malformed = |message: &str| {
+        let mut v: serde_json::Value = serde_json::from_str(first_workflow).expect("json");
+        v["object"]["metadata"]["name"] = "malformed-wf".into();
+        v["object"]["metadata"]["uid"] = "0bad0bad-0000-4000-8000-000000000bad".into();
+        v["object"]["status"]["phase"] = 123.into();
+        v["object"]["status"]["message"] = message.into();
+        v.to_string()
+    };
+    // In the first list, between good workflows.
+    let (before, after) = good.split_at(good.len() / 2);
+    cluster.feed(before);
+    cluster.feed(&[malformed("first")]);
+    cluster.feed(after);
+    let out = scratch.path("out.jsonl");
+    let mut bridge = live_bridge(&cluster, &out, &scratch.path("state"), &[]);
+    let addr = admin_addr(&mut bridge).await;
+    wait_synced(&mut bridge, Duration::from_secs(30)).await;
+    settle(
+        &out,
+        want.len(),
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+    )
+    .await;
+    // And later as a change of that object, followed by a good workflow's change.
+    cluster.feed(&[malformed("second")]);
+    let (status, body) = get(&addr, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    let t0 = std::time::Instant::now();
+    let errors = loop {
+        let (_, text) = get(&addr, "/metrics").await;
+        let errors = samples(&text)
+            .get("kfp_event_bridge_decode_errors_total")
+            .copied()
+            .unwrap_or(0.0);
+        if errors >= 2.0 || t0.elapsed() > Duration::from_secs(30) {
+            break errors;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(errors, 2.0, "the list's copy and the MODIFIED one");
+    let (status, body) = get(&addr, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    sigterm(&bridge);
+    let exit = wait(&mut bridge, Duration::from_secs(30)).await;
+    let log = stderr(&mut bridge);
+    assert!(exit.success(), "{log}");
+    let ids: BTreeSet<String> = id_counts(&out).into_keys().collect();
+    assert_eq!(
+        ids, want,
+        "every good workflow's facts, nothing of the bad one"
+    );
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("object cannot be read"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(
+        warnings[0].contains("malformed-wf") && warnings[0].contains("invalid type"),
+        "{}",
+        warnings[0]
+    );
+}

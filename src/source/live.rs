@@ -26,11 +26,20 @@ pub const PAGE_SIZE: u32 = 100;
 pub const EVENT_FIELD_SELECTOR: &str = "source=workflow-controller";
 
 /// A projection plus the identity kube-runtime's watcher tracks (name, namespace, uid and
-/// `resourceVersion` — nothing else of `metadata` is copied).
+/// `resourceVersion` — nothing else of `metadata` is copied). An object the projection cannot
+/// read (a field of an unexpected type) still decodes, as the error: one bad object must not fail
+/// the list or the watch it came in, which would stop every other object's facts.
 #[derive(Clone)]
 pub struct Watched<T> {
     meta: ObjectMeta,
-    pub object: T,
+    pub object: Result<T, String>,
+}
+
+/// Only the identity of an object the projection could not read.
+#[derive(Deserialize)]
+struct Identity {
+    #[serde(default)]
+    metadata: super::objects::ObjectMeta,
 }
 
 impl<T> fmt::Debug for Watched<T> {
@@ -72,19 +81,42 @@ impl Projection for ClusterEvent {
     }
 }
 
-impl<'de, T: Projection + Deserialize<'de>> Deserialize<'de> for Watched<T> {
+impl<'de, T: Projection + for<'a> Deserialize<'a>> Deserialize<'de> for Watched<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let object = T::deserialize(deserializer)?;
-        let m = object.metadata();
+        // Read as a JSON tree first, so that a failure concerns this object alone (the text
+        // cannot be kept instead: watch events reach this through serde's buffered content).
+        let value = serde_json::Value::deserialize(deserializer)?;
         let some = |s: &str| (!s.is_empty()).then(|| s.to_owned());
-        let meta = ObjectMeta {
+        let identity = |m: &super::objects::ObjectMeta| ObjectMeta {
             name: some(&m.name),
             namespace: some(&m.namespace),
             uid: some(&m.uid),
             resource_version: some(&m.resource_version),
             ..ObjectMeta::default()
         };
-        Ok(Self { meta, object })
+        Ok(match T::deserialize(&value) {
+            Ok(object) => Self {
+                meta: identity(object.metadata()),
+                object: Ok(object),
+            },
+            Err(err) => Self {
+                meta: Identity::deserialize(&value)
+                    .map(|i| identity(&i.metadata))
+                    .unwrap_or_default(),
+                object: Err(err.to_string()),
+            },
+        })
+    }
+}
+
+impl<T> Watched<T> {
+    /// `namespace/name` as far as readable.
+    pub fn name(&self) -> String {
+        format!(
+            "{}/{}",
+            self.meta.namespace.as_deref().unwrap_or(""),
+            self.meta.name.as_deref().unwrap_or("")
+        )
     }
 }
 
@@ -138,6 +170,13 @@ pub enum Input {
     /// The (re-)list is complete.
     Listed(usize),
     Observed(usize, Observed),
+    /// An object the projection could not read (`namespace/name`, uid, the error): skipped.
+    Undecodable {
+        watch: usize,
+        name: String,
+        uid: String,
+        error: String,
+    },
     /// The watch failed; the watcher retries with backoff.
     Failed(usize, String),
 }
@@ -223,18 +262,30 @@ where
         .map(move |event| match event {
             Ok(watcher::Event::Init) => Input::Listing(index),
             Ok(watcher::Event::InitDone) => Input::Listed(index),
-            Ok(watcher::Event::InitApply(w)) => {
-                Input::Observed(index, wrap(Change::Added, w.object))
-            }
-            Ok(watcher::Event::Apply(w)) => {
-                Input::Observed(index, wrap(Change::Modified, w.object))
-            }
-            Ok(watcher::Event::Delete(w)) => {
-                Input::Observed(index, wrap(Change::Deleted, w.object))
-            }
+            Ok(watcher::Event::InitApply(w)) => observed(index, Change::Added, w, wrap),
+            Ok(watcher::Event::Apply(w)) => observed(index, Change::Modified, w, wrap),
+            Ok(watcher::Event::Delete(w)) => observed(index, Change::Deleted, w, wrap),
             Err(err) => Input::Failed(index, err.to_string()),
         })
         .boxed()
+}
+
+fn observed<T>(
+    index: usize,
+    change: Change,
+    watched: Watched<T>,
+    wrap: fn(Change, T) -> Observed,
+) -> Input {
+    let name = watched.name();
+    match watched.object {
+        Ok(object) => Input::Observed(index, wrap(change, object)),
+        Err(error) => Input::Undecodable {
+            watch: index,
+            name,
+            uid: watched.meta.uid.unwrap_or_default(),
+            error,
+        },
+    }
 }
 
 /// A client from `--kubeconfig`, else the usual inference (`KUBECONFIG`, `~/.kube/config`, the
