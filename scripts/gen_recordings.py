@@ -952,6 +952,36 @@ def rec_argo_restart_successful():
     return r.lines
 
 
+# --- Fidelity to real node trees --------------------------------------------------------------
+
+def rec_quota_pending():
+    """Plain Argo: the pod of a retried step is refused by the namespace's ResourceQuota while other
+    pods run (Argo keeps retrying its creation, the node stays Pending with the API's message), then
+    it is created and succeeds. Shape and message after Argo's operator_test.go (exceeded quota)."""
+    spec = {"entrypoint": "main",
+            "templates": [{"name": "main", "retryStrategy": {"limit": 2},
+                           "container": {"image": "alpine:3.20", "command": ["sh", "-c", "exit 0"]}}]}
+    r = Run("quota-bound-r4k8w", "2c4e6a8c-0e2a-4c4e-8a8c-0e2a4c6e8a0d", ns="team-a", spec=spec)
+    r.workflow("Running", 0)
+    r.node(r.name, "Retry", "main", 0)
+    pod = f"{r.name}(0)"
+    r.node(pod, "Pod", "main", 0, display=f"{r.name}(0)", parent=r.name, boundary=r.name, phase="Pending")
+    r.status["nodes"][r.nid(pod)]["message"] = (
+        'pods "quota-bound-r4k8w" is forbidden: exceeded quota: compute-resources, requested: '
+        'limits.memory=8Gi, used: limits.memory=60Gi, limited: limits.memory=64Gi')
+    r.snap()
+    r.snap()
+    r.set(pod, "Pending", message="ContainerCreating")
+    r.snap()
+    r.set(pod, "Running", message="")
+    r.snap()
+    r.set(pod, "Succeeded", 95, exit_code=0)
+    r.set(r.name, "Succeeded", 95)
+    r.workflow("Succeeded", 96)
+    r.snap()
+    return r.lines
+
+
 RECORDINGS = {
     "kfp-v2-success.jsonl": rec_v2_success,
     "kfp-v2-retries-failed.jsonl": rec_v2_retries_fail,
@@ -969,6 +999,7 @@ RECORDINGS = {
     "retries/argo-dag.jsonl": rec_argo_dag_retry,
     "retries/argo-steps-twice.jsonl": rec_argo_steps_retry,
     "retries/argo-restart-successful.jsonl": rec_argo_restart_successful,
+    "fidelity/quota-pending.jsonl": rec_quota_pending,
 }
 
 

@@ -99,7 +99,7 @@ unexpected=$(ldd target/release/kfp-event-bridge | awk '{print $1}' | grep -vE '
 [ -z "$unexpected" ] || { echo "linked dynamically but not in distroless/cc-debian12: $unexpected" >&2; exit 1; }
 out="$state/replay"
 rm -rf "$out" && mkdir -p "$out"
-for recording in examples/recordings/*.jsonl examples/recordings/retries/*.jsonl; do
+for recording in examples/recordings/*.jsonl examples/recordings/retries/*.jsonl examples/recordings/fidelity/*.jsonl; do
   name=$(basename "$(dirname "$recording")")-$(basename "$recording")
   ./target/release/kfp-event-bridge --log warn replay "$recording" >"$out/$name"
   ./target/release/kfp-event-bridge --log warn replay "$recording" >"$out/$name.again"

@@ -342,7 +342,11 @@ fn data<'a>(fact: &'a Fact) -> Data<'a> {
         template_name: task.and_then(|t| not_empty(&t.template)),
         started_at: started.map(rfc3339),
         finished_at: finished.map(rfc3339),
-        duration_seconds: started.zip(finished).map(|(s, f)| (f - s).num_seconds()),
+        // A node whose end precedes its start (clocks of the nodes writing them disagree) lasted
+        // no time, not negative time.
+        duration_seconds: started
+            .zip(finished)
+            .map(|(s, f)| (f - s).num_seconds().max(0)),
         // Only an ended attempt has one: a `task.started` synthesized after the fact must read
         // as it would have when it happened (a re-send after a restart is the same event).
         exit_code: task
@@ -449,4 +453,39 @@ pub fn encode(fact: &Fact, config: &EncodeConfig) -> Result<Event, EncodeError> 
     Ok(builder
         .data_with_schema("application/json", config.dataschema.as_str(), data)
         .build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Origin, RunInfo, TaskInfo};
+    use std::sync::Arc;
+
+    /// Clock skew between the nodes writing a node's times can put its end before its start.
+    #[test]
+    fn an_end_before_the_start_lasted_no_time() {
+        let at = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map(|t| t.to_utc())
+                .ok()
+        };
+        let fact = Fact {
+            kind: FactKind::TaskSucceeded,
+            run: Arc::new(RunInfo::default()),
+            task: Some(TaskInfo {
+                started_at: at("2026-03-14T09:00:10Z"),
+                finished_at: at("2026-03-14T09:00:07Z"),
+                ..TaskInfo::default()
+            }),
+            lifecycle: None,
+            time: None,
+            reason: String::new(),
+            message: String::new(),
+            origin: Origin::Status,
+        };
+        let data: Value =
+            serde_json::from_slice(&bounded_data(&fact, DEFAULT_MAX_DATA_BYTES).expect("data"))
+                .expect("json");
+        assert_eq!(data["DurationSeconds"], 0);
+    }
 }

@@ -278,15 +278,13 @@ impl Slot {
 
 impl Slot {
     /// The slot as one bit of a node's [`Mark`] mask: started, terminal, then one bit per
-    /// lifecycle category in table order (an unknown category shares the last bit).
+    /// lifecycle category, fixed per category (an unknown category shares the last bit).
     pub fn bit(&self) -> u16 {
         match self {
             Self::Started => 1,
             Self::Terminal => 2,
             Self::Warning(category) => {
-                let index = crate::derive::lifecycle::categories()
-                    .position(|(c, _, _)| c == *category)
-                    .unwrap_or(13);
+                let index = crate::derive::lifecycle::bit(category).unwrap_or(13);
                 4 << index.min(13)
             }
         }

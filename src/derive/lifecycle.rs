@@ -10,6 +10,10 @@ use crate::model::Lifecycle;
 
 struct Class {
     category: &'static str,
+    /// The category's bit in a checkpoint mark ([`crate::model::Slot::bit`]): fixed forever,
+    /// whatever the table's order (which is the match priority), or persisted marks would mean
+    /// another category after an upgrade.
+    bit: u8,
     /// Image pull, admission and volume failures are user errors that do not resolve by waiting
     /// (the KEP applies its failure timeout to exactly these); the others may.
     terminal: bool,
@@ -17,8 +21,19 @@ struct Class {
 }
 
 const TABLE: &[Class] = &[
+    // A pod refused for the namespace's ResourceQuota (`… is forbidden: exceeded quota`): Argo
+    // treats exactly this as transient and keeps trying to create the pod (`isExceededQuotaErr`
+    // in `util/errors/errors.go`, through `IsTransientErr`); it resolves when other pods end.
+    // Before Admission, whose `is forbidden` it contains.
+    Class {
+        category: "Quota",
+        bit: 6,
+        terminal: false,
+        patterns: &["exceeded quota"],
+    },
     Class {
         category: "ImagePull",
+        bit: 0,
         terminal: true,
         patterns: &[
             "ImagePullBackOff",
@@ -30,11 +45,13 @@ const TABLE: &[Class] = &[
     },
     Class {
         category: "Admission",
+        bit: 1,
         terminal: true,
         patterns: &["is forbidden", "admission webhook"],
     },
     Class {
         category: "Volume",
+        bit: 2,
         terminal: true,
         patterns: &[
             "unbound immediate PersistentVolumeClaims",
@@ -44,11 +61,13 @@ const TABLE: &[Class] = &[
     },
     Class {
         category: "Scheduling",
+        bit: 3,
         terminal: false,
         patterns: &["Unschedulable", "FailedScheduling", "Insufficient "],
     },
     Class {
         category: "Runtime",
+        bit: 4,
         terminal: false,
         patterns: &[
             "CrashLoopBackOff",
@@ -64,6 +83,7 @@ const TABLE: &[Class] = &[
     },
     Class {
         category: "Node",
+        bit: 5,
         terminal: false,
         patterns: &[
             "NodeLost",
@@ -75,6 +95,11 @@ const TABLE: &[Class] = &[
         ],
     },
 ];
+
+/// A category's fixed bit (see `Class::bit`).
+pub fn bit(category: &str) -> Option<u8> {
+    TABLE.iter().find(|c| c.category == category).map(|c| c.bit)
+}
 
 /// Every category, in table order (for docs and metrics).
 pub fn categories() -> impl Iterator<Item = (&'static str, bool, &'static [&'static str])> {
@@ -154,6 +179,19 @@ mod tests {
                 false,
             ),
             ("Pod was Preempted", "Node", "Preempted", false),
+            // Argo's message for a pod the namespace's quota refused (operator_test.go 11885).
+            (
+                "test1.test \"test\" is forbidden: exceeded quota",
+                "Quota",
+                "exceeded quota",
+                false,
+            ),
+            (
+                "pods \"train\" is forbidden: exceeded quota: compute-resources, requested: limits.memory=8Gi, used: limits.memory=60Gi, limited: limits.memory=64Gi",
+                "Quota",
+                "exceeded quota",
+                false,
+            ),
         ];
         for (message, category, reason, terminal) in cases {
             let got = classify(message).unwrap_or_else(|| panic!("{message} not classified"));
@@ -164,6 +202,25 @@ mod tests {
             );
             assert_eq!(got.message, message);
         }
+    }
+
+    /// The bits persisted in checkpoints before the table had a fixed bit per category were
+    /// the table positions of the time.
+    #[test]
+    fn category_bits_are_those_checkpoints_hold() {
+        let before = [
+            "ImagePull",
+            "Admission",
+            "Volume",
+            "Scheduling",
+            "Runtime",
+            "Node",
+        ];
+        for (position, category) in before.iter().enumerate() {
+            assert_eq!(super::bit(category), Some(position as u8), "{category}");
+        }
+        let bits: std::collections::BTreeSet<u8> = super::TABLE.iter().map(|c| c.bit).collect();
+        assert_eq!(bits.len(), super::TABLE.len(), "a bit per category");
     }
 
     #[test]

@@ -41,10 +41,22 @@ pub fn retry_recordings() -> Vec<PathBuf> {
     files
 }
 
-/// Every bundled recording, those of retried runs included.
+/// The bundled recordings of real node-tree shapes (`examples/recordings/fidelity/`), sorted.
+pub fn fidelity_recordings() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(recordings_dir().join("fidelity"))
+        .expect("examples/recordings/fidelity exists")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Every bundled recording, those of retried runs and real node-tree shapes included.
 pub fn all_recording_files() -> Vec<PathBuf> {
     let mut files = recordings();
     files.extend(retry_recordings());
+    files.extend(fidelity_recordings());
     files
 }
 
