@@ -210,3 +210,38 @@ fn kfp_only_skips_plain_argo_workflows_and_their_events() {
     let (_, lines) = support::replay_bytes(&input, &mut Deriver::new(config));
     assert_eq!(lines, support::replay_file(&kfp), "KFP runs unaffected");
 }
+
+/// A retried run's first attempt gives the ids it gave before retries were known: those of the
+/// recording cut at the first attempt's end, replayed alone.
+#[test]
+fn a_first_attempt_keeps_the_ids_of_a_run_never_retried() {
+    for path in support::retry_recordings() {
+        let text = std::fs::read_to_string(&path).expect("recording");
+        let lines: Vec<&str> = text.lines().collect();
+        let end = lines
+            .iter()
+            .position(|l| {
+                let v: Value = serde_json::from_str(l).expect("json");
+                v["object"]["kind"] == "Workflow"
+                    && matches!(
+                        v["object"]["status"]["phase"].as_str(),
+                        Some("Succeeded" | "Failed" | "Error")
+                    )
+            })
+            .expect("the first attempt ends");
+        let cut = lines[..=end].join("\n") + "\n";
+        let mut deriver = Deriver::new(DeriveConfig::default());
+        let (_, alone) = support::replay_bytes(cut.as_bytes(), &mut deriver);
+        let alone: Vec<String> = alone
+            .iter()
+            .map(|l| serde_json::from_str::<Value>(l).expect("event")["id"].to_string())
+            .collect();
+        let first: Vec<String> = events(&path)
+            .iter()
+            .filter(|e| e["data"].get("RunAttempt").is_none())
+            .map(|e| e["id"].to_string())
+            .collect();
+        assert!(!alone.is_empty());
+        assert_eq!(first, alone, "{}", path.display());
+    }
+}

@@ -1146,3 +1146,41 @@ async fn a_malformed_workflow_is_skipped_and_the_watch_goes_on() {
         warnings[0]
     );
 }
+
+/// Every retried run (KFP v1, v2, terminated v2, Argo DAG, steps retried twice,
+/// `--restart-successful`), each change played while the bridge watches: the same ids as `replay`,
+/// each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retried_runs_live_publish_what_replay_does() {
+    let scratch = Scratch::new("live-retries");
+    let cluster = Cluster::start(&scratch).await;
+    let lines: Vec<String> = support::retry_recordings()
+        .iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .expect("recording")
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let want = replay_ids(&scratch, &lines);
+    let out = scratch.path("out.jsonl");
+    let mut bridge = live_bridge(&cluster, &out, &scratch.path("state"), &[]);
+    wait_synced(&mut bridge, Duration::from_secs(30)).await;
+    cluster.feed(&lines);
+    let got = settle(
+        &out,
+        want.len(),
+        Duration::from_secs(2),
+        Duration::from_secs(60),
+    )
+    .await;
+    sigterm(&bridge);
+    let status = wait(&mut bridge, Duration::from_secs(30)).await;
+    assert!(status.success(), "{}", stderr(&mut bridge));
+    let counts = id_counts(&out);
+    assert_eq!(got, counts.len(), "an id was published twice");
+    let ids: BTreeSet<String> = counts.into_keys().collect();
+    assert_eq!(ids, want, "live and replay differ");
+}
