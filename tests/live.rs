@@ -23,21 +23,20 @@ fn replay_ids(scratch: &Scratch, lines: &[String]) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_multi_run_scenario_publishes_what_replay_does() {
     let scratch = Scratch::new("live-scenario");
-    let cluster = Cluster::start(&scratch).await;
     let lines = many_runs(19);
-    let want = replay_ids(&scratch, &lines);
-    assert!(want.len() > 1500, "{} events", want.len());
+    let want = live_equals_replay(&scratch, &lines, Duration::from_secs(90)).await;
+    assert!(want > 1500, "{want} events");
+}
+
+/// Plays `lines` while a bridge watches: its ids are `replay`'s, each once. Returns how many.
+async fn live_equals_replay(scratch: &Scratch, lines: &[String], limit: Duration) -> usize {
+    let cluster = Cluster::start(scratch).await;
+    let want = replay_ids(scratch, lines);
     let out = scratch.path("out.jsonl");
     let mut bridge = live_bridge(&cluster, &out, &scratch.path("state"), &[]);
     wait_synced(&mut bridge, Duration::from_secs(30)).await;
-    cluster.feed(&lines);
-    let got = settle(
-        &out,
-        want.len(),
-        Duration::from_secs(2),
-        Duration::from_secs(90),
-    )
-    .await;
+    cluster.feed(lines);
+    let got = settle(&out, want.len(), Duration::from_secs(2), limit).await;
     sigterm(&bridge);
     let status = wait(&mut bridge, Duration::from_secs(30)).await;
     assert!(status.success(), "{}", stderr(&mut bridge));
@@ -45,6 +44,7 @@ async fn a_live_multi_run_scenario_publishes_what_replay_does() {
     assert_eq!(got, counts.len(), "an id was published twice");
     let ids: BTreeSet<String> = counts.into_keys().collect();
     assert_eq!(ids, want, "live and replay differ");
+    want.len()
 }
 
 /// `kill -9` at six points — during the first list, mid-checkpoint-write (a shard's temporary
@@ -1153,7 +1153,6 @@ async fn a_malformed_workflow_is_skipped_and_the_watch_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retried_runs_live_publish_what_replay_does() {
     let scratch = Scratch::new("live-retries");
-    let cluster = Cluster::start(&scratch).await;
     let lines: Vec<String> = support::retry_recordings()
         .iter()
         .flat_map(|p| {
@@ -1164,23 +1163,5 @@ async fn retried_runs_live_publish_what_replay_does() {
                 .collect::<Vec<_>>()
         })
         .collect();
-    let want = replay_ids(&scratch, &lines);
-    let out = scratch.path("out.jsonl");
-    let mut bridge = live_bridge(&cluster, &out, &scratch.path("state"), &[]);
-    wait_synced(&mut bridge, Duration::from_secs(30)).await;
-    cluster.feed(&lines);
-    let got = settle(
-        &out,
-        want.len(),
-        Duration::from_secs(2),
-        Duration::from_secs(60),
-    )
-    .await;
-    sigterm(&bridge);
-    let status = wait(&mut bridge, Duration::from_secs(30)).await;
-    assert!(status.success(), "{}", stderr(&mut bridge));
-    let counts = id_counts(&out);
-    assert_eq!(got, counts.len(), "an id was published twice");
-    let ids: BTreeSet<String> = counts.into_keys().collect();
-    assert_eq!(ids, want, "live and replay differ");
+    live_equals_replay(&scratch, &lines, Duration::from_secs(60)).await;
 }

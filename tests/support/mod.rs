@@ -17,39 +17,33 @@ pub fn recordings_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/recordings")
 }
 
-/// Every bundled recording, sorted by name.
-pub fn recordings() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(recordings_dir())
-        .expect("examples/recordings exists")
+/// The recordings in `examples/recordings/<sub>` (`""`: the top folder), sorted by name; at least
+/// `min` of them.
+fn recordings_in(sub: &str, min: usize) -> Vec<PathBuf> {
+    let dir = recordings_dir().join(sub);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.expect("dir entry").path())
         .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
         .collect();
     files.sort();
-    assert!(files.len() >= 9, "bundled recordings missing: {files:?}");
+    assert!(files.len() >= min, "bundled recordings missing: {files:?}");
     files
+}
+
+/// Every bundled recording of the top folder, sorted by name.
+pub fn recordings() -> Vec<PathBuf> {
+    recordings_in("", 9)
 }
 
 /// The bundled recordings of retried runs (`examples/recordings/retries/`), sorted by name.
 pub fn retry_recordings() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(recordings_dir().join("retries"))
-        .expect("examples/recordings/retries exists")
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .collect();
-    files.sort();
-    assert!(files.len() >= 6, "retry recordings missing: {files:?}");
-    files
+    recordings_in("retries", 6)
 }
 
 /// The bundled recordings of real node-tree shapes (`examples/recordings/fidelity/`), sorted.
 pub fn fidelity_recordings() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(recordings_dir().join("fidelity"))
-        .expect("examples/recordings/fidelity exists")
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .collect();
-    files.sort();
-    files
+    recordings_in("fidelity", 1)
 }
 
 /// Every bundled recording, those of retried runs and real node-tree shapes included.
