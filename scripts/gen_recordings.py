@@ -108,7 +108,7 @@ class Run:
         meta = copy.deepcopy(self.meta)
         meta["resourceVersion"] = str(self.rv)
         return {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "metadata": meta,
-                "spec": self.spec, "status": status}
+                "spec": copy.deepcopy(self.spec), "status": status}
 
     def snap(self, kind=None):
         self.rv += 7

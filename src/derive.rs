@@ -541,6 +541,9 @@ impl Deriver {
                     }
                 }
             }
+            if run.message.is_empty() {
+                name_failed_tasks(&mut candidates, &attempts, since);
+            }
         }
         state.nodes_visible = nodes_visible;
         if let Some(outcome) = Outcome::of_phase(&run.phase) {
@@ -757,7 +760,9 @@ fn task_facts(
         message,
         origin: Origin::Status,
     };
-    let phase_message = |phase: &str| match node.message.as_str() {
+    // The attempt's own message: its pod's (`main: OOMKilled (exit code 137)`) rather than the
+    // KFP v2 executor DAG's, which says nothing of why (Argo writes none on DAG nodes).
+    let phase_message = |phase: &str| match info.message.as_str() {
         "" => format!("{phase} node {}", node.name),
         message => format!("{phase} node {}: {message}", node.name),
     };
@@ -829,6 +834,83 @@ fn task_info(run: &RunInfo, attempt: &tasks::Attempt<'_>, pod_format_v1: bool) -
             .unwrap_or_default(),
         attempt: attempt.attempt,
         cached: attempt.cached,
+        failure: if matches!(node.phase.as_str(), "Failed" | "Error") {
+            task_failure(run, &node.phase, message, exit_code)
+        } else {
+            ""
+        },
+    }
+}
+
+/// A failed run whose status has no message names its failed tasks instead (the last attempt of
+/// each, with its message): `train failed: main: OOMKilled (exit code 137)`.
+fn name_failed_tasks(candidates: &mut [Fact], attempts: &[tasks::Attempt<'_>], since: Option<i64>) {
+    let Some(run_failed) = candidates
+        .iter_mut()
+        .find(|f| f.kind == FactKind::RunFailed && f.message.is_empty())
+    else {
+        return;
+    };
+    let mut last: BTreeMap<&str, &tasks::Attempt<'_>> = BTreeMap::new();
+    for attempt in attempts.iter().filter(|a| in_attempt(since, a.driving)) {
+        let known = last.get(attempt.task_name.as_str());
+        if known.is_none_or(|k| k.attempt <= attempt.attempt) {
+            last.insert(&attempt.task_name, attempt);
+        }
+    }
+    let failed: Vec<String> = last
+        .values()
+        .filter(|a| matches!(a.driving.phase.as_str(), "Failed" | "Error"))
+        .map(|a| {
+            let message = a
+                .pod
+                .map(|p| p.message.as_str())
+                .filter(|m| !m.is_empty())
+                .unwrap_or(&a.driving.message);
+            match message {
+                "" => format!("{} failed", a.task_name),
+                m => format!("{} failed: {m}", a.task_name),
+            }
+        })
+        .collect();
+    run_failed.message = failed.join("; ");
+}
+
+/// Why a task attempt failed, from the message Argo wrote on its pod node (formats in
+/// `inferFailedReason`, `workflow/controller/operator.go`: `<container>: <Reason> (exit code N)`
+/// since Argo 3.7, `<Reason> (exit code N)` in 3.0–3.6, `failed with exit code N` in 2.x; the
+/// pod's own message for evictions and deadlines; `Pod failed before main container starts due
+/// to <Reason>: …`), the run's termination, and the node's phase.
+fn task_failure(run: &RunInfo, phase: &str, message: &str, exit_code: Option<i64>) -> &'static str {
+    let has = |needle: &str| message.contains(needle);
+    if matches!(run.failure.as_str(), "Terminated" | "Stopped") {
+        // KFP's terminate and `argo terminate|stop` end running pods with a deadline message.
+        if run.failure == "Stopped" {
+            "Stopped"
+        } else {
+            "Terminated"
+        }
+    } else if has("OOMKilled") {
+        "OOMKilled"
+    } else if has("Evicted") || has("The node was low on resource") {
+        "Evicted"
+    } else if has("exceeded its deadline")
+        || has("DeadlineExceeded")
+        || has("Max duration limit exceeded")
+    {
+        "DeadlineExceeded"
+    } else if has("ImagePull") || has("ErrImage") || has("InvalidImageName") {
+        "ImagePull"
+    } else if has("pod deleted") {
+        "PodDeleted"
+    } else if has("Preempt") {
+        "Preempted"
+    } else if exit_code.is_some_and(|c| c != 0) || has("exit code") {
+        "Error"
+    } else if phase == "Error" {
+        "Error"
+    } else {
+        "Failed"
     }
 }
 
@@ -845,6 +927,78 @@ fn attempt_started(run: &RunInfo, node: &Node, pod: Option<&Node>) -> Option<Dat
             .filter(later)
             .or(run.started_at)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_failures_are_classified_from_argo_messages() {
+        let run = RunInfo::default();
+        let terminated = RunInfo {
+            failure: "Terminated".into(),
+            ..RunInfo::default()
+        };
+        let cases = [
+            (
+                &run,
+                "Failed",
+                "main: OOMKilled (exit code 137)",
+                Some(137),
+                "OOMKilled",
+            ),
+            (
+                &run,
+                "Failed",
+                "OOMKilled (exit code 137)",
+                None,
+                "OOMKilled",
+            ),
+            (
+                &run,
+                "Failed",
+                "main: Error (exit code 1)",
+                Some(1),
+                "Error",
+            ),
+            (&run, "Failed", "failed with exit code 2", None, "Error"),
+            (
+                &run,
+                "Failed",
+                "The node was low on resource: memory. Container main was using 1783932Ki",
+                None,
+                "Evicted",
+            ),
+            (
+                &run,
+                "Failed",
+                "Step exceeded its deadline",
+                None,
+                "DeadlineExceeded",
+            ),
+            (
+                &terminated,
+                "Failed",
+                "Step exceeded its deadline",
+                None,
+                "Terminated",
+            ),
+            (
+                &run,
+                "Error",
+                "Pod failed before main container starts due to ErrImagePull: not found",
+                None,
+                "ImagePull",
+            ),
+            (&run, "Error", "pod deleted", None, "PodDeleted"),
+            (&run, "Error", "", None, "Error"),
+            (&run, "Failed", "", None, "Failed"),
+        ];
+        for (run, phase, message, exit, want) in cases {
+            assert_eq!(task_failure(run, phase, message, exit), want, "{message}");
+        }
+    }
 }
 
 /// The node map with every node's `id` equal to its key (Argo keeps them equal; bad input may not).

@@ -331,10 +331,10 @@ fn data<'a>(fact: &'a Fact) -> Data<'a> {
             FactKind::RunFailed => &run.phase,
             _ => task.map_or("", |t| t.phase.as_str()),
         },
-        failure_reason: if fact.kind == FactKind::RunFailed {
-            &run.failure
-        } else {
-            ""
+        failure_reason: match fact.kind {
+            FactKind::RunFailed => &run.failure,
+            FactKind::TaskFailed => task.map_or("", |t| t.failure),
+            _ => "",
         },
         node_id: task.map(|t| t.node_id.as_str()),
         node_type: task.and_then(|t| not_empty(&t.node_type)),

@@ -197,6 +197,10 @@ pub struct TaskInfo {
     pub attempt: u32,
     /// KFP v2 reused a cached result instead of running the executor.
     pub cached: bool,
+    /// Why a failed attempt failed: `OOMKilled`, `Error` (a non-zero exit code), `Evicted`,
+    /// `DeadlineExceeded`, `ImagePull`, `PodDeleted`, `Preempted`, `Terminated`, `Stopped` or
+    /// `Failed`; empty unless it failed.
+    pub failure: &'static str,
 }
 
 /// Where a fact was learned.
