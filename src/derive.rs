@@ -905,9 +905,7 @@ fn task_failure(run: &RunInfo, phase: &str, message: &str, exit_code: Option<i64
         "PodDeleted"
     } else if has("Preempt") {
         "Preempted"
-    } else if exit_code.is_some_and(|c| c != 0) || has("exit code") {
-        "Error"
-    } else if phase == "Error" {
+    } else if exit_code.is_some_and(|c| c != 0) || has("exit code") || phase == "Error" {
         "Error"
     } else {
         "Failed"
@@ -927,6 +925,18 @@ fn attempt_started(run: &RunInfo, node: &Node, pod: Option<&Node>) -> Option<Dat
             .filter(later)
             .or(run.started_at)
     })
+}
+
+/// The node map with every node's `id` equal to its key (Argo keeps them equal; bad input may not).
+fn normalized(nodes: &BTreeMap<String, Node>) -> BTreeMap<String, Node> {
+    nodes
+        .iter()
+        .map(|(id, node)| {
+            let mut node = node.clone();
+            node.id.clone_from(id);
+            (id.clone(), node)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -999,16 +1009,4 @@ mod tests {
             assert_eq!(task_failure(run, phase, message, exit), want, "{message}");
         }
     }
-}
-
-/// The node map with every node's `id` equal to its key (Argo keeps them equal; bad input may not).
-fn normalized(nodes: &BTreeMap<String, Node>) -> BTreeMap<String, Node> {
-    nodes
-        .iter()
-        .map(|(id, node)| {
-            let mut node = node.clone();
-            node.id.clone_from(id);
-            (id.clone(), node)
-        })
-        .collect()
 }
