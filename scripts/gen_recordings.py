@@ -982,6 +982,23 @@ def rec_quota_pending():
     return r.lines
 
 
+def rec_templates_null():
+    """An Argo 2.9-era object run from a WorkflowTemplate: `spec.templates: null` (the templates
+    live in the referenced template) and `null` lists in the nodes; it succeeds."""
+    spec = {"entrypoint": "whalesay", "templates": None, "arguments": {"parameters": None},
+            "workflowTemplateRef": {"name": "workflow-template-submittable"}}
+    r = Run("from-template-k2p9x", "4e6a8c0e-2a4c-4e6a-8c0e-2a4c6e8a0c2e", ns="default", spec=spec)
+    r.workflow("Running", 0)
+    n = r.node(r.name, "Pod", "whalesay", 0, phase="Running")
+    n["children"] = None
+    r.snap()
+    r.set(r.name, "Succeeded", 9, exit_code=0)
+    r.workflow("Succeeded", 9)
+    r.status["nodes"][r.nid(r.name)]["outboundNodes"] = None
+    r.snap()
+    return r.lines
+
+
 RECORDINGS = {
     "kfp-v2-success.jsonl": rec_v2_success,
     "kfp-v2-retries-failed.jsonl": rec_v2_retries_fail,
@@ -1000,6 +1017,7 @@ RECORDINGS = {
     "retries/argo-steps-twice.jsonl": rec_argo_steps_retry,
     "retries/argo-restart-successful.jsonl": rec_argo_restart_successful,
     "fidelity/quota-pending.jsonl": rec_quota_pending,
+    "fidelity/templates-null.jsonl": rec_templates_null,
 }
 
 

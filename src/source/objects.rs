@@ -7,6 +7,16 @@
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
+/// A list or map written as `null` (Argo 2.x wrote `templates: null`; YAML-born objects have
+/// `children: null` and the like) reads as empty, as a missing one does.
+fn null_as_empty<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
 /// `metadata` of any object.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
@@ -16,8 +26,11 @@ pub struct ObjectMeta {
     pub uid: String,
     pub resource_version: String,
     pub creation_timestamp: Option<String>,
+    #[serde(deserialize_with = "null_as_empty")]
     pub labels: BTreeMap<String, String>,
+    #[serde(deserialize_with = "null_as_empty")]
     pub annotations: BTreeMap<String, String>,
+    #[serde(deserialize_with = "null_as_empty")]
     pub owner_references: Vec<OwnerReference>,
 }
 
@@ -45,6 +58,7 @@ pub struct Workflow {
 pub struct WorkflowSpec {
     pub entrypoint: String,
     pub arguments: Arguments,
+    #[serde(deserialize_with = "null_as_empty")]
     pub templates: Vec<Template>,
     /// KFP terminates a run by setting this to 0.
     pub active_deadline_seconds: Option<i64>,
@@ -56,12 +70,14 @@ pub struct WorkflowSpec {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct PodMetadata {
+    #[serde(deserialize_with = "null_as_empty")]
     pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct Arguments {
+    #[serde(deserialize_with = "null_as_empty")]
     pub parameters: Vec<Parameter>,
 }
 
@@ -101,6 +117,7 @@ pub struct Template {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct Dag {
+    #[serde(deserialize_with = "null_as_empty")]
     pub tasks: Vec<DagTask>,
 }
 
@@ -115,6 +132,7 @@ pub struct DagTask {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct Container {
+    #[serde(deserialize_with = "null_as_empty")]
     pub args: Vec<serde_json::Value>,
 }
 
@@ -126,9 +144,11 @@ pub struct WorkflowStatus {
     pub finished_at: Option<String>,
     pub message: String,
     pub progress: String,
+    #[serde(deserialize_with = "null_as_empty")]
     pub nodes: BTreeMap<String, Node>,
     pub compressed_nodes: String,
     pub offload_node_status_version: String,
+    #[serde(deserialize_with = "null_as_empty")]
     pub conditions: Vec<Condition>,
 }
 
@@ -159,6 +179,7 @@ pub struct Node {
     pub message: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+    #[serde(deserialize_with = "null_as_empty")]
     pub children: Vec<String>,
     pub outputs: Option<NodeOutputs>,
     pub host_node_name: String,
