@@ -339,8 +339,13 @@ impl Deriver {
         }
         state.nodes_visible = false;
         state.gone = true;
-        let held = std::mem::take(&mut state.held);
+        let mut held = std::mem::take(&mut state.held);
         state.event_marks |= !held.is_empty();
+        if let Some(run) = &state.run {
+            for fact in &mut held {
+                fact.run = Arc::clone(run);
+            }
+        }
         let facts = emit_new(state, held);
         // Run facts from Events are no longer merged into a status that will not come.
         if let Some(run) = &mut state.run
@@ -508,9 +513,13 @@ impl Deriver {
         }
         let mut candidates = run_facts(&run);
         if run.nodes_offloaded && !nodes_visible {
-            // Held Event facts are all there is for an offloaded workflow.
+            // Held Event facts are all there is for an offloaded workflow. They go out with what
+            // the status says of the run, whichever watch listed first after a restart.
             state.event_marks |= !state.held.is_empty();
-            candidates.append(&mut state.held);
+            for mut fact in state.held.drain(..) {
+                fact.run = Arc::clone(&run);
+                candidates.push(fact);
+            }
         }
         {
             let format_v1 = wf

@@ -245,3 +245,47 @@ fn a_first_attempt_keeps_the_ids_of_a_run_never_retried() {
         assert_eq!(first, alone, "{}", path.display());
     }
 }
+
+/// Live, an offloaded workflow's task facts come from its Events, held until its status is seen.
+/// When the Event watch lists first (a restart), they still go out with what the status says of
+/// the run (the KFP run id, pipeline), as they do when the status comes first: a fact re-sent
+/// after a restart is the same event.
+#[test]
+fn held_event_facts_carry_the_status_run_whichever_watch_came_first() {
+    let path = support::recordings_dir().join("offloaded-and-deleted-workflows.jsonl");
+    let text = std::fs::read_to_string(path).expect("recording");
+    let lines: Vec<&str> = text.lines().collect();
+    let is_event_of = |l: &str, name: &str| {
+        let v: Value = serde_json::from_str(l).expect("json");
+        v["object"]["kind"] == "Event" && v["object"]["involvedObject"]["name"] == name
+    };
+    let offloaded = "big-sweep-9f3kd";
+    let (events, rest): (Vec<&str>, Vec<&str>) =
+        lines.iter().partition(|l| is_event_of(l, offloaded));
+    let config = DeriveConfig {
+        defer_event_facts: true,
+        ..DeriveConfig::default()
+    };
+    let run = |order: Vec<&str>| -> Vec<Value> {
+        let input = order.join("\n") + "\n";
+        let mut deriver = Deriver::new(config.clone());
+        support::replay_bytes(input.as_bytes(), &mut deriver)
+            .1
+            .iter()
+            .map(|l| serde_json::from_str::<Value>(l).expect("event"))
+            .filter(|e| e["data"]["WorkflowName"] == offloaded)
+            .collect()
+    };
+    let events_first = run(events.iter().chain(&rest).copied().collect());
+    assert!(events_first.iter().any(|e| {
+        e["type"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("task.succeeded"))
+    }));
+    for e in &events_first {
+        assert_eq!(
+            e["data"]["KfpRunId"], "b1a2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d",
+            "{e}"
+        );
+    }
+}
