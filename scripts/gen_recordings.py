@@ -999,6 +999,129 @@ def rec_templates_null():
     return r.lines
 
 
+def rec_hooks_and_exit_handlers():
+    """Plain Argo steps (Argo >= 3.5.1 node flags): a retried step whose first attempt fails, with a
+    `running` lifecycle hook and a task-level `onExit`, both children of the step's Retry node next
+    to its attempts (`<step>.hooks.running`, `<step>.onExit`, GenerateOnExitNodeName /
+    generateLifeHookNodeName); then the workflow's own exit handler `<wf>.onExit` (no parent)."""
+    spec = {"entrypoint": "main", "onExit": "notify",
+            "templates": [
+                {"name": "main", "steps": [[{"name": "train", "template": "flaky", "onExit": "cleanup",
+                                             "hooks": {"running": {"template": "notify"}}}]]},
+                {"name": "flaky", "retryStrategy": {"limit": 1}, "container": {"image": "python:3.12"}},
+                {"name": "cleanup", "container": {"image": "alpine:3.20"}},
+                {"name": "notify", "container": {"image": "curlimages/curl:8.10"}}]}
+    r = Run("hooked-steps-v7n2m", "6a8c0e2a-4c6e-4a8c-8e2a-4c6e8a0c2e4b", ns="argo", spec=spec)
+    r.workflow("Running", 0)
+    r.node(r.name, "Steps", "main", 0)
+    g0 = f"{r.name}[0]"
+    r.node(g0, "StepGroup", "main", 0, display="[0]", parent=r.name, boundary=r.name)
+    train = f"{g0}.train"
+    r.node(train, "Retry", "flaky", 0, display="train", parent=g0, boundary=r.name)
+    a0 = r.node(f"{train}(0)", "Pod", "flaky", 0, display="train(0)", parent=train, boundary=r.name)
+    a0["nodeFlag"] = {"retried": True}
+    r.snap()
+    hook = r.node(f"{train}.hooks.running", "Pod", "notify", 1, display="train.hooks.running", parent=train,
+                  boundary=r.name)
+    hook["nodeFlag"] = {"hooked": True}
+    r.snap()
+    r.set(hook["name"], "Succeeded", 4, exit_code=0)
+    r.set(a0["name"], "Failed", 9, message="main: Error (exit code 1)", exit_code=1)
+    a1 = r.node(f"{train}(1)", "Pod", "flaky", 14, display="train(1)", parent=train, boundary=r.name)
+    a1["nodeFlag"] = {"retried": True}
+    r.snap()
+    r.set(a1["name"], "Succeeded", 30, exit_code=0)
+    r.set(train, "Succeeded", 30)
+    ex = r.node(f"{train}.onExit", "Pod", "cleanup", 31, display="train.onExit", parent=train, boundary=r.name)
+    ex["nodeFlag"] = {"hooked": True}
+    r.snap()
+    r.set(ex["name"], "Succeeded", 36, exit_code=0)
+    r.set(g0, "Succeeded", 36)
+    r.set(r.name, "Succeeded", 36)
+    wx = r.node(f"{r.name}.onExit", "Pod", "notify", 37, phase="Running")
+    wx["nodeFlag"] = {"hooked": True}
+    r.snap()
+    r.set(wx["name"], "Succeeded", 41, exit_code=0)
+    r.workflow("Succeeded", 42)
+    r.snap()
+    return r.lines
+
+
+def rec_http_and_suspend():
+    """Plain Argo steps: an HTTP step that gets a 404 (the agent's message, Argo 3.2), an approval
+    (Suspend node: Running while it waits, Succeeded when resumed), and a step after it."""
+    spec = {"entrypoint": "main",
+            "templates": [
+                {"name": "main", "steps": [[{"name": "fetch", "template": "fetch", "continueOn": {"failed": True}}],
+                                           [{"name": "approve", "template": "approve"}],
+                                           [{"name": "deploy", "template": "deploy"}]]},
+                {"name": "fetch", "http": {"url": "https://example.com/missing"}},
+                {"name": "approve", "suspend": {}},
+                {"name": "deploy", "container": {"image": "alpine:3.20"}}]}
+    r = Run("approval-gate-p4x8z", "8c0e2a4c-6e8a-4c0e-8a4c-6e8a0c2e4a6d", ns="argo", spec=spec)
+    r.workflow("Running", 0)
+    r.node(r.name, "Steps", "main", 0)
+    g0 = f"{r.name}[0]"
+    r.node(g0, "StepGroup", "main", 0, display="[0]", parent=r.name, boundary=r.name)
+    fetch = r.node(f"{g0}.fetch", "HTTP", "fetch", 0, parent=g0, boundary=r.name, phase="Pending")
+    r.snap()
+    r.set(fetch["name"], "Failed", 2, message="404 Not Found")
+    r.set(g0, "Succeeded", 2)
+    g1 = f"{r.name}[1]"
+    r.node(g1, "StepGroup", "main", 2, display="[1]", parent=fetch["name"], boundary=r.name)
+    ap = r.node(f"{g1}.approve", "Suspend", "approve", 2, parent=g1, boundary=r.name, phase="Running")
+    r.snap()
+    r.set(ap["name"], "Succeeded", 600, message="Resumed by: {Username:alice}")
+    r.set(g1, "Succeeded", 600)
+    g2 = f"{r.name}[2]"
+    r.node(g2, "StepGroup", "main", 600, display="[2]", parent=ap["name"], boundary=r.name)
+    d = r.node(f"{g2}.deploy", "Pod", "deploy", 600, parent=g2, boundary=r.name)
+    r.snap()
+    r.set(d["name"], "Succeeded", 640, exit_code=0)
+    r.set(g2, "Succeeded", 640)
+    r.set(r.name, "Succeeded", 640)
+    r.workflow("Succeeded", 641)
+    r.snap()
+    return r.lines
+
+
+def rec_daemon_and_old_skip():
+    """Argo 2.x shapes: a daemoned step (a database for the tests) still Running, `daemoned: true`,
+    when the workflow is already Succeeded (Argo 2.x killed daemons after marking the workflow); and
+    a skipped step created without a template (Argo < 2.4)."""
+    spec = {"entrypoint": "main",
+            "templates": [
+                {"name": "main", "steps": [[{"name": "influx", "template": "influx"}],
+                                           [{"name": "test", "template": "test"},
+                                            {"name": "publish", "template": "test", "when": "false"}]]},
+                {"name": "influx", "daemon": True, "container": {"image": "influxdb:1.2"}},
+                {"name": "test", "container": {"image": "alpine:3.20"}}]}
+    r = Run("daemon-tests-8k3rw", "0e2a4c6e-8a0c-4e2a-8c6e-8a0c2e4a6c8f", ns="argo", spec=spec)
+    r.workflow("Running", 0)
+    r.node(r.name, "Steps", "main", 0)
+    g0 = f"{r.name}[0]"
+    r.node(g0, "StepGroup", "main", 0, display="[0]", parent=r.name, boundary=r.name)
+    db = r.node(f"{g0}.influx", "Pod", "influx", 0, parent=g0, boundary=r.name, phase="Running")
+    db["daemoned"] = True
+    r.snap()
+    r.set(g0, "Succeeded", 5)
+    g1 = f"{r.name}[1]"
+    r.node(g1, "StepGroup", "main", 5, display="[1]", parent=db["name"], boundary=r.name)
+    t = r.node(f"{g1}.test", "Pod", "test", 5, parent=g1, boundary=r.name)
+    sk = r.node(f"{g1}.publish", "Skipped", "", 5, parent=g1, boundary=r.name, phase="Skipped")
+    del sk["templateName"]
+    del sk["templateScope"]
+    sk["message"] = "when 'false' evaluated false"
+    sk["finishedAt"] = ts(5)
+    r.snap()
+    r.set(t["name"], "Succeeded", 20, exit_code=0)
+    r.set(g1, "Succeeded", 20)
+    r.set(r.name, "Succeeded", 20)
+    r.workflow("Succeeded", 21)
+    r.snap()
+    return r.lines
+
+
 RECORDINGS = {
     "kfp-v2-success.jsonl": rec_v2_success,
     "kfp-v2-retries-failed.jsonl": rec_v2_retries_fail,
@@ -1018,6 +1141,9 @@ RECORDINGS = {
     "retries/argo-restart-successful.jsonl": rec_argo_restart_successful,
     "fidelity/quota-pending.jsonl": rec_quota_pending,
     "fidelity/templates-null.jsonl": rec_templates_null,
+    "fidelity/hooks-and-exit-handlers.jsonl": rec_hooks_and_exit_handlers,
+    "fidelity/http-and-suspend.jsonl": rec_http_and_suspend,
+    "fidelity/daemon-and-old-skip.jsonl": rec_daemon_and_old_skip,
 }
 
 

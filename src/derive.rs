@@ -446,7 +446,7 @@ impl Deriver {
         };
         let templates = &wf.spec.templates;
         let attempts = nodes.map_or_else(Vec::new, |nodes| {
-            tasks::attempts(nodes, templates, self.config.node_events)
+            tasks::attempts(nodes, templates, self.config.node_events, &wf.metadata.name)
         });
         let state = self.runs.entry(run.uid.clone()).or_default();
         if let Some(ended) = woke.or_else(|| state.retried(phase, end, version)) {
@@ -758,7 +758,44 @@ fn task_facts(
     if !started && terminal.is_none() {
         return;
     }
-    let info = task_info(run, attempt, pod_format_v1);
+    let mut info = task_info(run, attempt, pod_format_v1);
+    // No task stays open once its run ended. A daemoned step still running is killed by Argo
+    // and marked Succeeded (`killDaemonedChildren`, workflow/controller/exec_control.go), though
+    // the status may show it Running at the end (Argo 2.x); any other step still running
+    // ended with the run, as the run did.
+    let mut ended_with_run = None;
+    let terminal = terminal.or_else(|| {
+        let outcome = Outcome::of_phase(&run.phase)?;
+        let daemoned = node.daemoned == Some(true);
+        let (kind, phase, how) = match (daemoned, outcome) {
+            (true, _) => (
+                FactKind::TaskSucceeded,
+                "Succeeded",
+                "a daemoned step, ended with its workflow",
+            ),
+            (false, Outcome::Succeeded) => (
+                FactKind::TaskSucceeded,
+                "Succeeded",
+                "still running when its workflow ended",
+            ),
+            (false, _) => (
+                FactKind::TaskFailed,
+                "Failed",
+                "still running when its workflow ended",
+            ),
+        };
+        info.phase = phase.to_owned();
+        info.finished_at = run.finished_at;
+        if kind == FactKind::TaskFailed {
+            info.failure = match run.failure.as_str() {
+                "Terminated" => "Terminated",
+                "Stopped" => "Stopped",
+                _ => "Failed",
+            };
+        }
+        ended_with_run = Some(how);
+        Some(kind)
+    });
     let fact = |kind, time, reason: String, message: String, lifecycle: Option<Lifecycle>| Fact {
         kind,
         run: Arc::clone(run),
@@ -798,13 +835,17 @@ fn task_facts(
     }
     if let Some(kind) = terminal {
         let time = info.finished_at.or(info.started_at).or(run.finished_at);
-        out.push(fact(
-            kind,
-            time,
-            format!("WorkflowNode{}", node.phase),
-            phase_message(&node.phase),
-            None,
-        ));
+        let (reason, message) = match ended_with_run {
+            Some(how) => (
+                format!("WorkflowNode{}", info.phase),
+                format!("{} node {}: {how}", info.phase, node.name),
+            ),
+            None => (
+                format!("WorkflowNode{}", node.phase),
+                phase_message(&node.phase),
+            ),
+        };
+        out.push(fact(kind, time, reason, message, None));
     }
 }
 
@@ -843,6 +884,7 @@ fn task_info(run: &RunInfo, attempt: &tasks::Attempt<'_>, pod_format_v1: bool) -
             .unwrap_or_default(),
         attempt: attempt.attempt,
         cached: attempt.cached,
+        hook: attempt.hook.clone(),
         failure: if matches!(node.phase.as_str(), "Failed" | "Error") {
             task_failure(run, &node.phase, message, exit_code)
         } else {

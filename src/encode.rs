@@ -49,6 +49,7 @@ pub const DATA_FIELDS: &[&str] = &[
     "RunAttempt",
     "PreviousAttempt",
     "Cached",
+    "Hook",
     "Parameters",
     "Lifecycle",
     "NodeStatusOffloaded",
@@ -273,6 +274,8 @@ struct Data<'a> {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     cached: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    hook: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     parameters: Option<&'a BTreeMap<String, Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     lifecycle: Option<LifecycleData<'a>>,
@@ -368,6 +371,7 @@ fn data<'a>(fact: &'a Fact) -> Data<'a> {
                     .map(rfc3339),
             }),
         cached: task.is_some_and(|t| t.cached),
+        hook: task.and_then(|t| t.hook.as_deref()),
         parameters: (!run.parameters.is_empty()).then_some(&run.parameters),
         lifecycle: fact.lifecycle.as_ref().map(|l| LifecycleData {
             category: l.category,

@@ -197,6 +197,8 @@ pub struct TaskInfo {
     pub attempt: u32,
     /// KFP v2 reused a cached result instead of running the executor.
     pub cached: bool,
+    /// An exit handler (`onExit`) or lifecycle hook (its event): the task runs for that hook.
+    pub hook: Option<String>,
     /// Why a failed attempt failed: `OOMKilled`, `Error` (a non-zero exit code), `Evicted`,
     /// `DeadlineExceeded`, `ImagePull`, `PodDeleted`, `Preempted`, `Terminated`, `Stopped` or
     /// `Failed`; empty unless it failed.

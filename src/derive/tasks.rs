@@ -38,6 +38,28 @@ pub struct Attempt<'a> {
     /// The pod whose Pending message may carry a lifecycle warning for this attempt (KEP-12843:
     /// Pod nodes only, and of a Retry node only the latest child).
     pub warning_pod: Option<&'a Node>,
+    /// An exit handler (`onExit`) or lifecycle hook (its event, e.g. `running`): a task of its own.
+    pub hook: Option<String>,
+}
+
+/// The hook a node runs for, from its name as Argo makes it: `<parent>.onExit` for exit
+/// handlers (workflow or task level, `GenerateOnExitNodeName`), `<parent>.hooks.<event>` for
+/// lifecycle hooks (`generateLifeHookNodeName`); or `nodeFlag.hooked` (Argo >= 3.5.1).
+fn hook_of(node: &Node) -> Option<String> {
+    let name = node.name.as_str();
+    if name.ends_with(".onExit") {
+        return Some("onExit".to_owned());
+    }
+    if let Some((_, event)) = name.rsplit_once(".hooks.")
+        && !event.is_empty()
+        && !event.contains('.')
+    {
+        return Some(event.to_owned());
+    }
+    node.node_flag
+        .as_ref()
+        .filter(|f| f.hooked)
+        .map(|_| "hook".to_owned())
 }
 
 const EXECUTOR: &str = "system-container-executor";
@@ -64,6 +86,7 @@ pub fn attempts<'a>(
     nodes: &'a BTreeMap<String, Node>,
     templates: &[Template],
     mode: NodeEvents,
+    workflow: &str,
 ) -> Vec<Attempt<'a>> {
     let mut parent: HashMap<&str, &Node> = HashMap::with_capacity(nodes.len());
     for node in nodes.values() {
@@ -71,7 +94,11 @@ pub fn attempts<'a>(
             parent.insert(child.as_str(), node);
         }
     }
-    let tree = Tree { nodes, parent };
+    let tree = Tree {
+        nodes,
+        parent,
+        workflow_prefix: format!("{workflow}."),
+    };
     match mode {
         NodeEvents::All => nodes
             .values()
@@ -93,6 +120,8 @@ fn pod_templates(templates: &[Template]) -> HashSet<&str> {
 struct Tree<'a> {
     nodes: &'a BTreeMap<String, Node>,
     parent: HashMap<&'a str, &'a Node>,
+    /// `<workflow>.`: the prefix of the workflow-level hooks' names.
+    workflow_prefix: String,
 }
 
 impl<'a> Tree<'a> {
@@ -107,10 +136,23 @@ impl<'a> Tree<'a> {
             .filter(|p| p.node_type == "Retry")
     }
 
-    /// The attempt number of a Retry child (its position), else 0.
+    /// The attempt number of a Retry child: the `(N)` Argo names it with (a hook or exit
+    /// handler under the Retry node is no attempt and shifts nothing), else its position among
+    /// the attempts; 0 for a node not under a Retry node.
     fn attempt_of(&self, node: &Node) -> u32 {
-        self.retry_parent(node)
-            .and_then(|p| p.children.iter().position(|c| *c == node.id))
+        let Some(retry) = self.retry_parent(node) else {
+            return 0;
+        };
+        let last = node.name.rsplit('.').next().unwrap_or(&node.name);
+        if let (_, Some(n)) = split_attempt(last) {
+            return n;
+        }
+        retry
+            .children
+            .iter()
+            .filter_map(|c| self.node(c))
+            .filter(|c| hook_of(c).is_none())
+            .position(|c| c.id == node.id)
             .map_or(0, |i| u32::try_from(i).unwrap_or(u32::MAX))
     }
 
@@ -127,14 +169,28 @@ impl<'a> Tree<'a> {
 
     fn plain(&self, node: &'a Node, display: &str) -> Attempt<'a> {
         let pod = (node.node_type == "Pod").then_some(node);
+        let hook = hook_of(node);
+        let (task_name, attempt) = match &hook {
+            // A stable name: the workflow-level handler is `<wf>.onExit`, a different name for
+            // every run; a task's is `<task>.onExit` (its display name).
+            Some(_) => {
+                let name = node
+                    .display_name
+                    .strip_prefix(&self.workflow_prefix)
+                    .unwrap_or(&node.display_name);
+                (name.to_owned(), 0)
+            }
+            None => (split_attempt(display).0.to_owned(), self.attempt_of(node)),
+        };
         Attempt {
             identity: node,
             driving: node,
             pod,
-            task_name: split_attempt(display).0.to_owned(),
-            attempt: self.attempt_of(node),
+            task_name,
+            attempt,
             cached: false,
             warning_pod: pod.and_then(|p| self.warnable(p)),
+            hook,
         }
     }
 
@@ -169,13 +225,20 @@ impl<'a> Tree<'a> {
                 || template.ends_with(EXECUTOR)
             {
                 // v2 bookkeeping: folded into the executor DAG above.
-            } else if node.node_type == "Pod"
-                || (node.node_type == "Skipped"
-                    && (node.template_ref.is_some() || pod_templates.contains(template)))
+            } else if matches!(
+                node.node_type.as_str(),
+                "Pod" | "HTTP" | "Plugin" | "Suspend"
+            ) || (node.node_type == "Skipped"
+                && (node.template_ref.is_some()
+                    || pod_templates.contains(template)
+                    // Argo < 2.4 created skipped steps without a template.
+                    || template.is_empty()))
             {
+                // HTTP and plugin steps run in the Argo agent, Suspend nodes wait for approval
+                // or a duration: steps all the same (no pod).
                 let display = match self.retry_parent(node) {
-                    Some(retry) => retry.display_name.as_str(),
-                    None => node.display_name.as_str(),
+                    Some(retry) if hook_of(node).is_none() => retry.display_name.as_str(),
+                    _ => node.display_name.as_str(),
                 };
                 out.push(self.plain(node, display));
             }
@@ -200,6 +263,7 @@ impl<'a> Tree<'a> {
                         attempt,
                         cached: false,
                         warning_pod: self.warnable(pod),
+                        hook: None,
                     });
                 }
                 return;
@@ -217,6 +281,7 @@ impl<'a> Tree<'a> {
             attempt: self.attempt_of(anchor),
             cached: anchor.phase == "Succeeded" && !ran,
             warning_pod: pod.and_then(|p| self.warnable(p)),
+            hook: None,
         });
     }
 }

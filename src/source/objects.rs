@@ -183,6 +183,18 @@ pub struct Node {
     pub children: Vec<String>,
     pub outputs: Option<NodeOutputs>,
     pub host_node_name: String,
+    /// Argo >= 3.5.1: `hooked` for exit handlers and lifecycle hooks, `retried` for attempts of
+    /// a retry strategy.
+    pub node_flag: Option<NodeFlag>,
+    /// A daemoned step's pod, still running (Argo clears it when it kills the daemon).
+    pub daemoned: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct NodeFlag {
+    pub hooked: bool,
+    pub retried: bool,
 }
 
 impl Node {
