@@ -35,8 +35,12 @@ class Run:
 
     def __init__(self, name, uid, ns="kubeflow-user", labels=None, annotations=None, spec=None, owners=None):
         self.name, self.uid, self.ns = name, uid, ns
+        # Argo >= 3.2.5 writes the pod name format on every workflow it runs; an object without
+        # it comes from an older controller.
+        if annotations is None:
+            annotations = {"workflows.argoproj.io/pod-name-format": "v2"}
         self.meta = {"name": name, "namespace": ns, "uid": uid, "generation": 1,
-                     "creationTimestamp": ts(0), "labels": labels or {}, "annotations": annotations or {}}
+                     "creationTimestamp": ts(0), "labels": labels or {}, "annotations": annotations}
         if owners:
             self.meta["ownerReferences"] = owners
         self.spec = spec or {}
@@ -987,7 +991,8 @@ def rec_templates_null():
     live in the referenced template) and `null` lists in the nodes; it succeeds."""
     spec = {"entrypoint": "whalesay", "templates": None, "arguments": {"parameters": None},
             "workflowTemplateRef": {"name": "workflow-template-submittable"}}
-    r = Run("from-template-k2p9x", "4e6a8c0e-2a4c-4e6a-8c0e-2a4c6e8a0c2e", ns="default", spec=spec)
+    r = Run("from-template-k2p9x", "4e6a8c0e-2a4c-4e6a-8c0e-2a4c6e8a0c2e", ns="default", spec=spec,
+            annotations={})
     r.workflow("Running", 0)
     n = r.node(r.name, "Pod", "whalesay", 0, phase="Running")
     n["children"] = None
@@ -1096,7 +1101,8 @@ def rec_daemon_and_old_skip():
                                             {"name": "publish", "template": "test", "when": "false"}]]},
                 {"name": "influx", "daemon": True, "container": {"image": "influxdb:1.2"}},
                 {"name": "test", "container": {"image": "alpine:3.20"}}]}
-    r = Run("daemon-tests-8k3rw", "0e2a4c6e-8a0c-4e2a-8c6e-8a0c2e4a6c8f", ns="argo", spec=spec)
+    r = Run("daemon-tests-8k3rw", "0e2a4c6e-8a0c-4e2a-8c6e-8a0c2e4a6c8f", ns="argo", spec=spec,
+            annotations={})
     r.workflow("Running", 0)
     r.node(r.name, "Steps", "main", 0)
     g0 = f"{r.name}[0]"

@@ -522,11 +522,14 @@ impl Deriver {
             }
         }
         {
+            // Argo writes the format on every workflow it runs since 3.2.5 (v2 the default
+            // since 3.4); one without it comes from an older controller, which named pods v1
+            // (the node id) — all but 3.2.0–3.2.1.
             let format_v1 = wf
                 .metadata
                 .annotations
                 .get("workflows.argoproj.io/pod-name-format")
-                .is_some_and(|f| f == "v1");
+                .is_none_or(|f| f == "v1");
             let since = state.attempt.since;
             for attempt in attempts.iter().filter(|a| in_attempt(since, a.driving)) {
                 task_facts(&run, attempt, format_v1, &mut candidates);
