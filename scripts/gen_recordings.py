@@ -1128,6 +1128,151 @@ def rec_daemon_and_old_skip():
     return r.lines
 
 
+# KFP v2 as the compiler and Argo make it (backend/src/v2/compiler/argocompiler/dag.go,
+# container.go; Argo's dag.go): a task is `<task>-driver` (Pod, system-container-driver) then the
+# executor DAG `<task>` (depends on the driver) holding the `executor` Pod; in a DAG a node's
+# `children` are the nodes that depend on it; Argo writes no message on DAG nodes; the drivers'
+# outputs are the parameters `backend/src/v2/cmd/driver/main.go` writes.
+
+def _driver_outputs(kind="CONTAINER", iterations=None):
+    params = [{"name": "execution-id", "value": "1042"}, {"name": "condition", "value": "nil"}]
+    if kind == "CONTAINER":
+        params += [{"name": "cached-decision", "value": "false"}, {"name": "pod-spec-patch", "value": "{}"}]
+    else:
+        params += [{"name": "iteration-count", "value": str(iterations or 0)}]
+    return {"parameters": params}
+
+
+class V2:
+    """A KFP v2 run advanced the way Argo's controller advances it."""
+
+    def __init__(self, r):
+        self.r = r
+        self.root = f"{r.name}.root"
+
+    def start(self, t):
+        r = self.r
+        r.workflow("Running", t)
+        r.node(r.name, "DAG", "entrypoint", t)
+        d = r.node(f"{r.name}.root-driver", "Pod", "system-dag-driver", t, parent=r.name, boundary=r.name)
+        r.snap()
+        r.set(d["name"], "Succeeded", t + 6, exit_code=0)
+        d["outputs"]["parameters"] = _driver_outputs("ROOT_DAG")["parameters"]
+        r.node(self.root, "DAG", "root", t + 7, parent=d["name"], boundary=r.name)
+        r.snap()
+
+    def driver(self, task, t, parent, boundary=None, phase="Running", display=None):
+        return self.r.node(f"{boundary or self.root}.{task}-driver", "Pod", "system-container-driver", t,
+                           display=display, parent=parent, boundary=boundary or self.root, phase=phase)
+
+    def task(self, task, t, parent, boundary=None, ok=True, message=None, end=None):
+        """Driver, executor DAG and pod of one task, run to its end; returns the executor DAG."""
+        r, b = self.r, boundary or self.root
+        d = self.driver(task, t, parent, boundary=b)
+        r.snap()
+        r.set(d["name"], "Succeeded", t + 5, exit_code=0)
+        d["outputs"]["parameters"] = _driver_outputs()["parameters"]
+        ex = r.node(f"{b}.{task}", "DAG", "system-container-executor", t + 6, parent=d["name"], boundary=b)
+        pod = r.node(f"{b}.{task}.executor", "Pod", "system-container-impl", t + 6, parent=ex["name"],
+                     boundary=ex["name"])
+        r.snap()
+        end = end or t + 20
+        if ok:
+            r.set(pod["name"], "Succeeded", end, exit_code=0)
+            r.set(ex["name"], "Succeeded", end)
+        else:
+            r.set(pod["name"], "Failed", end, message=message, exit_code=1)
+            r.set(ex["name"], "Failed", end)
+        r.snap()
+        return ex
+
+    def omitted(self, name, t, parent, template, boundary=None):
+        n = self.r.node(f"{boundary or self.root}.{name}", "Skipped", template, t, parent=parent,
+                        boundary=boundary or self.root, phase="Omitted")
+        n["message"] = "omitted: depends condition not met"
+        n["finishedAt"] = ts(t)
+        return n
+
+    def end(self, phase, t, message=None):
+        r = self.r
+        r.set(self.root, phase, t)
+        r.set(r.name, phase, t)
+        r.workflow(phase, t, message=message)
+        r.snap()
+        r.meta["labels"]["pipeline/persistedFinalState"] = "true"
+        r.snap()
+
+
+def rec_kfp_v2_driver_fails():
+    """`consumer`'s driver fails (it resolves the inputs): Argo omits its executor DAG, whose
+    `depends` on the driver is not met; the task failed. No message on the DAG nodes, none on the
+    workflow."""
+    r = v2_run("producer-consumer-n3v8c", "2a4c6e8a-0c2e-4a4c-8e8a-0c2e4a6c8e0b", "4c6e8a0c-2e4a-4c6e-8a0c-2e4a6c8e0a2d",
+               "producer-consumer", [("producer", []), ("consumer", ["producer"])], {"n": 3})
+    v2 = V2(r)
+    v2.start(0)
+    producer = v2.task("producer", 8, v2.root)
+    d = v2.driver("consumer", 30, producer["name"])
+    r.snap()
+    r.set(d["name"], "Failed", 36, message="main: Error (exit code 1)", exit_code=1)
+    v2.omitted("consumer", 36, d["name"], "system-container-executor")
+    v2.end("Failed", 37)
+    return r.lines
+
+
+def rec_kfp_v2_parallelfor():
+    """`dsl.ParallelFor` over three items: the loop's DAG driver counts the iterations, Argo expands
+    them as `iteration-iterations(<i>:<i>)` DAG nodes under a TaskGroup, each running the same task
+    `print-op`; then `after` the loop, `summary`."""
+    r = v2_run("loop-pipeline-r2m9y", "4c6e8a0c-2e4a-4c6e-8a0c-2e4a6c8e0a2f", "6e8a0c2e-4a6c-4e8a-8c2e-4a6c8e0a2c4a",
+               "loop-pipeline", [("print-op", []), ("summary", [])], {"items": [1, 2, 3]})
+    v2 = V2(r)
+    v2.start(0)
+    loop = f"{v2.root}.for-loop-2"
+    ld = r.node(f"{v2.root}.for-loop-2-driver", "Pod", "system-dag-driver", 8, parent=v2.root, boundary=v2.root)
+    r.snap()
+    r.set(ld["name"], "Succeeded", 13, exit_code=0)
+    ld["outputs"]["parameters"] = _driver_outputs("DAG", iterations=3)["parameters"]
+    r.node(loop, "DAG", "comp-for-loop-2", 14, display="for-loop-2", parent=ld["name"], boundary=v2.root)
+    group = r.node(f"{loop}.iteration-iterations", "TaskGroup", "comp-for-loop-2-iteration", 14, parent=loop,
+                   boundary=loop)
+    iters = []
+    for i in range(3):
+        it = r.node(f"{loop}.iteration-iterations({i}:{i})", "DAG", "comp-for-loop-2-iteration", 14,
+                    parent=group["name"], boundary=loop)
+        iters.append(it)
+    r.snap()
+    for i, it in enumerate(iters):
+        v2.task("print-op", 15 + i, it["name"], boundary=it["name"], end=40 + 3 * i)
+    for it in iters:
+        r.set(it["name"], "Succeeded", 47)
+    r.set(group["name"], "Succeeded", 47)
+    r.set(loop, "Succeeded", 47)
+    r.snap()
+    v2.task("summary", 48, loop)
+    v2.end("Succeeded", 70)
+    return r.lines
+
+
+def rec_kfp_v2_pvc():
+    """kfp-kubernetes `CreatePVC` / `DeletePVC`: driver-only tasks (the driver creates or deletes
+    the claim, no executor); `producer` between them."""
+    r = v2_run("with-volume-j5p2u", "6e8a0c2e-4a6c-4e8a-8c2e-4a6c8e0a2c4b", "8a0c2e4a-6c8e-4a0c-8e4a-6c8e0a2c4e6b",
+               "with-volume", [("producer", [])], {"size": "5Gi"})
+    v2 = V2(r)
+    v2.start(0)
+    c = r.node(f"{v2.root}.createpvc", "Pod", "system-container-driver", 8, parent=v2.root, boundary=v2.root)
+    r.snap()
+    r.set(c["name"], "Succeeded", 17, exit_code=0)
+    producer = v2.task("producer", 18, c["name"])
+    dl = r.node(f"{v2.root}.deletepvc", "Pod", "system-container-driver", 39, parent=producer["name"],
+                boundary=v2.root)
+    r.snap()
+    r.set(dl["name"], "Succeeded", 47, exit_code=0)
+    v2.end("Succeeded", 48)
+    return r.lines
+
+
 RECORDINGS = {
     "kfp-v2-success.jsonl": rec_v2_success,
     "kfp-v2-retries-failed.jsonl": rec_v2_retries_fail,
@@ -1150,6 +1295,9 @@ RECORDINGS = {
     "fidelity/hooks-and-exit-handlers.jsonl": rec_hooks_and_exit_handlers,
     "fidelity/http-and-suspend.jsonl": rec_http_and_suspend,
     "fidelity/daemon-and-old-skip.jsonl": rec_daemon_and_old_skip,
+    "fidelity/kfp-v2-driver-fails.jsonl": rec_kfp_v2_driver_fails,
+    "fidelity/kfp-v2-parallelfor.jsonl": rec_kfp_v2_parallelfor,
+    "fidelity/kfp-v2-pvc.jsonl": rec_kfp_v2_pvc,
 }
 
 

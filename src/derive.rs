@@ -888,10 +888,14 @@ fn task_info(run: &RunInfo, attempt: &tasks::Attempt<'_>, pod_format_v1: bool) -
         attempt: attempt.attempt,
         cached: attempt.cached,
         hook: attempt.hook.clone(),
-        failure: if matches!(node.phase.as_str(), "Failed" | "Error") {
-            task_failure(run, &node.phase, message, exit_code)
-        } else {
-            ""
+        iteration: attempt.iteration,
+        retry_follows: attempt.retry_follows,
+        failure: match node.phase.as_str() {
+            // KFP's driver resolves inputs, the cache and the pod spec; its failure is the
+            // task's, whatever its exit code says.
+            "Failed" | "Error" if attempt.driver_failed => "DriverFailed",
+            "Failed" | "Error" => task_failure(run, &node.phase, message, exit_code),
+            _ => "",
         },
     }
 }

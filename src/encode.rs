@@ -50,6 +50,8 @@ pub const DATA_FIELDS: &[&str] = &[
     "PreviousAttempt",
     "Cached",
     "Hook",
+    "Iteration",
+    "RetryFollows",
     "Parameters",
     "Lifecycle",
     "NodeStatusOffloaded",
@@ -276,6 +278,10 @@ struct Data<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     hook: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    iteration: Option<u32>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    retry_follows: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
     parameters: Option<&'a BTreeMap<String, Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     lifecycle: Option<LifecycleData<'a>>,
@@ -372,6 +378,8 @@ fn data<'a>(fact: &'a Fact) -> Data<'a> {
             }),
         cached: task.is_some_and(|t| t.cached),
         hook: task.and_then(|t| t.hook.as_deref()),
+        iteration: task.and_then(|t| t.iteration),
+        retry_follows: fact.kind == FactKind::TaskFailed && task.is_some_and(|t| t.retry_follows),
         parameters: (!run.parameters.is_empty()).then_some(&run.parameters),
         lifecycle: fact.lifecycle.as_ref().map(|l| LifecycleData {
             category: l.category,
@@ -419,6 +427,10 @@ pub fn encode(fact: &Fact, config: &EncodeConfig) -> Result<Event, EncodeError> 
     if let Some(task) = fact.task.as_ref() {
         subject.push('/');
         subject.push_str(&task.task_name);
+        // One loop iteration is one task instance: iterations share the task's name.
+        if let Some(i) = task.iteration {
+            subject.push_str(&format!("[{i}]"));
+        }
     }
     let mut builder = EventBuilderV10::new()
         .id(fact_id(fact))

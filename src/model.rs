@@ -65,8 +65,10 @@ impl FactKind {
             Self::RunStarted => 0,
             Self::TaskStarted => 1,
             Self::TaskWarning => 2,
-            Self::TaskSucceeded | Self::TaskFailed | Self::TaskSkipped => 3,
-            Self::RunSucceeded | Self::RunFailed => 4,
+            Self::TaskSucceeded | Self::TaskFailed => 3,
+            // A skip at the moment a task ended is the effect of that end (`depends` not met).
+            Self::TaskSkipped => 4,
+            Self::RunSucceeded | Self::RunFailed => 5,
         }
     }
 }
@@ -199,9 +201,13 @@ pub struct TaskInfo {
     pub cached: bool,
     /// An exit handler (`onExit`) or lifecycle hook (its event): the task runs for that hook.
     pub hook: Option<String>,
+    /// The loop iteration (`withItems`/`withParam`, KFP `dsl.ParallelFor`) the task runs in.
+    pub iteration: Option<u32>,
+    /// A failed attempt after which a retry follows (its Retry node is not finished).
+    pub retry_follows: bool,
     /// Why a failed attempt failed: `OOMKilled`, `Error` (a non-zero exit code), `Evicted`,
-    /// `DeadlineExceeded`, `ImagePull`, `PodDeleted`, `Preempted`, `Terminated`, `Stopped` or
-    /// `Failed`; empty unless it failed.
+    /// `DeadlineExceeded`, `ImagePull`, `PodDeleted`, `Preempted`, `DriverFailed` (KFP v2),
+    /// `Terminated`, `Stopped` or `Failed`; empty unless it failed.
     pub failure: &'static str,
 }
 

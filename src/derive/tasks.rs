@@ -40,6 +40,35 @@ pub struct Attempt<'a> {
     pub warning_pod: Option<&'a Node>,
     /// An exit handler (`onExit`) or lifecycle hook (its event, e.g. `running`): a task of its own.
     pub hook: Option<String>,
+    /// A KFP v2 task whose driver failed: Argo then omits its executor DAG (`depends` not met),
+    /// but the task failed; `driving` is the driver's pod.
+    pub driver_failed: bool,
+    /// The iteration of a loop (`withItems`/`withParam`, KFP `dsl.ParallelFor`) the task runs in:
+    /// the `(i:item)` of the nearest iteration node above it (or of its own name).
+    pub iteration: Option<u32>,
+    /// A retry follows this failed attempt: its Retry node is not finished.
+    pub retry_follows: bool,
+}
+
+/// The index of a loop iteration node: Argo names it `<name>(<i>:<item>)` (`generateNodeName`,
+/// `operator.go`).
+pub fn iteration_of(display: &str) -> Option<u32> {
+    split_iteration(display).1
+}
+
+/// Splits a loop iteration's `(<i>:<item>)` off a name: `sleep(0:zero)` is iteration 0 of
+/// `sleep`.
+pub fn split_iteration(display: &str) -> (&str, Option<u32>) {
+    let Some(open) = display.strip_suffix(')').and_then(|d| d.rfind('(')) else {
+        return (display, None);
+    };
+    match display[open + 1..display.len() - 1]
+        .split_once(':')
+        .and_then(|(index, _)| index.parse().ok())
+    {
+        Some(i) => (&display[..open], Some(i)),
+        None => (display, None),
+    }
 }
 
 /// The hook a node runs for, from its name as Argo makes it: `<parent>.onExit` for exit
@@ -180,7 +209,11 @@ impl<'a> Tree<'a> {
                     .unwrap_or(&node.display_name);
                 (name.to_owned(), 0)
             }
-            None => (split_attempt(display).0.to_owned(), self.attempt_of(node)),
+            // The iteration is a data member of its own (and in the subject), not in the name.
+            None => {
+                let base = split_attempt(display).0;
+                (split_iteration(base).0.to_owned(), self.attempt_of(node))
+            }
         };
         Attempt {
             identity: node,
@@ -191,7 +224,38 @@ impl<'a> Tree<'a> {
             cached: false,
             warning_pod: pod.and_then(|p| self.warnable(p)),
             hook,
+            driver_failed: false,
+            iteration: self.iteration(node),
+            retry_follows: self.retry_follows(node),
         }
+    }
+
+    /// The loop iteration `node` runs in: its own `(i:item)` or that of the nearest template
+    /// it runs inside (boundaries, not `children`: in a DAG those are the dependents).
+    fn iteration(&self, node: &Node) -> Option<u32> {
+        let mut at = Some(node);
+        let mut hops = 0;
+        while let Some(n) = at {
+            let last = n.name.rsplit('.').next().unwrap_or(&n.name);
+            if let Some(i) = iteration_of(last) {
+                return Some(i);
+            }
+            hops += 1;
+            // A boundary cycle (bad input) ends the walk.
+            if hops > 64 || n.boundary_id.is_empty() || n.boundary_id == n.id {
+                return None;
+            }
+            at = self.node(&n.boundary_id);
+        }
+        None
+    }
+
+    /// A failed attempt under a Retry node that is not finished: Argo creates another.
+    fn retry_follows(&self, node: &Node) -> bool {
+        matches!(node.phase.as_str(), "Failed" | "Error")
+            && self
+                .retry_parent(node)
+                .is_some_and(|r| !matches!(r.phase.as_str(), "Succeeded" | "Failed" | "Error"))
     }
 
     fn tasks(&self, pod_templates: &HashSet<&str>) -> Vec<Attempt<'a>> {
@@ -201,24 +265,46 @@ impl<'a> Tree<'a> {
             .filter(|n| is_executor(n))
             .map(|n| (n.boundary_id.as_str(), split_attempt(&n.display_name).0))
             .collect();
+        // Each task's driver, by (boundary, task): `<task>-driver` in the same DAG.
+        let drivers: HashMap<(&str, &str), &'a Node> = self
+            .nodes
+            .values()
+            .filter(|n| n.template().ends_with(CONTAINER_DRIVER))
+            .filter_map(|n| {
+                let task = split_attempt(&n.display_name).0.strip_suffix("-driver")?;
+                Some(((n.boundary_id.as_str(), task), n))
+            })
+            .collect();
         let mut out = Vec::new();
         for node in self.nodes.values() {
             let template = node.template();
             if is_executor(node) {
-                self.v2_task(node, &mut out);
+                let task = split_attempt(&node.display_name).0;
+                let driver = drivers.get(&(node.boundary_id.as_str(), task)).copied();
+                self.v2_task(node, driver, &mut out);
             } else if template.ends_with(CONTAINER_DRIVER) {
-                // A task whose driver failed never gets an executor node; KFP (PR #13863) then
-                // reports the driver's message for the task, and so do we.
                 let name = split_attempt(&node.display_name).0;
-                let task = name.strip_suffix("-driver").unwrap_or(name);
-                let failed = matches!(node.phase.as_str(), "Failed" | "Error");
-                if node.node_type == "Pod"
-                    && failed
-                    && !anchors.contains(&(node.boundary_id.as_str(), task))
-                {
-                    let mut attempt = self.plain(node, task);
-                    attempt.warning_pod = None;
-                    out.push(attempt);
+                match name.strip_suffix("-driver") {
+                    // A task whose driver failed before Argo made its executor node; KFP (PR
+                    // #13863) then reports the driver's message for the task, and so do we.
+                    Some(task) => {
+                        let failed = matches!(node.phase.as_str(), "Failed" | "Error");
+                        if node.node_type == "Pod"
+                            && failed
+                            && !anchors.contains(&(node.boundary_id.as_str(), task))
+                        {
+                            let mut attempt = self.plain(node, task);
+                            attempt.warning_pod = None;
+                            attempt.driver_failed = true;
+                            out.push(attempt);
+                        }
+                    }
+                    // A driver with no executor: the driver is the task (kfp-kubernetes
+                    // `CreatePVC`/`DeletePVC` run in the driver, `--type` other than CONTAINER).
+                    None if matches!(node.node_type.as_str(), "Pod" | "Skipped") => {
+                        out.push(self.plain(node, name));
+                    }
+                    None => {}
                 }
             } else if template.ends_with(IMPL)
                 || template.ends_with(DAG_DRIVER)
@@ -246,8 +332,29 @@ impl<'a> Tree<'a> {
         out
     }
 
-    fn v2_task(&self, anchor: &'a Node, out: &mut Vec<Attempt<'a>>) {
+    fn v2_task(&self, anchor: &'a Node, driver: Option<&'a Node>, out: &mut Vec<Attempt<'a>>) {
         let task_name = split_attempt(&anchor.display_name).0.to_owned();
+        let iteration = self.iteration(anchor);
+        // Its driver failed: Argo omits the executor DAG (`depends` on the driver not met,
+        // `dag.go`), but the task failed, with the driver's message.
+        if matches!(anchor.phase.as_str(), "Omitted" | "Skipped")
+            && let Some(driver) = driver.filter(|d| matches!(d.phase.as_str(), "Failed" | "Error"))
+        {
+            out.push(Attempt {
+                identity: anchor,
+                driving: driver,
+                pod: Some(driver),
+                task_name,
+                attempt: 0,
+                cached: false,
+                warning_pod: None,
+                hook: None,
+                driver_failed: true,
+                iteration,
+                retry_follows: false,
+            });
+            return;
+        }
         let children = anchor.children.iter().filter_map(|c| self.node(c));
         let mut pod = None;
         for child in children {
@@ -264,6 +371,9 @@ impl<'a> Tree<'a> {
                         cached: false,
                         warning_pod: self.warnable(pod),
                         hook: None,
+                        driver_failed: false,
+                        iteration,
+                        retry_follows: self.retry_follows(pod),
                     });
                 }
                 return;
@@ -282,6 +392,9 @@ impl<'a> Tree<'a> {
             cached: anchor.phase == "Succeeded" && !ran,
             warning_pod: pod.and_then(|p| self.warnable(p)),
             hook: None,
+            driver_failed: false,
+            iteration,
+            retry_follows: false,
         });
     }
 }
