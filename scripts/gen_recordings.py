@@ -1273,6 +1273,25 @@ def rec_kfp_v2_pvc():
     return r.lines
 
 
+def rec_kfp_v2_display_names():
+    """Tasks renamed for KFP's UI (`.set_display_name('Producer')`): the compiler writes the name
+    as the task's `taskInfo.name` in `components-root`; the task key stays `producer`."""
+    r = v2_run("display-names-h6t2q", "8a0c2e4a-6c8e-4a0c-8e4a-6c8e0a2c4e6c", "0c2e4a6c-8e0a-4c2e-8a6c-8e0a2c4e6a8d",
+               "display-names", [("producer", []), ("consumer", ["producer"])], {"text": "hi"})
+    for p in r.spec["arguments"]["parameters"]:
+        if p["name"] == "components-root":
+            root = json.loads(p["value"])
+            root["dag"]["tasks"]["producer"]["taskInfo"] = {"name": "Producer"}
+            root["dag"]["tasks"]["consumer"]["taskInfo"] = {"name": "Consumer"}
+            p["value"] = json.dumps(root)
+    v2 = V2(r)
+    v2.start(0)
+    producer = v2.task("producer", 8, v2.root)
+    v2.task("consumer", 30, producer["name"])
+    v2.end("Succeeded", 52)
+    return r.lines
+
+
 RECORDINGS = {
     "kfp-v2-success.jsonl": rec_v2_success,
     "kfp-v2-retries-failed.jsonl": rec_v2_retries_fail,
@@ -1298,6 +1317,7 @@ RECORDINGS = {
     "fidelity/kfp-v2-driver-fails.jsonl": rec_kfp_v2_driver_fails,
     "fidelity/kfp-v2-parallelfor.jsonl": rec_kfp_v2_parallelfor,
     "fidelity/kfp-v2-pvc.jsonl": rec_kfp_v2_pvc,
+    "fidelity/kfp-v2-display-names.jsonl": rec_kfp_v2_display_names,
 }
 
 

@@ -94,10 +94,15 @@ struct RunState {
     /// The current attempt's end, as the status showed it. Kept in the tombstone: a run that
     /// shows a new attempt after it wakes up.
     ended: Option<End>,
+    /// KFP v2 task names as the UI shows them, where they differ from the keys (read once).
+    display_names: Option<Arc<DisplayNames>>,
     /// Facts from Kubernetes Events went into `done` (the workflow not seen yet, gone or
     /// offloaded): its marks then say nothing about what the status showed, nor about a retry.
     event_marks: bool,
 }
+
+/// KFP v2 UI task names by (DAG component, task key) ([`run::v2_display_names`]).
+type DisplayNames = BTreeMap<(String, String), String>;
 
 /// How a run attempt ended: its `status.finishedAt` (unix seconds) and phase, as far as known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -531,8 +536,15 @@ impl Deriver {
                 .get("workflows.argoproj.io/pod-name-format")
                 .is_none_or(|f| f == "v1");
             let since = state.attempt.since;
+            let names = Arc::clone(state.display_names.get_or_insert_with(|| {
+                Arc::new(if run::is_kfp_v2(wf) {
+                    run::v2_display_names(wf)
+                } else {
+                    DisplayNames::new()
+                })
+            }));
             for attempt in attempts.iter().filter(|a| in_attempt(since, a.driving)) {
-                task_facts(&run, attempt, format_v1, &mut candidates);
+                task_facts(&run, attempt, format_v1, &names, &mut candidates);
                 if let Some(pod) = attempt.pod {
                     let node = run.attempt.node_hash(&pod.id);
                     match pod.phase.as_str() {
@@ -742,6 +754,7 @@ fn task_facts(
     run: &Arc<RunInfo>,
     attempt: &tasks::Attempt<'_>,
     pod_format_v1: bool,
+    names: &DisplayNames,
     out: &mut Vec<Fact>,
 ) {
     let node = attempt.driving;
@@ -762,6 +775,11 @@ fn task_facts(
         return;
     }
     let mut info = task_info(run, attempt, pod_format_v1);
+    if let Some(component) = attempt.component
+        && let Some(name) = names.get(&(component.to_owned(), attempt.task_name.clone()))
+    {
+        info.task_key = Some(std::mem::replace(&mut info.task_name, name.clone()));
+    }
     // No task stays open once its run ended. A daemoned step still running is killed by Argo
     // and marked Succeeded (`killDaemonedChildren`, workflow/controller/exec_control.go), though
     // the status may show it Running at the end (Argo 2.x); any other step still running
@@ -875,6 +893,7 @@ fn task_info(run: &RunInfo, attempt: &tasks::Attempt<'_>, pod_format_v1: bool) -
         node_name: identity.name.clone(),
         node_type: identity.node_type.clone(),
         task_name: attempt.task_name.clone(),
+        task_key: None,
         template: node.template().to_owned(),
         phase: node.phase.clone(),
         message: message.to_owned(),

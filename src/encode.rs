@@ -39,6 +39,7 @@ pub const DATA_FIELDS: &[&str] = &[
     "NodeId",
     "NodeType",
     "TaskName",
+    "TaskKey",
     "TemplateName",
     "StartedAt",
     "FinishedAt",
@@ -256,6 +257,8 @@ struct Data<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     task_name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    task_key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     template_name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     started_at: Option<String>,
@@ -348,6 +351,7 @@ fn data<'a>(fact: &'a Fact) -> Data<'a> {
         node_id: task.map(|t| t.node_id.as_str()),
         node_type: task.and_then(|t| not_empty(&t.node_type)),
         task_name: task.map(|t| t.task_name.as_str()),
+        task_key: task.and_then(|t| t.task_key.as_deref()),
         template_name: task.and_then(|t| not_empty(&t.template)),
         started_at: started.map(rfc3339),
         finished_at: finished.map(rfc3339),
@@ -426,7 +430,8 @@ pub fn encode(fact: &Fact, config: &EncodeConfig) -> Result<Event, EncodeError> 
     let mut subject = format!("{}/{}", run.namespace, run.workflow);
     if let Some(task) = fact.task.as_ref() {
         subject.push('/');
-        subject.push_str(&task.task_name);
+        // The key, unique in its DAG, where the UI name (which need not be) differs from it.
+        subject.push_str(task.task_key.as_deref().unwrap_or(&task.task_name));
         // One loop iteration is one task instance: iterations share the task's name.
         if let Some(i) = task.iteration {
             subject.push_str(&format!("[{i}]"));

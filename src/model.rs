@@ -187,8 +187,10 @@ pub struct TaskInfo {
     pub node_id: String,
     pub node_name: String,
     pub node_type: String,
-    /// What a KFP user calls the step.
+    /// What a KFP user calls the step: for KFP v2 the name its UI shows.
     pub task_name: String,
+    /// KFP v2: the pipeline's key for the task, when its UI name differs (`set_display_name`).
+    pub task_key: Option<String>,
     pub template: String,
     pub phase: String,
     pub message: String,

@@ -134,6 +134,40 @@ fn v2_parameters(wf: &Workflow) -> BTreeMap<String, Value> {
     }
 }
 
+/// KFP v2 task names as KFP's UI shows them (`taskInfo.name`, e.g. after `set_display_name`),
+/// where they differ from the task's key: by (DAG component, task key). The compiler puts each
+/// DAG component's spec in `spec.arguments.parameters` as `components-root` and
+/// `components-<component>` (backend `argocompiler/argo.go`); the executor DAG of a task runs
+/// inside a node whose template is its component (`root` for the pipeline's own DAG).
+pub fn v2_display_names(wf: &Workflow) -> BTreeMap<(String, String), String> {
+    let mut names = BTreeMap::new();
+    for param in &wf.spec.arguments.parameters {
+        let Some(component) = param.name.strip_prefix("components-") else {
+            continue;
+        };
+        let Some(text) = param.text() else { continue };
+        // Only DAG components name tasks; container components' specs are skipped unparsed.
+        if !text.contains("\"dag\"") {
+            continue;
+        }
+        let Ok(spec) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
+        let Some(tasks) = spec.pointer("/dag/tasks").and_then(Value::as_object) else {
+            continue;
+        };
+        for (key, task) in tasks {
+            if let Some(name) = task.pointer("/taskInfo/name").and_then(Value::as_str)
+                && name != key
+                && !name.is_empty()
+            {
+                names.insert((component.to_owned(), key.clone()), name.to_owned());
+            }
+        }
+    }
+    names
+}
+
 /// KFP v1 SDK: the `name` in the `pipeline_spec` annotation.
 fn v1_pipeline_name(wf: &Workflow) -> String {
     wf.metadata

@@ -48,6 +48,8 @@ pub struct Attempt<'a> {
     pub iteration: Option<u32>,
     /// A retry follows this failed attempt: its Retry node is not finished.
     pub retry_follows: bool,
+    /// KFP v2: the DAG component the task is in (the template of the node it runs inside).
+    pub component: Option<&'a str>,
 }
 
 /// The index of a loop iteration node: Argo names it `<name>(<i>:<item>)` (`generateNodeName`,
@@ -227,6 +229,7 @@ impl<'a> Tree<'a> {
             driver_failed: false,
             iteration: self.iteration(node),
             retry_follows: self.retry_follows(node),
+            component: None,
         }
     }
 
@@ -335,6 +338,7 @@ impl<'a> Tree<'a> {
     fn v2_task(&self, anchor: &'a Node, driver: Option<&'a Node>, out: &mut Vec<Attempt<'a>>) {
         let task_name = split_attempt(&anchor.display_name).0.to_owned();
         let iteration = self.iteration(anchor);
+        let component = self.node(&anchor.boundary_id).map(Node::template);
         // Its driver failed: Argo omits the executor DAG (`depends` on the driver not met,
         // `dag.go`), but the task failed, with the driver's message.
         if matches!(anchor.phase.as_str(), "Omitted" | "Skipped")
@@ -352,6 +356,7 @@ impl<'a> Tree<'a> {
                 driver_failed: true,
                 iteration,
                 retry_follows: false,
+                component,
             });
             return;
         }
@@ -374,6 +379,7 @@ impl<'a> Tree<'a> {
                         driver_failed: false,
                         iteration,
                         retry_follows: self.retry_follows(pod),
+                        component,
                     });
                 }
                 return;
@@ -395,6 +401,7 @@ impl<'a> Tree<'a> {
             driver_failed: false,
             iteration,
             retry_follows: false,
+            component,
         });
     }
 }
