@@ -155,8 +155,9 @@ fn offloaded_workflows_warn_once() {
 fn oversize_payloads_lose_parameters_then_long_messages() {
     let recorded = std::fs::read_to_string(recording("kfp-v2-oomkilled.jsonl")).expect("recording");
     let long = "é".repeat(1500);
-    let child = "child 'embeddings-build-x4c7n-632306319' failed";
-    let input = recorded.replace(child, &format!("{child}: {long}"));
+    // The task's message is its pod's.
+    let pod = "main: OOMKilled (exit code 137)";
+    let input = recorded.replace(pod, &format!("{pod}: {long}"));
     let events = |args: &[&str]| -> Vec<serde_json::Value> {
         let out = with_stdin(args, input.as_bytes());
         assert!(
@@ -188,7 +189,7 @@ fn oversize_payloads_lose_parameters_then_long_messages() {
     let message = data["Message"].as_str().expect("message");
     assert!(
         message.starts_with("Failed node ")
-            && message.contains("failed: é")
+            && message.contains("137): é")
             && message.ends_with('…'),
         "{message}"
     );
