@@ -356,7 +356,7 @@ async fn chat_notifier_posts_readable_messages_for_failed_and_stuck_tasks() {
     assert!(
         has(
             "❌ Task `embed` failed in run Run of embeddings-build (embeddings-build-x4c7n) \
-         (pipeline embeddings-build, namespace kubeflow-user): child 'embeddings-build-x4c7n-632306319' failed \
+         (pipeline embeddings-build, namespace kubeflow-user): main: OOMKilled (exit code 137) \
          — exit code 137: killed, most often out of memory"
         ),
         "{texts:#?}"
