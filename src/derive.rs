@@ -89,8 +89,6 @@ struct RunState {
     run: Option<Arc<RunInfo>>,
     /// The run attempt this state is about; a retry starts the next one ([`Deriver::workflow`]).
     attempt: RunAttempt,
-    /// When the current attempt (a later one) started, once known.
-    attempt_started: Option<DateTime<Utc>>,
     /// The current attempt's end, as the status showed it. Kept in the tombstone: a run that
     /// shows a new attempt after it wakes up.
     ended: Option<End>,
@@ -127,6 +125,14 @@ impl RunState {
             offload_reported: self.offload_reported,
             ..RunState::default()
         }
+    }
+
+    /// The slots of this attempt already derived for the task `attempt` (by its identity node).
+    fn done_slots(&self, attempt: &tasks::Attempt<'_>) -> u16 {
+        self.done
+            .get(&self.attempt.node_hash(&attempt.identity.id))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Whether an observation with this phase and end shows a new attempt after an ended one:
@@ -296,11 +302,6 @@ impl Deriver {
                 ..RunState::default()
             };
         }
-    }
-
-    /// The attempt a workflow is in, as far as derived.
-    pub fn attempt(&self, workflow_uid: &str) -> Option<RunAttempt> {
-        self.runs.get(workflow_uid).map(|s| s.attempt)
     }
 
     /// Forgets a workflow entirely (deleted, and past the retention window).
@@ -485,10 +486,7 @@ impl Deriver {
             state.attempt.marked = true;
         }
         if state.attempt.retries > 0 {
-            if state.attempt_started.is_none() {
-                state.attempt_started = attempt_start(&run, state.attempt.since);
-            }
-            run.started_at = state.attempt_started;
+            run.started_at = attempt_start(&run, state.attempt.since);
         }
         run.attempt = state.attempt;
         let run = Arc::new(run);
@@ -616,13 +614,7 @@ fn unseen_end(state: &RunState, attempts: &[tasks::Attempt<'_>], wf: &Workflow) 
     let terminal = Slot::Terminal.bit();
     let finishes: Vec<i64> = attempts
         .iter()
-        .filter(|a| terminal_phase(&a.driving.phase))
-        .filter(|a| {
-            state
-                .done
-                .get(&state.attempt.node_hash(&a.identity.id))
-                .is_some_and(|slots| slots & terminal != 0)
-        })
+        .filter(|a| terminal_phase(&a.driving.phase) && state.done_slots(a) & terminal != 0)
         .filter_map(|a| seconds(a.driving.finished_at.as_deref()))
         .collect();
     let retried_at = seconds(wf.status.as_ref().and_then(|s| s.started_at.as_deref()));
@@ -647,10 +639,7 @@ fn restarted_after(state: &RunState, attempts: &[tasks::Attempt<'_>], wf: &Workf
     attempts.iter().any(|a| {
         terminal_phase(&a.driving.phase)
             && seconds(a.driving.finished_at.as_deref()).is_some_and(|f| f < started)
-            && state
-                .done
-                .get(&state.attempt.node_hash(&a.identity.id))
-                .is_some_and(|slots| *slots != 0)
+            && state.done_slots(a) != 0
     })
 }
 
@@ -658,13 +647,9 @@ fn restarted_after(state: &RunState, attempts: &[tasks::Attempt<'_>], wf: &Workf
 /// no longer finished): a retry whose attempt end was not seen.
 fn reset_tasks(state: &RunState, attempts: &[tasks::Attempt<'_>]) -> bool {
     let terminal = Slot::Terminal.bit();
-    attempts.iter().any(|a| {
-        !terminal_phase(&a.driving.phase)
-            && state
-                .done
-                .get(&state.attempt.node_hash(&a.identity.id))
-                .is_some_and(|slots| slots & terminal != 0)
-    })
+    attempts
+        .iter()
+        .any(|a| !terminal_phase(&a.driving.phase) && state.done_slots(a) & terminal != 0)
 }
 
 /// Keeps the candidates not derived before, in causal order, and remembers them.
@@ -897,7 +882,7 @@ fn task_info(run: &RunInfo, attempt: &tasks::Attempt<'_>, pod_format_v1: bool) -
         template: node.template().to_owned(),
         phase: node.phase.clone(),
         message: message.to_owned(),
-        started_at: attempt_started(run, node, pod),
+        started_at: task_started_at(run, node, pod),
         finished_at: run::timestamp(node.finished_at.as_deref()),
         exit_code,
         pod_name: pod
@@ -991,7 +976,7 @@ fn task_failure(run: &RunInfo, phase: &str, message: &str, exit_code: Option<i64
 
 /// When a task attempt started. A node a retry reset (KFP keeps a reset DAG's `startedAt`)
 /// started in an earlier attempt: the re-run's start is then its pod's, or the attempt's.
-fn attempt_started(run: &RunInfo, node: &Node, pod: Option<&Node>) -> Option<DateTime<Utc>> {
+fn task_started_at(run: &RunInfo, node: &Node, pod: Option<&Node>) -> Option<DateTime<Utc>> {
     let started = run::timestamp(node.started_at.as_deref());
     let Some(since) = run.attempt.since else {
         return started;
