@@ -162,12 +162,13 @@ class Run:
 
 # --- KFP v2 -----------------------------------------------------------------------------------
 
-def driver_args(pipeline, kind):
-    return ["--type", kind, "--pipeline_name", pipeline, "--run_id", "{{workflow.uid}}",
+def driver_args(pipeline, kind, run_id):
+    # KFP's API server replaces `{{workflow.uid}}` with the run's id before it submits the run.
+    return ["--type", kind, "--pipeline_name", pipeline, "--run_id", run_id,
             "--run_name", "{{workflow.name}}", "--dag_execution_id", "{{inputs.parameters.parent-dag-id}}"]
 
 
-def v2_spec(pipeline, tasks, params, retry_tasks=(), deadline=None):
+def v2_spec(pipeline, tasks, params, run_id, retry_tasks=(), deadline=None):
     sha = f"{fnv32a(pipeline):08x}" * 8
     root_tasks = []
     for task, deps in tasks:
@@ -191,7 +192,7 @@ def v2_spec(pipeline, tasks, params, retry_tasks=(), deadline=None):
                         "labels": {"pipelines.kubeflow.org/v2_component": "true"}},
         "serviceAccountName": "pipeline-runner",
         "templates": [
-            {"name": "system-container-driver", "container": {"command": ["driver"], "args": driver_args(pipeline, "CONTAINER"), "image": "ghcr.io/kubeflow/kfp-driver:2.15.0"},
+            {"name": "system-container-driver", "container": {"command": ["driver"], "args": driver_args(pipeline, "CONTAINER", run_id), "image": "ghcr.io/kubeflow/kfp-driver:2.15.0"},
              "metadata": {"annotations": {"pipelines.kubeflow.org/runtime-role": "driver"}}},
             {"name": "system-container-executor", "dag": {"tasks": [{"name": "executor", "template": "system-container-impl", "when": "{{inputs.parameters.cached-decision}} != true"}]}},
             {"name": "retry-system-container-executor", "dag": {"tasks": [{"name": "executor", "template": "retry-system-container-impl", "when": "{{inputs.parameters.cached-decision}} != true"}]}},
@@ -201,7 +202,7 @@ def v2_spec(pipeline, tasks, params, retry_tasks=(), deadline=None):
             {"name": "retry-system-container-impl", "container": {"command": ["should-be-overridden-during-runtime"], "image": "gcr.io/ml-pipeline/should-be-overridden-during-runtime"},
              "retryStrategy": {"limit": 2, "backoff": {"duration": "5s"}}},
             {"name": "root", "dag": {"tasks": root_tasks}},
-            {"name": "system-dag-driver", "container": {"command": ["driver"], "args": driver_args(pipeline, "{{inputs.parameters.driver-type}}"), "image": "ghcr.io/kubeflow/kfp-driver:2.15.0"}},
+            {"name": "system-dag-driver", "container": {"command": ["driver"], "args": driver_args(pipeline, "{{inputs.parameters.driver-type}}", run_id), "image": "ghcr.io/kubeflow/kfp-driver:2.15.0"}},
             {"name": "entrypoint", "dag": {"tasks": [
                 {"name": "root-driver", "template": "system-dag-driver", "arguments": {"parameters": [
                     {"name": "component", "value": "{{workflow.parameters.components-root}}"},
@@ -215,11 +216,22 @@ def v2_spec(pipeline, tasks, params, retry_tasks=(), deadline=None):
     return spec
 
 
+def _driver_outputs(kind="CONTAINER", iterations=None, cached=False, condition="nil"):
+    """The output parameters KFP's driver writes (`backend/src/v2/cmd/driver/main.go`)."""
+    params = [{"name": "execution-id", "value": "1042"}, {"name": "condition", "value": condition}]
+    if kind == "CONTAINER":
+        params += [{"name": "cached-decision", "value": "true" if cached else "false"},
+                   {"name": "pod-spec-patch", "value": "{}"}]
+    else:
+        params += [{"name": "iteration-count", "value": str(iterations or 0)}]
+    return {"parameters": params}
+
+
 def v2_run(name, uid, run_id, pipeline, tasks, params, run_name=None, retry_tasks=(), labels=None, owners=None):
     labels = {"pipeline/runid": run_id, "workflows.argoproj.io/phase": "Pending", **(labels or {})}
     ann = {"pipelines.kubeflow.org/run_name": run_name or f"Run of {pipeline}",
            "workflows.argoproj.io/pod-name-format": "v2"}
-    r = Run(name, uid, labels=labels, annotations=ann, spec=v2_spec(pipeline, tasks, params, retry_tasks), owners=owners)
+    r = Run(name, uid, labels=labels, annotations=ann, spec=v2_spec(pipeline, tasks, params, run_id, retry_tasks), owners=owners)
     return r
 
 
@@ -233,20 +245,26 @@ def v2_start(r, t):
     r.snap()
     r.event("WorkflowNodeRunning", f"Running node {r.name}.root-driver", t + 1, node=f"{r.name}.root-driver")
     r.set(f"{r.name}.root-driver", "Succeeded", t + 6, exit_code=0)
-    r.node(f"{r.name}.root", "DAG", "root", t + 7, parent=r.name, boundary=r.name)
+    r.status["nodes"][r.nid(f"{r.name}.root-driver")]["outputs"]["parameters"] = _driver_outputs("ROOT_DAG")["parameters"]
+    r.node(f"{r.name}.root", "DAG", "root", t + 7, parent=f"{r.name}.root-driver", boundary=r.name)
     r.snap()
     r.event("WorkflowNodeSucceeded", f"Succeeded node {r.name}.root-driver", t + 7, node=f"{r.name}.root-driver")
 
 
-def v2_driver(r, task, t, cached=False):
+def v2_driver(r, task, t, cached=False, after=None):
+    """The task's driver, then its executor DAG. Argo makes a DAG task a child of its
+    dependencies' outbound nodes (the upstream task's executor pod), the first tasks children of
+    the DAG (`dag.go`)."""
     root = f"{r.name}.root"
     d = f"{root}.{task}-driver"
-    r.node(d, "Pod", "system-container-driver", t, parent=root, boundary=root, phase="Pending")
+    parent = f"{root}.{after}.executor" if after else root
+    r.node(d, "Pod", "system-container-driver", t, parent=parent, boundary=root, phase="Pending")
     r.snap()
     r.set(d, "Running", message="")
     r.snap()
     r.set(d, "Succeeded", t + 5, exit_code=0)
-    r.node(f"{root}.{task}", "DAG", "system-container-executor", t + 6, parent=root, boundary=root)
+    r.status["nodes"][r.nid(d)]["outputs"]["parameters"] = _driver_outputs(cached=cached)["parameters"]
+    r.node(f"{root}.{task}", "DAG", "system-container-executor", t + 6, parent=d, boundary=root)
     if cached:
         ex = r.node(f"{root}.{task}.executor", "Skipped", "system-container-impl", t + 6, parent=f"{root}.{task}",
                     boundary=f"{root}.{task}", phase="Skipped")
@@ -287,7 +305,7 @@ def rec_v2_success():
     v2_start(r, 2)
     root = f"{r.name}.root"
     v2_driver(r, "load-data", 10, cached=True)
-    v2_driver(r, "train-model", 20)
+    v2_driver(r, "train-model", 20, after="load-data")
     p = v2_exec_pod(r, "train-model", 27)
     r.snap()
     r.set(p, "Pending", message="PodInitializing")
@@ -301,7 +319,7 @@ def rec_v2_success():
     ev = r.event("WorkflowNodeSucceeded", f"Succeeded node {p}", 96, node=p)
     r.event("WorkflowNodeSucceeded", f"Succeeded node {root}.train-model", 96, node=f"{root}.train-model")
     r.bump(ev, 97)
-    v2_driver(r, "evaluate", 100)
+    v2_driver(r, "evaluate", 100, after="train-model")
     p = v2_exec_pod(r, "evaluate", 107, phase="Running", message="")
     r.snap()
     v2_last_task_succeeds(r, "evaluate", 130)
@@ -323,29 +341,31 @@ def rec_v2_retries_fail():
     r.set(p, "Succeeded", 40, exit_code=0)
     r.set(f"{root}.featurize", "Succeeded", 41)
     r.snap()
-    v2_driver(r, "train", 42)
+    v2_driver(r, "train", 42, after="featurize")
     r.status["nodes"][r.nid(f"{root}.train")]["templateName"] = "retry-system-container-executor"
     retry = r.node(f"{root}.train.executor", "Retry", "retry-system-container-impl", 49, parent=f"{root}.train",
                    boundary=f"{root}.train")
     t = 49
     for attempt in range(3):
         pod = f"{root}.train.executor({attempt})"
-        r.node(pod, "Pod", "retry-system-container-impl", t, display=f"executor({attempt})", parent=f"{root}.train.executor",
-               boundary=f"{root}.train", phase="Running")
+        n = r.node(pod, "Pod", "retry-system-container-impl", t, display=f"executor({attempt})",
+                   parent=f"{root}.train.executor", boundary=f"{root}.train", phase="Running")
+        n["nodeFlag"] = {"retried": True}
         r.snap()
         r.set(pod, "Failed", t + 20, message="main: Error (exit code 1)", exit_code=1)
         if attempt == 2:
             retry["phase"] = "Failed"
             retry["message"] = "No more retries left"
             retry["finishedAt"] = ts(t + 20)
-            r.set(f"{root}.train", "Failed", t + 21, message=f"child '{r.nid(f'{root}.train.executor')}' failed")
-            r.set(root, "Failed", t + 21, message=f"child '{r.nid(f'{root}.train')}' failed")
-            r.set(r.name, "Failed", t + 22, message=f"child '{r.nid(root)}' failed")
-            r.workflow("Failed", t + 22, message=f"child '{r.nid(root)}' failed")
+            r.set(f"{root}.train", "Failed", t + 21)
+            r.set(root, "Failed", t + 21)
+            r.set(r.name, "Failed", t + 22)
+            r.workflow("Failed", t + 22)
         r.snap()
         r.event("WorkflowNodeFailed", f"Failed node {pod}: main: Error (exit code 1)", t + 20, node=pod)
         t += 26
-    r.event("WorkflowFailed", f"child '{r.nid(root)}' failed", t)
+    # The workflow's message is its root node's, and Argo writes none on DAG nodes.
+    r.event("WorkflowFailed", "", t)
     return r.lines
 
 
@@ -370,15 +390,17 @@ def rec_v2_imagepull_terminate():
     # The user presses Terminate: KFP patches activeDeadlineSeconds to 0.
     r.spec["activeDeadlineSeconds"] = 0
     r.snap()
+    # Past the deadline Argo fails the pending pod's node (`failNodesWithoutCreatedPodsAfterDeadline`
+    # ... "Step exceeded its deadline", operator.go); the DAG nodes fail without a message.
     r.set(p, "Failed", 400, message="Step exceeded its deadline")
-    r.set(f"{root}.score", "Failed", 400, message=f"child '{r.nid(p)}' failed")
-    r.set(root, "Failed", 400, message="Step exceeded its deadline")
-    r.set(r.name, "Failed", 401, message="Step exceeded its deadline")
-    r.workflow("Failed", 401, message="Step exceeded its deadline")
+    r.set(f"{root}.score", "Failed", 400)
+    r.set(root, "Failed", 400)
+    r.set(r.name, "Failed", 401)
+    r.workflow("Failed", 401)
     r.snap()
     r.event("WorkflowNodeFailed", f"Failed node {p}: Step exceeded its deadline", 400, node=p)
     r.event("WorkflowTimedOut", "Workflow timed out", 401)
-    r.event("WorkflowFailed", "Step exceeded its deadline", 401)
+    r.event("WorkflowFailed", "", 401)
     return r.lines
 
 
@@ -412,13 +434,13 @@ def rec_v2_oomkilled():
     p = v2_exec_pod(r, "embed", 15, phase="Running", message="")
     r.snap()
     r.set(p, "Failed", 300, message="main: OOMKilled (exit code 137)", exit_code=137)
-    r.set(f"{root}.embed", "Failed", 301, message=f"child '{r.nid(p)}' failed")
-    r.set(root, "Failed", 301, message=f"child '{r.nid(f'{root}.embed')}' failed")
-    r.set(r.name, "Failed", 302, message=f"child '{r.nid(root)}' failed")
-    r.workflow("Failed", 302, message=f"child '{r.nid(root)}' failed")
+    r.set(f"{root}.embed", "Failed", 301)
+    r.set(root, "Failed", 301)
+    r.set(r.name, "Failed", 302)
+    r.workflow("Failed", 302)
     r.snap()
     r.event("WorkflowNodeFailed", f"Failed node {p}: main: OOMKilled (exit code 137)", 300, node=p)
-    r.event("WorkflowFailed", f"child '{r.nid(root)}' failed", 302)
+    r.event("WorkflowFailed", "", 302)
     return r.lines
 
 
@@ -600,7 +622,7 @@ def rec_offloaded_and_gone():
     g.event("WorkflowNodeRunning", f"Running node {g.name}.load", 31, node=f"{g.name}.load")
     g.set(f"{g.name}.load", "Failed", 45, message="main: Error (exit code 2)")
     g.event("WorkflowNodeFailed", f"Failed node {g.name}.load: main: Error (exit code 2)", 45, node=f"{g.name}.load")
-    g.event("WorkflowFailed", f"child '{g.nid(g.name + '.load')}' failed", 46)
+    g.event("WorkflowFailed", "", 46)
     # Argo's own ArtifactGCFailed is not a fact; it is counted, not published.
     g.event("ArtifactGCFailed", "Artifact Garbage Collection failed for strategy OnWorkflowDeletion", 47)
     # Not from Argo at all: ignored.
@@ -788,17 +810,17 @@ def rec_kfp_v2_retry():
     r.set(p, "Succeeded", 30, exit_code=0)
     r.set(f"{root}.prep", "Succeeded", 31)
     r.snap()
-    v2_driver(r, "train", 32)
+    v2_driver(r, "train", 32, after="prep")
     p = v2_exec_pod(r, "train", 39, phase="Running", message="")
     r.snap()
     r.set(p, "Failed", 70, message="main: Error (exit code 1)", exit_code=1)
     r.set(f"{root}.train", "Failed", 71)
     r.set(root, "Failed", 71)
     r.set(r.name, "Failed", 72)
-    r.workflow("Failed", 72, message=f"child '{r.nid(root)}' failed")
+    r.workflow("Failed", 72)
     r.snap()
     r.event("WorkflowNodeFailed", f"Failed node {p}: main: Error (exit code 1)", 70, node=p)
-    r.event("WorkflowFailed", f"child '{r.nid(root)}' failed", 72)
+    r.event("WorkflowFailed", "", 72)
     kfp_retry(r)
     r.snap()
     v2_exec_pod(r, "train", 600, phase="Running", message="")
@@ -823,10 +845,10 @@ def rec_kfp_v2_terminated_retry():
     r.spec["activeDeadlineSeconds"] = 0
     r.snap()
     r.set(p, "Failed", 120, message="Step exceeded its deadline")
-    r.set(f"{root}.score", "Failed", 120, message=f"child '{r.nid(p)}' failed")
-    r.set(root, "Failed", 120, message="Step exceeded its deadline")
-    r.set(r.name, "Failed", 121, message="Step exceeded its deadline")
-    r.workflow("Failed", 121, message="Step exceeded its deadline")
+    r.set(f"{root}.score", "Failed", 120)
+    r.set(root, "Failed", 120)
+    r.set(r.name, "Failed", 121)
+    r.workflow("Failed", 121)
     r.snap()
     kfp_retry(r)
     r.snap()
@@ -856,8 +878,9 @@ def rec_argo_dag_retry():
     r.status["nodes"][r.nid(c)].setdefault("children", []).append(d["id"])
     d["message"] = "omitted: depends condition not met"
     d["finishedAt"] = ts(12)
-    r.set(r.name, "Failed", 13, message=f"child '{r.nid(c)}' failed")
-    r.workflow("Failed", 13, message=f"child '{r.nid(c)}' failed")
+    # A DAG node fails without a message (`dag.go`); the workflow's message is its root's.
+    r.set(r.name, "Failed", 13)
+    r.workflow("Failed", 13)
     r.snap()
     argo_retry(r, 200)
     r.snap()
@@ -1004,6 +1027,35 @@ def rec_templates_null():
     return r.lines
 
 
+def rec_odd_field_types():
+    """Fields of unexpected types where the bridge can do without them, as objects written from
+    YAML or by other tools carry them (Argo's own controller tests hold a label `completed: true`):
+    a boolean label value, a number as `status.progress` and as a node's `hostNodeName`: each is
+    dropped, the object is used; a string as `estimatedDuration`, which the bridge does not
+    read, changes nothing."""
+    spec = {"entrypoint": "main", "templates": [{"name": "main", "steps": [[{"name": "work", "template": "work"}]]},
+                                                {"name": "work", "container": {"image": "alpine:3.20"}}]}
+    r = Run("odd-fields-t3m8q", "8c0e2a4c-6e8a-4c0e-8a4c-6e8a0c2e4a6d", ns="default", spec=spec)
+    r.workflow("Running", 0)
+    r.node(r.name, "Steps", "main", 0)
+    r.node(f"{r.name}[0]", "StepGroup", "main", 0, display="[0]", parent=r.name, boundary=r.name)
+    r.node(f"{r.name}[0].work", "Pod", "work", 1, parent=f"{r.name}[0]", boundary=r.name)
+    r.snap()
+    r.set(f"{r.name}[0].work", "Succeeded", 20, exit_code=0)
+    r.set(f"{r.name}[0]", "Succeeded", 20)
+    r.set(r.name, "Succeeded", 21)
+    r.workflow("Succeeded", 21)
+    r.snap()
+    work = r.nid(f"{r.name}[0].work")
+    for line in r.lines:
+        obj = line["object"]
+        obj["metadata"]["labels"]["example.com/from-yaml"] = True
+        obj["status"]["progress"] = 1
+        obj["status"]["nodes"][work]["hostNodeName"] = 12
+        obj["status"]["estimatedDuration"] = "soon"
+    return r.lines
+
+
 def rec_hooks_and_exit_handlers():
     """Plain Argo steps (Argo >= 3.5.1 node flags): a retried step whose first attempt fails, with a
     `running` lifecycle hook and a task-level `onExit`, both children of the step's Retry node next
@@ -1134,17 +1186,11 @@ def rec_daemon_and_old_skip():
 # `children` are the nodes that depend on it; Argo writes no message on DAG nodes; the drivers'
 # outputs are the parameters `backend/src/v2/cmd/driver/main.go` writes.
 
-def _driver_outputs(kind="CONTAINER", iterations=None):
-    params = [{"name": "execution-id", "value": "1042"}, {"name": "condition", "value": "nil"}]
-    if kind == "CONTAINER":
-        params += [{"name": "cached-decision", "value": "false"}, {"name": "pod-spec-patch", "value": "{}"}]
-    else:
-        params += [{"name": "iteration-count", "value": str(iterations or 0)}]
-    return {"parameters": params}
-
-
 class V2:
-    """A KFP v2 run advanced the way Argo's controller advances it."""
+    """A KFP v2 run advanced the way Argo's controller advances it: a task is its driver, then its
+    executor DAG and pod; a DAG component (nested pipeline, condition, loop, exit handler) its DAG
+    driver, then its DAG; a task that depends on another is a child of that one's executor pod
+    (Argo wires dependents to their dependencies' outbound nodes, `dag.go`)."""
 
     def __init__(self, r):
         self.r = r
@@ -1165,8 +1211,32 @@ class V2:
         return self.r.node(f"{boundary or self.root}.{task}-driver", "Pod", "system-container-driver", t,
                            display=display, parent=parent, boundary=boundary or self.root, phase=phase)
 
+    def dag_driver(self, name, t, parent, boundary=None, condition="nil", iterations=0):
+        """The DAG driver of a component (`system-dag-driver`), run to success."""
+        r, b = self.r, boundary or self.root
+        d = r.node(f"{b}.{name}-driver", "Pod", "system-dag-driver", t, parent=parent, boundary=b)
+        r.snap()
+        r.set(d["name"], "Succeeded", t + 5, exit_code=0)
+        d["outputs"]["parameters"] = _driver_outputs("DAG", iterations=iterations, condition=condition)["parameters"]
+        return d
+
+    def group(self, name, template, t, parent, boundary=None):
+        """The DAG node of a component: a nested pipeline, a condition, an exit handler."""
+        return self.r.node(f"{boundary or self.root}.{name}", "DAG", template, t, parent=parent,
+                           boundary=boundary or self.root)
+
+    def not_taken(self, name, template, t, parent, boundary, condition):
+        """A condition's DAG whose `when` on its driver's `condition` output is false: Argo skips
+        it (`when '<c> != false' evaluated false`), nothing inside it runs."""
+        n = self.r.node(f"{boundary}.{name}", "Skipped", template, t, parent=parent, boundary=boundary,
+                        phase="Skipped")
+        n["message"] = f"when '{condition} != false' evaluated false"
+        n["finishedAt"] = ts(t)
+        return n
+
     def task(self, task, t, parent, boundary=None, ok=True, message=None, end=None):
-        """Driver, executor DAG and pod of one task, run to its end; returns the executor DAG."""
+        """Driver, executor DAG and pod of one task, run to its end; returns the pod, the
+        executor DAG's outbound node."""
         r, b = self.r, boundary or self.root
         d = self.driver(task, t, parent, boundary=b)
         r.snap()
@@ -1184,7 +1254,7 @@ class V2:
             r.set(pod["name"], "Failed", end, message=message, exit_code=1)
             r.set(ex["name"], "Failed", end)
         r.snap()
-        return ex
+        return pod
 
     def omitted(self, name, t, parent, template, boundary=None):
         n = self.r.node(f"{boundary or self.root}.{name}", "Skipped", template, t, parent=parent,
@@ -1201,6 +1271,23 @@ class V2:
         r.snap()
         r.meta["labels"]["pipeline/persistedFinalState"] = "true"
         r.snap()
+
+
+def v2_components(r, components):
+    """Writes the DAG components' specs as the compiler does (`components-<name>` parameters):
+    {component: {task key: UI name or None}}; `root` is the pipeline's own DAG."""
+    params = [p for p in r.spec["arguments"]["parameters"] if not p["name"].startswith("components-comp-")
+              and p["name"] != "components-root"]
+    for component, tasks in components.items():
+        spec = {"dag": {"tasks": {key: {"componentRef": {"name": f"comp-{key}"},
+                                        **({"taskInfo": {"name": name}} if name else {"taskInfo": {"name": key}})}
+                                  for key, name in tasks.items()}}}
+        name = "components-root" if component == "root" else f"components-{component}"
+        params.append({"name": name, "value": json.dumps(spec)})
+    r.spec["arguments"]["parameters"] = params
+    for component in components:
+        if component != "root" and not any(t["name"] == component for t in r.spec["templates"]):
+            r.spec["templates"].append({"name": component, "dag": {"tasks": []}})
 
 
 def rec_kfp_v2_driver_fails():
@@ -1221,35 +1308,45 @@ def rec_kfp_v2_driver_fails():
 
 
 def rec_kfp_v2_parallelfor():
-    """`dsl.ParallelFor` over three items: the loop's DAG driver counts the iterations, Argo expands
-    them as `iteration-iterations(<i>:<i>)` DAG nodes under a TaskGroup, each running the same task
-    `print-op`; then `after` the loop, `summary`."""
+    """`dsl.ParallelFor` over three items, as KFP >= 2.5 compiles it: the loop's DAG
+    (`comp-for-loop-2-for-loop-2-iterator`) runs the iteration driver, which counts the items;
+    Argo expands `iteration-iterations` (`withSequence`) into `(i:i)` DAG nodes under a TaskGroup;
+    each runs an item driver and the loop body's DAG (`iteration-item`, the component
+    `comp-for-loop-2`) with the task `print-op`; `after` the loop, `summary`."""
     r = v2_run("loop-pipeline-r2m9y", "4c6e8a0c-2e4a-4c6e-8a0c-2e4a6c8e0a2f", "6e8a0c2e-4a6c-4e8a-8c2e-4a6c8e0a2c4a",
-               "loop-pipeline", [("print-op", []), ("summary", [])], {"items": [1, 2, 3]})
+               "loop-pipeline", [("for-loop-2", []), ("summary", [])], {"items": [1, 2, 3]})
+    v2_components(r, {"root": {"for-loop-2": None, "summary": None}, "comp-for-loop-2": {"print-op": None}})
     v2 = V2(r)
     v2.start(0)
-    loop = f"{v2.root}.for-loop-2"
-    ld = r.node(f"{v2.root}.for-loop-2-driver", "Pod", "system-dag-driver", 8, parent=v2.root, boundary=v2.root)
+    loop = r.node(f"{v2.root}.for-loop-2", "DAG", "comp-for-loop-2-for-loop-2-iterator", 8, parent=v2.root,
+                  boundary=v2.root)
+    ld = r.node(f"{loop['name']}.iteration-driver", "Pod", "system-dag-driver", 8, parent=loop["name"],
+                boundary=loop["name"])
     r.snap()
     r.set(ld["name"], "Succeeded", 13, exit_code=0)
     ld["outputs"]["parameters"] = _driver_outputs("DAG", iterations=3)["parameters"]
-    r.node(loop, "DAG", "comp-for-loop-2", 14, display="for-loop-2", parent=ld["name"], boundary=v2.root)
-    group = r.node(f"{loop}.iteration-iterations", "TaskGroup", "comp-for-loop-2-iteration", 14, parent=loop,
-                   boundary=loop)
-    iters = []
+    group = r.node(f"{loop['name']}.iteration-iterations", "TaskGroup", "comp-for-loop-2-iteration", 14,
+                   parent=ld["name"], boundary=loop["name"])
+    group["nodeFlag"] = {}
+    bodies = []
     for i in range(3):
-        it = r.node(f"{loop}.iteration-iterations({i}:{i})", "DAG", "comp-for-loop-2-iteration", 14,
-                    parent=group["name"], boundary=loop)
-        iters.append(it)
+        it = r.node(f"{loop['name']}.iteration-iterations({i}:{i})", "DAG", "comp-for-loop-2-iteration", 14,
+                    parent=group["name"], boundary=loop["name"])
+        d = v2.dag_driver("iteration-item", 14, it["name"], boundary=it["name"])
+        bodies.append(r.node(f"{it['name']}.iteration-item", "DAG", "comp-for-loop-2", 20, parent=d["name"],
+                             boundary=it["name"]))
     r.snap()
-    for i, it in enumerate(iters):
-        v2.task("print-op", 15 + i, it["name"], boundary=it["name"], end=40 + 3 * i)
-    for it in iters:
-        r.set(it["name"], "Succeeded", 47)
-    r.set(group["name"], "Succeeded", 47)
-    r.set(loop, "Succeeded", 47)
+    pods = [v2.task("print-op", 21 + i, body["name"], boundary=body["name"], end=40 + 3 * i)
+            for i, body in enumerate(bodies)]
+    for i, body in enumerate(bodies):
+        r.set(body["name"], "Succeeded", 40 + 3 * i)
+        r.set(f"{loop['name']}.iteration-iterations({i}:{i})", "Succeeded", 40 + 3 * i)
+    r.set(group["name"], "Succeeded", 46)
+    r.set(loop["name"], "Succeeded", 46)
     r.snap()
-    v2.task("summary", 48, loop)
+    summary = v2.task("summary", 48, pods[0]["name"])
+    for pod in pods[1:]:
+        pod.setdefault("children", []).append(r.nid(f"{v2.root}.summary-driver"))
     v2.end("Succeeded", 70)
     return r.lines
 
@@ -1292,6 +1389,121 @@ def rec_kfp_v2_display_names():
     return r.lines
 
 
+def rec_kfp_v2_nested_pipeline():
+    """A pipeline used twice as a component of another (`inner-pipeline`, `inner-pipeline-2`),
+    each with the tasks `print-op1` (shown as `Inner print`) and `print-op2`, beside the outer
+    pipeline's own `print-op1`: three tasks with the key `print-op1`. In `inner-pipeline-2`,
+    `print-op1` fails and `print-op2` is omitted."""
+    r = v2_run("pipeline-in-pipeline-w4k8d", "0c2e4a6c-8e0a-4c2e-8a6c-8e0a2c4e6a8e", "2e4a6c8e-0a2c-4e4a-8c8e-0a2c4e6a8c0f",
+               "pipeline-in-pipeline", [("print-op1", []), ("inner-pipeline", []), ("inner-pipeline-2", [])],
+               {"msg": "hello"})
+    v2_components(r, {"root": {"print-op1": None, "inner-pipeline": None, "inner-pipeline-2": None},
+                      "comp-inner-pipeline": {"print-op1": "Inner print", "print-op2": None}})
+    v2 = V2(r)
+    v2.start(0)
+    v2.task("print-op1", 8, v2.root, end=20)
+    inners = []
+    for name, t in (("inner-pipeline", 8), ("inner-pipeline-2", 9)):
+        d = v2.dag_driver(name, t, v2.root)
+        inners.append(v2.group(name, "comp-inner-pipeline", t + 6, d["name"]))
+    r.snap()
+    first = v2.task("print-op1", 16, inners[0]["name"], boundary=inners[0]["name"], end=30)
+    v2.task("print-op2", 31, first["name"], boundary=inners[0]["name"], end=45)
+    r.set(inners[0]["name"], "Succeeded", 45)
+    failed = v2.task("print-op1", 17, inners[1]["name"], boundary=inners[1]["name"], ok=False,
+                     message="main: Error (exit code 1)", end=33)
+    # `print-op2` depends on `print-op1` succeeding: Argo omits its driver and executor DAG.
+    od = v2.omitted("print-op2-driver", 33, failed["name"], "system-container-driver", boundary=inners[1]["name"])
+    v2.omitted("print-op2", 33, od["name"], "system-container-executor", boundary=inners[1]["name"])
+    r.set(inners[1]["name"], "Failed", 33)
+    v2.end("Failed", 46)
+    return r.lines
+
+
+def rec_kfp_v2_if_elif_else():
+    """`dsl.If / Elif / Else` on a die roll: the compiler makes a `condition-branches-1` DAG with
+    one DAG per branch, each behind a DAG driver that evaluates its condition (`condition`
+    output); Argo skips the branches not taken (`when` false), and runs the task of the one
+    taken (`condition-3`: `print-and-return-2`); then `report` at the top level."""
+    r = v2_run("roll-die-q2v5m", "2e4a6c8e-0a2c-4e4a-8c8e-0a2c4e6a8c0a", "4a6c8e0a-2c4e-4a6c-8e0a-2c4e6a8c0e2b",
+               "roll-die", [("flip-three-sided-die", []), ("condition-branches-1", []), ("report", [])], {})
+    v2_components(r, {"root": {"flip-three-sided-die": None, "condition-branches-1": None, "report": None},
+                      "comp-condition-branches-1": {"condition-2": None, "condition-3": None, "condition-4": None},
+                      "comp-condition-2": {"print-and-return": None},
+                      "comp-condition-3": {"print-and-return-2": None},
+                      "comp-condition-4": {"print-and-return-3": None}})
+    v2 = V2(r)
+    v2.start(0)
+    die = v2.task("flip-three-sided-die", 8, v2.root)
+    d = v2.dag_driver("condition-branches-1", 29, die["name"])
+    branches = v2.group("condition-branches-1", "comp-condition-branches-1", 35, d["name"])
+    r.snap()
+    taken = None
+    for i, outcome in ((2, "false"), (3, "true"), (4, "false")):
+        d = v2.dag_driver(f"condition-{i}", 36, branches["name"], boundary=branches["name"], condition=outcome)
+        if outcome == "true":
+            taken = v2.group(f"condition-{i}", f"comp-condition-{i}", 42, d["name"], boundary=branches["name"])
+        else:
+            v2.not_taken(f"condition-{i}", f"comp-condition-{i}", 42, d["name"], branches["name"], outcome)
+    r.snap()
+    pod = v2.task("print-and-return-2", 43, taken["name"], boundary=taken["name"], end=60)
+    r.set(taken["name"], "Succeeded", 60)
+    r.set(branches["name"], "Succeeded", 60)
+    r.snap()
+    v2.task("report", 61, pod["name"], end=80)
+    v2.end("Succeeded", 81)
+    return r.lines
+
+
+def rec_kfp_v2_exit_handler():
+    """`dsl.ExitHandler(cleanup)` around `train` and `publish`: the compiler makes an
+    `exit-handler-1` DAG whose Argo exit hook (`exit-hook-root-cleanup`, node
+    `exit-handler-1.onExit`, `nodeFlag.hooked`) runs `cleanup` after it; `train` fails."""
+    r = v2_run("with-exit-handler-p7x3n", "4a6c8e0a-2c4e-4a6c-8e0a-2c4e6a8c0e2c", "6c8e0a2c-4e6a-4c8e-8a2c-4e6a8c0e2a4d",
+               "with-exit-handler", [("exit-handler-1", [])], {"url": "gs://example/data"})
+    v2_components(r, {"root": {"exit-handler-1": None, "cleanup": None},
+                      "comp-exit-handler-1": {"train": None, "publish": None}})
+    r.spec["templates"].append({"name": "exit-hook-root-cleanup", "dag": {"tasks": []}})
+    v2 = V2(r)
+    v2.start(0)
+    d = v2.dag_driver("exit-handler-1", 8, v2.root)
+    eh = v2.group("exit-handler-1", "comp-exit-handler-1", 14, d["name"])
+    r.snap()
+    v2.task("train", 15, eh["name"], boundary=eh["name"], ok=False, message="main: Error (exit code 1)", end=40)
+    v2.task("publish", 15, eh["name"], boundary=eh["name"], end=30)
+    r.set(eh["name"], "Failed", 40)
+    hook = r.node(f"{eh['name']}.onExit", "DAG", "exit-hook-root-cleanup", 41, display="exit-handler-1.onExit",
+                  parent=eh["name"], boundary=v2.root)
+    hook["nodeFlag"] = {"hooked": True}
+    r.snap()
+    v2.task("cleanup", 41, hook["name"], boundary=hook["name"], end=60)
+    r.set(hook["name"], "Succeeded", 60)
+    v2.end("Failed", 61)
+    return r.lines
+
+
+def rec_kfp_v2_importer():
+    """`dsl.importer` of an existing artifact (the importer runs in a launcher pod of its own,
+    `system-importer`, no driver) feeding `train`; a `dsl.If` on train's metric not taken."""
+    r = v2_run("with-importer-f8c2k", "6c8e0a2c-4e6a-4c8e-8a2c-4e6a8c0e2a4e", "8e0a2c4e-6a8c-4e0a-8c4e-6a8c0e2a4c6f",
+               "with-importer", [("importer", []), ("train", ["importer"]), ("condition-1", ["train"])], {})
+    v2_components(r, {"root": {"importer": None, "train": None, "condition-1": None},
+                      "comp-condition-1": {"deploy": None}})
+    r.spec["templates"].append({"name": "system-importer", "container": {"command": ["launcher-v2"],
+                                "args": ["--executor_type", "importer", "--pipeline_name", "with-importer"],
+                                "image": "ghcr.io/kubeflow/kfp-launcher:2.15.0"}})
+    v2 = V2(r)
+    v2.start(0)
+    imp = r.node(f"{v2.root}.importer", "Pod", "system-importer", 8, parent=v2.root, boundary=v2.root)
+    r.snap()
+    r.set(imp["name"], "Succeeded", 17, exit_code=0)
+    train = v2.task("train", 18, imp["name"], end=40)
+    d = v2.dag_driver("condition-1", 41, train["name"])
+    v2.not_taken("condition-1", "comp-condition-1", 47, d["name"], v2.root, "false")
+    v2.end("Succeeded", 48)
+    return r.lines
+
+
 RECORDINGS = {
     "kfp-v2-success.jsonl": rec_v2_success,
     "kfp-v2-retries-failed.jsonl": rec_v2_retries_fail,
@@ -1311,6 +1523,7 @@ RECORDINGS = {
     "retries/argo-restart-successful.jsonl": rec_argo_restart_successful,
     "fidelity/quota-pending.jsonl": rec_quota_pending,
     "fidelity/templates-null.jsonl": rec_templates_null,
+    "fidelity/odd-field-types.jsonl": rec_odd_field_types,
     "fidelity/hooks-and-exit-handlers.jsonl": rec_hooks_and_exit_handlers,
     "fidelity/http-and-suspend.jsonl": rec_http_and_suspend,
     "fidelity/daemon-and-old-skip.jsonl": rec_daemon_and_old_skip,
@@ -1318,6 +1531,10 @@ RECORDINGS = {
     "fidelity/kfp-v2-parallelfor.jsonl": rec_kfp_v2_parallelfor,
     "fidelity/kfp-v2-pvc.jsonl": rec_kfp_v2_pvc,
     "fidelity/kfp-v2-display-names.jsonl": rec_kfp_v2_display_names,
+    "fidelity/kfp-v2-nested-pipeline.jsonl": rec_kfp_v2_nested_pipeline,
+    "fidelity/kfp-v2-if-elif-else.jsonl": rec_kfp_v2_if_elif_else,
+    "fidelity/kfp-v2-exit-handler.jsonl": rec_kfp_v2_exit_handler,
+    "fidelity/kfp-v2-importer.jsonl": rec_kfp_v2_importer,
 }
 
 

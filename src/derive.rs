@@ -97,6 +97,9 @@ struct RunState {
     /// Facts from Kubernetes Events went into `done` (the workflow not seen yet, gone or
     /// offloaded): its marks then say nothing about what the status showed, nor about a retry.
     event_marks: bool,
+    /// Tasks Kubernetes Events said failed (`<task> failed: <message>`, a few at most): what an
+    /// Event-only `run.failed` without a message names.
+    event_failures: Vec<String>,
 }
 
 /// KFP v2 UI task names by (DAG component, task key) ([`run::v2_display_names`]).
@@ -893,6 +896,7 @@ fn task_info(run: &RunInfo, attempt: &tasks::Attempt<'_>, pod_format_v1: bool) -
         cached: attempt.cached,
         hook: attempt.hook.clone(),
         iteration: attempt.iteration,
+        path: attempt.path.clone(),
         retry_follows: attempt.retry_follows,
         failure: match node.phase.as_str() {
             // KFP's driver resolves inputs, the cache and the pod spec; its failure is the
@@ -913,29 +917,37 @@ fn name_failed_tasks(candidates: &mut [Fact], attempts: &[tasks::Attempt<'_>], s
     else {
         return;
     };
-    let mut last: BTreeMap<&str, &tasks::Attempt<'_>> = BTreeMap::new();
+    // The latest attempt of each task instance (loop iterations and tasks of nested pipelines
+    // share names), named as in the subject.
+    let mut last: BTreeMap<String, &tasks::Attempt<'_>> = BTreeMap::new();
     for attempt in attempts.iter().filter(|a| in_attempt(since, a.driving)) {
-        let known = last.get(attempt.task_name.as_str());
+        let instance = attempt.instance();
+        let known = last.get(&instance);
         if known.is_none_or(|k| k.attempt <= attempt.attempt) {
-            last.insert(&attempt.task_name, attempt);
+            last.insert(instance, attempt);
         }
     }
     let failed: Vec<String> = last
-        .values()
-        .filter(|a| matches!(a.driving.phase.as_str(), "Failed" | "Error"))
-        .map(|a| {
+        .iter()
+        .filter(|(_, a)| matches!(a.driving.phase.as_str(), "Failed" | "Error"))
+        .map(|(instance, a)| {
             let message = a
                 .pod
                 .map(|p| p.message.as_str())
                 .filter(|m| !m.is_empty())
                 .unwrap_or(&a.driving.message);
-            match message {
-                "" => format!("{} failed", a.task_name),
-                m => format!("{} failed: {m}", a.task_name),
-            }
+            failed_task(instance, message)
         })
         .collect();
     run_failed.message = failed.join("; ");
+}
+
+/// `<task> failed[: <message>]`: one failed task, as a `run.failed` without a message names it.
+pub(crate) fn failed_task(task: &str, message: &str) -> String {
+    match message {
+        "" => format!("{task} failed"),
+        m => format!("{task} failed: {m}"),
+    }
 }
 
 /// Why a task attempt failed, from the message Argo wrote on its pod node (formats in

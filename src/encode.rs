@@ -430,11 +430,17 @@ pub fn encode(fact: &Fact, config: &EncodeConfig) -> Result<Event, EncodeError> 
     let mut subject = format!("{}/{}", run.namespace, run.workflow);
     if let Some(task) = fact.task.as_ref() {
         subject.push('/');
-        // The key, unique in its DAG, where the UI name (which need not be) differs from it.
-        subject.push_str(task.task_key.as_deref().unwrap_or(&task.task_name));
-        // One loop iteration is one task instance: iterations share the task's name.
-        if let Some(i) = task.iteration {
-            subject.push_str(&format!("[{i}]"));
+        match &task.path {
+            // A task in a nested pipeline, sub-DAG, condition or loop: its groups and key.
+            Some(path) => subject.push_str(path),
+            None => {
+                // The key, unique in its DAG, where the UI name (which need not be) differs.
+                subject.push_str(task.task_key.as_deref().unwrap_or(&task.task_name));
+                // One loop iteration is one task instance: iterations share the task's name.
+                if let Some(i) = task.iteration {
+                    subject.push_str(&format!("[{i}]"));
+                }
+            }
         }
     }
     let mut builder = EventBuilderV10::new()

@@ -205,6 +205,9 @@ pub struct TaskInfo {
     pub hook: Option<String>,
     /// The loop iteration (`withItems`/`withParam`, KFP `dsl.ParallelFor`) the task runs in.
     pub iteration: Option<u32>,
+    /// The task's groups and key where it is not a task of the workflow's own DAG or steps
+    /// (`inner-pipeline.print-op`, `for-loop-2[0].print-op`): one task instance.
+    pub path: Option<String>,
     /// A failed attempt after which a retry follows (its Retry node is not finished).
     pub retry_follows: bool,
     /// Why a failed attempt failed: `OOMKilled`, `Error` (a non-zero exit code), `Evicted`,

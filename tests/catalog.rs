@@ -31,8 +31,7 @@ fn readme_documents_every_type_extension_and_data_member() {
         );
     }
     for (category, terminal, patterns) in lifecycle::categories() {
-        let quoted: Vec<String> = patterns.iter().map(|p| format!("`{p}`")).collect();
-        let row = format!("| `{category}` | {terminal} | {} |", quoted.join(", "));
+        let row = format!("| `{category}` | {terminal} | {} |", patterns.join(", "));
         assert!(
             readme.contains(&row),
             "README lifecycle table row differs from the code: {row}"

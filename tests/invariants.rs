@@ -289,3 +289,39 @@ fn held_event_facts_carry_the_status_run_whichever_watch_came_first() {
         );
     }
 }
+
+#[test]
+fn a_subject_names_one_task_instance() {
+    // Loop iterations, tasks of nested pipelines and sub-DAGs, and tasks of the same key in
+    // different groups share names; their subjects must not: within one run attempt, one
+    // subject and task attempt number belong to one node.
+    let mut nested = 0;
+    for path in support::all_recording_files() {
+        let name = path.display();
+        let mut nodes: HashMap<(String, u64, u64), HashSet<String>> = HashMap::new();
+        for ev in events(&path) {
+            let Some(node) = ev["data"]["NodeId"].as_str() else {
+                continue;
+            };
+            let subject = ev["subject"].as_str().expect("subject").to_owned();
+            let task = subject.rsplit('/').next().unwrap_or_default();
+            if task.contains('.') && !task.ends_with(".onExit") && !task.contains(".hooks.") {
+                nested += 1;
+            }
+            let run_attempt = ev["data"]["RunAttempt"].as_u64().unwrap_or(1);
+            let attempt = ev["data"]["Attempt"].as_u64().unwrap_or(0);
+            nodes
+                .entry((subject, run_attempt, attempt))
+                .or_default()
+                .insert(node.to_owned());
+        }
+        for ((subject, run_attempt, attempt), ids) in nodes {
+            assert_eq!(
+                ids.len(),
+                1,
+                "{name}: {subject} (run attempt {run_attempt}, attempt {attempt}) names {ids:?}"
+            );
+        }
+    }
+    assert!(nested > 0, "some recording has tasks inside groups");
+}

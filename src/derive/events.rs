@@ -16,6 +16,8 @@ use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
 const AGGREGATE_PREFIX: &str = "(combined from similar events): ";
+/// At most this many failed tasks are named in an Event-only `run.failed`.
+const EVENT_FAILURES: usize = 8;
 const NODE_NAME: &str = "workflows.argoproj.io/node-name";
 const NODE_TYPE: &str = "workflows.argoproj.io/node-type";
 const NODE_ID: &str = "workflows.argoproj.io/node-id";
@@ -127,6 +129,15 @@ impl Deriver {
             ));
         }
         if kind.is_run() {
+            // A DAG workflow fails without a message (its root node has none): name the tasks
+            // its Events said failed, as the status derivation does.
+            let named;
+            let message = if kind == FactKind::RunFailed && message.is_empty() {
+                named = state.event_failures.join("; ");
+                named.as_str()
+            } else {
+                message
+            };
             candidates.push(fact(kind, None, time, &ev.reason, message));
         } else {
             let Some(node) = node_ref(ev, &workflow, message, self.config.node_events) else {
@@ -155,6 +166,19 @@ impl Deriver {
                     "WorkflowNodeRunning",
                     &started,
                 ));
+            }
+            if kind == FactKind::TaskFailed && state.event_failures.len() < EVENT_FAILURES {
+                // `Failed node <name>: <node message>`
+                let why = message
+                    .strip_prefix(phase)
+                    .and_then(|m| m.strip_prefix(" node "))
+                    .and_then(|m| m.strip_prefix(node.name.as_str()))
+                    .and_then(|m| m.strip_prefix(": "))
+                    .unwrap_or_default();
+                let failed = super::failed_task(&task.task_name, why);
+                if !state.event_failures.contains(&failed) {
+                    state.event_failures.push(failed);
+                }
             }
             if kind != FactKind::TaskStarted {
                 candidates.push(fact(kind, Some(task), time, &ev.reason, message));

@@ -50,6 +50,22 @@ pub struct Attempt<'a> {
     pub retry_follows: bool,
     /// KFP v2: the DAG component the task is in (the template of the node it runs inside).
     pub component: Option<&'a str>,
+    /// Where the task is not one of the workflow's own DAG or steps: the groups it runs inside,
+    /// outermost first (nested pipelines, sub-DAG and steps templates, conditions, loop
+    /// iterations), then its name: `inner-pipeline.print-op`, `for-loop-2[0].print-op`. One
+    /// task instance; `None` for a task of the workflow's own DAG or steps.
+    pub path: Option<String>,
+}
+
+impl Attempt<'_> {
+    /// The task instance, as the subject names it: its path, or its name and iteration.
+    pub fn instance(&self) -> String {
+        match (&self.path, self.iteration) {
+            (Some(path), _) => path.clone(),
+            (None, Some(i)) => format!("{}[{i}]", self.task_name),
+            (None, None) => self.task_name.clone(),
+        }
+    }
 }
 
 /// The index of a loop iteration node: Argo names it `<name>(<i>:<item>)` (`generateNodeName`,
@@ -125,10 +141,16 @@ pub fn attempts<'a>(
             parent.insert(child.as_str(), node);
         }
     }
+    // KFP v2 from the compiler's driver templates (present from the first snapshot, before
+    // any driver node), or the drivers' nodes where templates are absent.
+    let is_driver = |t: &str| t.ends_with(DAG_DRIVER) || t.ends_with(CONTAINER_DRIVER);
+    let v2 = templates.iter().any(|t| is_driver(&t.name))
+        || nodes.values().any(|n| is_driver(n.template()));
     let tree = Tree {
         nodes,
         parent,
         workflow_prefix: format!("{workflow}."),
+        v2_root: v2.then(|| format!("{workflow}.root")),
     };
     match mode {
         NodeEvents::All => nodes
@@ -153,6 +175,8 @@ struct Tree<'a> {
     parent: HashMap<&'a str, &'a Node>,
     /// `<workflow>.`: the prefix of the workflow-level hooks' names.
     workflow_prefix: String,
+    /// KFP v2: `<workflow>.root`, the node of the pipeline's own DAG (under the root driver).
+    v2_root: Option<String>,
 }
 
 impl<'a> Tree<'a> {
@@ -217,6 +241,7 @@ impl<'a> Tree<'a> {
                 (split_iteration(base).0.to_owned(), self.attempt_of(node))
             }
         };
+        let path = self.path(node, &task_name);
         Attempt {
             identity: node,
             driving: node,
@@ -230,7 +255,61 @@ impl<'a> Tree<'a> {
             iteration: self.iteration(node),
             retry_follows: self.retry_follows(node),
             component: None,
+            path,
         }
+    }
+
+    /// [`Attempt::path`]: the scope of `node`, then `task` with the node's own iteration.
+    fn path(&self, node: &Node, task: &str) -> Option<String> {
+        let scope = self.scope(node)?;
+        let own = split_attempt(&node.display_name).0;
+        Some(match iteration_of(own) {
+            Some(i) => format!("{scope}.{task}[{i}]"),
+            None => format!("{scope}.{task}"),
+        })
+    }
+
+    /// The groups `node` runs inside (see [`Attempt::scope`]), from its boundaries: each
+    /// enclosing template's node, up to the workflow's (or, KFP v2, the pipeline's root DAG).
+    /// Names lose Argo's retry suffix and write a loop iteration `(i:item)` as `[i]`; KFP v2's
+    /// loop machinery (`iteration-iterations(i:i)`, `iteration-item`) folds into its loop.
+    fn scope(&self, node: &Node) -> Option<String> {
+        let mut segments: Vec<String> = Vec::new();
+        let mut pending_iteration = None;
+        let mut at = self.node(&node.boundary_id).filter(|b| b.id != node.id);
+        let mut hops = 0;
+        while let Some(n) = at {
+            hops += 1;
+            // The workflow's own node, or a boundary cycle (bad input), ends the walk.
+            if n.boundary_id.is_empty() || hops > 64 || self.v2_root.as_deref() == Some(&n.name) {
+                break;
+            }
+            let display = n
+                .display_name
+                .strip_prefix(&self.workflow_prefix)
+                .unwrap_or(&n.display_name);
+            let (base, iteration) = split_iteration(split_attempt(display).0);
+            if self.v2_root.is_some() && base == "iteration-item" {
+                // The DAG of one iteration's body: its loop names it.
+            } else if self.v2_root.is_some() && base == "iteration-iterations" {
+                pending_iteration = iteration;
+            } else {
+                let mut segment = base.to_owned();
+                if let Some(i) = iteration.or(pending_iteration.take()) {
+                    segment.push_str(&format!("[{i}]"));
+                }
+                segments.push(segment);
+            }
+            if n.boundary_id == n.id {
+                break;
+            }
+            at = self.node(&n.boundary_id);
+        }
+        if segments.is_empty() {
+            return None;
+        }
+        segments.reverse();
+        Some(segments.join("."))
     }
 
     /// The loop iteration `node` runs in: its own `(i:item)` or that of the nearest template
@@ -240,7 +319,8 @@ impl<'a> Tree<'a> {
         let mut hops = 0;
         while let Some(n) = at {
             let last = n.name.rsplit('.').next().unwrap_or(&n.name);
-            if let Some(i) = iteration_of(last) {
+            // A retried iteration's attempts are `<name>(i:item)(n)`.
+            if let Some(i) = iteration_of(split_attempt(last).0) {
                 return Some(i);
             }
             hops += 1;
@@ -338,7 +418,11 @@ impl<'a> Tree<'a> {
     fn v2_task(&self, anchor: &'a Node, driver: Option<&'a Node>, out: &mut Vec<Attempt<'a>>) {
         let task_name = split_attempt(&anchor.display_name).0.to_owned();
         let iteration = self.iteration(anchor);
-        let component = self.node(&anchor.boundary_id).map(Node::template);
+        let boundary = self.node(&anchor.boundary_id);
+        let component = boundary.map(Node::template);
+        let path = self.path(anchor, &task_name);
+        // The task of a `dsl.ExitHandler` runs in the exit hook's DAG (`<group>.onExit`).
+        let hook = boundary.and_then(hook_of);
         // Its driver failed: Argo omits the executor DAG (`depends` on the driver not met,
         // `dag.go`), but the task failed, with the driver's message.
         if matches!(anchor.phase.as_str(), "Omitted" | "Skipped")
@@ -352,11 +436,12 @@ impl<'a> Tree<'a> {
                 attempt: 0,
                 cached: false,
                 warning_pod: None,
-                hook: None,
+                hook: hook.clone(),
                 driver_failed: true,
                 iteration,
                 retry_follows: false,
                 component,
+                path,
             });
             return;
         }
@@ -375,11 +460,12 @@ impl<'a> Tree<'a> {
                         attempt,
                         cached: false,
                         warning_pod: self.warnable(pod),
-                        hook: None,
+                        hook: hook.clone(),
                         driver_failed: false,
                         iteration,
                         retry_follows: self.retry_follows(pod),
                         component,
+                        path: path.clone(),
                     });
                 }
                 return;
@@ -397,11 +483,12 @@ impl<'a> Tree<'a> {
             attempt: self.attempt_of(anchor),
             cached: anchor.phase == "Succeeded" && !ran,
             warning_pod: pod.and_then(|p| self.warnable(p)),
-            hook: None,
+            hook,
             driver_failed: false,
             iteration,
             retry_follows: false,
             component,
+            path,
         });
     }
 }

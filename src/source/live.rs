@@ -81,7 +81,7 @@ impl Projection for ClusterEvent {
     }
 }
 
-impl<'de, T: Projection + for<'a> Deserialize<'a>> Deserialize<'de> for Watched<T> {
+impl<'de, T: Projection + super::objects::Lenient> Deserialize<'de> for Watched<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         // Read as a JSON tree first, so that a failure concerns this object alone (the text
         // cannot be kept instead: watch events reach this through serde's buffered content).
@@ -94,15 +94,38 @@ impl<'de, T: Projection + for<'a> Deserialize<'a>> Deserialize<'de> for Watched<
             resource_version: some(&m.resource_version),
             ..ObjectMeta::default()
         };
-        Ok(match T::deserialize(&value) {
-            Ok(object) => Self {
+        if let Ok(object) = T::deserialize(&value) {
+            return Ok(Self {
                 meta: identity(object.metadata()),
                 object: Ok(object),
-            },
+            });
+        }
+        // Field by field: what has an unexpected type is dropped where the bridge can do
+        // without it (and said), else the object is unreadable.
+        let meta = Identity::deserialize(&value)
+            .map(|i| identity(&i.metadata))
+            .unwrap_or_default();
+        Ok(match super::objects::decode_lenient::<T>(value) {
+            Ok((object, dropped)) => {
+                if !dropped.is_empty() {
+                    let name = format!(
+                        "{}/{}",
+                        meta.namespace.as_deref().unwrap_or(""),
+                        meta.name.as_deref().unwrap_or("")
+                    );
+                    super::objects::warn_dropped(
+                        <T as super::objects::Lenient>::KIND,
+                        &name,
+                        &dropped,
+                    );
+                }
+                Self {
+                    meta,
+                    object: Ok(object),
+                }
+            }
             Err(err) => Self {
-                meta: Identity::deserialize(&value)
-                    .map(|i| identity(&i.metadata))
-                    .unwrap_or_default(),
+                meta,
                 object: Err(err.to_string()),
             },
         })
@@ -250,7 +273,7 @@ fn one<T>(
     wrap: fn(Change, T) -> Observed,
 ) -> BoxStream<'static, Input>
 where
-    T: Projection + for<'de> Deserialize<'de>,
+    T: Projection + super::objects::Lenient,
 {
     let api: Api<Watched<T>> = if namespace.is_empty() {
         Api::all(client.clone())

@@ -5,7 +5,167 @@
 //! lenient [`ClusterEvent`] covers both `v1` and `events.k8s.io/v1` Events.
 
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 use std::collections::BTreeMap;
+
+/// An object read field by field: a field of an unexpected type is dropped (it reads as absent)
+/// unless the bridge cannot do without it, then the object is rejected.
+pub trait Lenient: DeserializeOwned {
+    const KIND: &'static str;
+    /// Paths (`*`: any key) of the fields the derivation needs. A wrong type at one of them, or
+    /// at an object on the way to one (`status: 5`), rejects the object.
+    const REQUIRED: &'static [&'static [&'static str]];
+}
+
+impl Lenient for Workflow {
+    const KIND: &'static str = "Workflow";
+    const REQUIRED: &'static [&'static [&'static str]] = &[
+        &["metadata", "name"],
+        &["metadata", "namespace"],
+        &["metadata", "uid"],
+        &["status", "phase"],
+        &["status", "compressedNodes"],
+        &["status", "nodes", "*", "id"],
+        &["status", "nodes", "*", "name"],
+        &["status", "nodes", "*", "type"],
+        &["status", "nodes", "*", "phase"],
+    ];
+}
+
+impl Lenient for ClusterEvent {
+    const KIND: &'static str = "Event";
+    const REQUIRED: &'static [&'static [&'static str]] = &[
+        &["metadata", "name"],
+        &["metadata", "uid"],
+        &["reason"],
+        &["message"],
+        &["note"],
+        &["involvedObject", "kind"],
+        &["involvedObject", "name"],
+        &["involvedObject", "uid"],
+        &["regarding", "kind"],
+        &["regarding", "name"],
+        &["regarding", "uid"],
+    ];
+}
+
+/// At most this many fields are dropped from one object; past that it is rejected.
+const MAX_DROPPED: usize = 32;
+
+/// Why an object could not be read: the field (`status.phase`) and serde's reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {source}")]
+pub struct Unreadable {
+    pub field: String,
+    #[source]
+    pub source: serde_json::Error,
+}
+
+/// Reads `value` as a `T`, dropping each field of an unexpected type the bridge can do without
+/// (named in the second member, e.g. `metadata.labels.x`); a wrong type where it cannot rejects
+/// the object. The happy path is one pass; each dropped field costs one more.
+pub fn decode_lenient<T: Lenient>(mut value: Value) -> Result<(T, Vec<String>), Unreadable> {
+    let mut dropped = Vec::new();
+    loop {
+        let err = match serde_path_to_error::deserialize::<_, T>(&value) {
+            Ok(object) => return Ok((object, dropped)),
+            Err(err) => err,
+        };
+        let field = err.path().to_string();
+        let keys: Option<Vec<Key>> = err
+            .path()
+            .iter()
+            .map(|segment| match segment {
+                serde_path_to_error::Segment::Map { key } => Some(Key::Name(key.clone())),
+                serde_path_to_error::Segment::Seq { index } => Some(Key::Index(*index)),
+                _ => None,
+            })
+            .collect();
+        let droppable = keys.filter(|keys| {
+            dropped.len() < MAX_DROPPED
+                && !keys.is_empty()
+                && !T::REQUIRED.iter().any(|required| needed(keys, required))
+        });
+        match droppable {
+            Some(keys) if remove(&mut value, &keys) => dropped.push(field),
+            _ => {
+                return Err(Unreadable {
+                    field,
+                    source: err.into_inner(),
+                });
+            }
+        }
+    }
+}
+
+/// Says which fields of an object were dropped, once per object and set of fields (an object
+/// is decoded on every change; a label written wrong stays wrong).
+pub fn warn_dropped(kind: &str, object: &str, dropped: &[String]) {
+    static SAID: std::sync::Mutex<Option<std::collections::HashSet<String>>> =
+        std::sync::Mutex::new(None);
+    let key = format!("{kind} {object} {dropped:?}");
+    {
+        let mut said = SAID
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let said = said.get_or_insert_with(Default::default);
+        // Bounded: past this many, a warning may repeat.
+        if said.len() >= 4096 {
+            said.clear();
+        }
+        if !said.insert(key) {
+            return;
+        }
+    }
+    tracing::warn!(
+        kind,
+        object,
+        fields = ?dropped,
+        "fields of an unexpected type dropped; the rest of the object is used"
+    );
+}
+
+enum Key {
+    Name(String),
+    Index(usize),
+}
+
+/// Whether the field at `keys` is `required` or an object on the way to it.
+fn needed(keys: &[Key], required: &[&str]) -> bool {
+    keys.len() <= required.len()
+        && keys.iter().zip(required).all(|(key, want)| match key {
+            Key::Name(name) => *want == "*" || name == want,
+            Key::Index(_) => *want == "*",
+        })
+}
+
+/// Removes the member at `keys`; false if there is none (nothing would change).
+fn remove(value: &mut Value, keys: &[Key]) -> bool {
+    let Some((last, parents)) = keys.split_last() else {
+        return false;
+    };
+    let mut at = value;
+    for key in parents {
+        let next = match (key, at) {
+            (Key::Name(name), Value::Object(map)) => map.get_mut(name),
+            (Key::Index(i), Value::Array(items)) => items.get_mut(*i),
+            _ => None,
+        };
+        match next {
+            Some(next) => at = next,
+            None => return false,
+        }
+    }
+    match (last, at) {
+        (Key::Name(name), Value::Object(map)) => map.remove(name).is_some(),
+        (Key::Index(i), Value::Array(items)) if *i < items.len() => {
+            items.remove(*i);
+            true
+        }
+        _ => false,
+    }
+}
 
 /// A list or map written as `null` (Argo 2.x wrote `templates: null`; YAML-born objects have
 /// `children: null` and the like) reads as empty, as a missing one does.
@@ -298,4 +458,86 @@ pub struct EventSource {
 pub struct EventSeries {
     pub count: Option<i64>,
     pub last_observed_time: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ClusterEvent, Workflow, decode_lenient};
+    use serde_json::json;
+
+    fn workflow(status: serde_json::Value) -> serde_json::Value {
+        json!({"metadata": {"name": "w", "namespace": "ns", "uid": "u",
+                            "labels": {"workflows.argoproj.io/completed": true, "team": "ml"}},
+               "spec": {"templates": [{"name": 5}, {"name": "main"}]},
+               "status": status})
+    }
+
+    #[test]
+    fn a_field_of_an_unexpected_type_is_dropped_where_the_bridge_can_do_without_it() {
+        let value = workflow(json!({"phase": "Running", "progress": 5, "nodes": {
+            "w": {"id": "w", "name": "w", "type": "Pod", "phase": "Running", "hostNodeName": 7,
+                  "startedAt": 1_700_000_000, "children": "x", "message": "ok"}}}));
+        let (wf, dropped) = decode_lenient::<Workflow>(value).expect("tolerated");
+        assert_eq!(
+            dropped,
+            [
+                "metadata.labels.workflows.argoproj.io/completed",
+                "spec.templates[0].name",
+                "status.nodes.w.children",
+                "status.nodes.w.hostNodeName",
+                "status.nodes.w.startedAt",
+                "status.progress",
+            ]
+        );
+        assert_eq!(
+            wf.metadata.labels.get("team").map(String::as_str),
+            Some("ml")
+        );
+        assert_eq!(
+            wf.spec.templates.len(),
+            2,
+            "the template stays, without its name"
+        );
+        let status = wf.status.expect("status");
+        assert_eq!(status.phase, "Running");
+        let node = &status.nodes["w"];
+        assert_eq!(
+            (node.message.as_str(), node.started_at.as_deref()),
+            ("ok", None)
+        );
+    }
+
+    #[test]
+    fn a_wrong_type_where_the_bridge_cannot_do_without_it_rejects_the_object() {
+        let cases = [
+            (workflow(json!({"phase": 123})), "status.phase"),
+            (workflow(json!(5)), "status"),
+            (
+                workflow(json!({"phase": "Running", "nodes": []})),
+                "status.nodes",
+            ),
+            (
+                workflow(json!({"phase": "Running", "nodes": {"w": {"id": "w", "phase": 1}}})),
+                "status.nodes.w.phase",
+            ),
+            (json!({"metadata": {"name": "w", "uid": 1}}), "metadata.uid"),
+            (json!({"metadata": "w"}), "metadata"),
+        ];
+        for (value, field) in cases {
+            let err = decode_lenient::<Workflow>(value).expect_err(field);
+            assert_eq!(err.field, field);
+            assert!(err.to_string().contains("invalid type"), "{err}");
+        }
+        let event = json!({"metadata": {"name": "e", "uid": "u"}, "reason": 3});
+        assert_eq!(
+            decode_lenient::<ClusterEvent>(event)
+                .expect_err("reason")
+                .field,
+            "reason"
+        );
+        let event = json!({"metadata": {"name": "e", "uid": "u"}, "reason": "WorkflowRunning",
+                           "count": "two", "involvedObject": {"kind": "Workflow", "name": "w"}});
+        let (ev, dropped) = decode_lenient::<ClusterEvent>(event).expect("tolerated");
+        assert_eq!((ev.count, dropped), (None, vec!["count".to_owned()]));
+    }
 }

@@ -1,7 +1,7 @@
 //! One line of a recording: a Kubernetes watch event, `{"type":…,"object":{…}}`, exactly as a
 //! watch stream carries it, holding an Argo Workflow or a Kubernetes Event.
 
-use super::objects::{ClusterEvent, Workflow};
+use super::objects::{ClusterEvent, Lenient, Unreadable, Workflow, decode_lenient, warn_dropped};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -45,7 +45,7 @@ pub enum DecodeError {
     Malformed {
         kind: &'static str,
         #[source]
-        source: serde_json::Error,
+        source: Unreadable,
     },
 }
 
@@ -88,23 +88,57 @@ pub fn decode(line: &[u8]) -> Result<Option<Observed>, DecodeError> {
     };
     let raw = envelope.object.get();
     match (meta.api_version.as_str(), meta.kind.as_str()) {
-        ("argoproj.io/v1alpha1", "Workflow") => serde_json::from_str(raw)
-            .map(|wf| Some(Observed::Workflow(change, Box::new(wf))))
-            .map_err(|source| DecodeError::Malformed {
-                kind: "Workflow",
-                source,
-            }),
-        ("v1" | "events.k8s.io/v1" | "events.k8s.io/v1beta1", "Event") => serde_json::from_str(raw)
-            .map(|ev| Some(Observed::Event(change, Box::new(ev))))
-            .map_err(|source| DecodeError::Malformed {
-                kind: "Event",
-                source,
-            }),
+        ("argoproj.io/v1alpha1", "Workflow") => {
+            object(raw).map(|wf| Some(Observed::Workflow(change, Box::new(wf))))
+        }
+        ("v1" | "events.k8s.io/v1" | "events.k8s.io/v1beta1", "Event") => {
+            object(raw).map(|ev| Some(Observed::Event(change, Box::new(ev))))
+        }
         _ => Err(DecodeError::UnsupportedKind {
             api_version: meta.api_version.chars().take(80).collect(),
             kind: meta.kind.chars().take(80).collect(),
         }),
     }
+}
+
+/// Reads one object: in one pass when it is well-formed, else field by field, dropping (and
+/// saying) what has an unexpected type where the bridge can do without it.
+fn object<T: Lenient>(raw: &str) -> Result<T, DecodeError> {
+    if let Ok(object) = serde_json::from_str(raw) {
+        return Ok(object);
+    }
+    let malformed = |source| DecodeError::Malformed {
+        kind: T::KIND,
+        source,
+    };
+    let value = serde_json::from_str(raw).map_err(|source| {
+        malformed(Unreadable {
+            field: ".".to_owned(),
+            source,
+        })
+    })?;
+    let (object, dropped) = decode_lenient::<T>(value).map_err(malformed)?;
+    if !dropped.is_empty() {
+        warn_dropped(T::KIND, &object_name(raw), &dropped);
+    }
+    Ok(object)
+}
+
+/// `namespace/name` of a raw object, as far as readable.
+fn object_name(raw: &str) -> String {
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct Named {
+        metadata: Name,
+    }
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct Name {
+        namespace: String,
+        name: String,
+    }
+    let named: Named = serde_json::from_str(raw).unwrap_or_default();
+    format!("{}/{}", named.metadata.namespace, named.metadata.name)
 }
 
 #[cfg(test)]
