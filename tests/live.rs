@@ -1079,8 +1079,8 @@ async fn a_malformed_workflow_is_skipped_and_the_watch_goes_on() {
     // boolean as a label's value, a number as `status.progress`): they are dropped, not it.
     let odd = good
         .iter()
-        .rposition(|l| l.contains("\"kind\":\"Workflow\""))
-        .expect("a workflow");
+        .rposition(|l| l.contains("\"kind\":\"Workflow\"") && l.contains("\"phase\":\"Succeeded\""))
+        .expect("a succeeded workflow");
     let mut v: serde_json::Value = serde_json::from_str(&good[odd]).expect("json");
     v["object"]["metadata"]["labels"]["example.com/yaml-born"] = true.into();
     v["object"]["status"]["progress"] = 5.into();

@@ -35,11 +35,21 @@ pub struct Watched<T> {
     pub object: Result<T, String>,
 }
 
-/// Only the identity of an object the projection could not read.
-#[derive(Deserialize)]
+/// Only the identity of an object the projection could not read in one pass: each member read
+/// on its own, so that nothing else in `metadata` (a label of an unexpected type) hides it.
+#[derive(Deserialize, Default)]
+#[serde(default)]
 struct Identity {
-    #[serde(default)]
-    metadata: super::objects::ObjectMeta,
+    metadata: IdentityMeta,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct IdentityMeta {
+    name: serde_json::Value,
+    namespace: serde_json::Value,
+    uid: serde_json::Value,
+    resource_version: serde_json::Value,
 }
 
 impl<T> fmt::Debug for Watched<T> {
@@ -102,8 +112,15 @@ impl<'de, T: Projection + super::objects::Lenient> Deserialize<'de> for Watched<
         }
         // Field by field: what has an unexpected type is dropped where the bridge can do
         // without it (and said), else the object is unreadable.
+        let text = |v: &serde_json::Value| v.as_str().and_then(some);
         let meta = Identity::deserialize(&value)
-            .map(|i| identity(&i.metadata))
+            .map(|i| ObjectMeta {
+                name: text(&i.metadata.name),
+                namespace: text(&i.metadata.namespace),
+                uid: text(&i.metadata.uid),
+                resource_version: text(&i.metadata.resource_version),
+                ..ObjectMeta::default()
+            })
             .unwrap_or_default();
         Ok(match super::objects::decode_lenient::<T>(value) {
             Ok((object, dropped)) => {
