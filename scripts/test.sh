@@ -78,11 +78,11 @@ for overlay in deploy/overlays/*/; do
 done
 "$deploy_venv/bin/kubernetes-validate" --strict --kubernetes-version 1.33.0 --quiet "$rendered"/*.yaml
 "$deploy_venv/bin/checkov" -d "$rendered" --framework kubernetes --compact --quiet --skip-download
-# The README's walkthrough edits (the block after `<!-- walkthrough-edit -->`), run on a copy.
+# The walkthrough's edits in docs/deploy.md (the block after `<!-- walkthrough-edit -->`), run on a copy.
 walk="$state/walkthrough"
 rm -rf "$walk" && mkdir -p "$walk" && cp -r deploy "$walk/"
-awk '/<!-- walkthrough-edit -->/ { on = 1; next } on && /```sh/ { code = 1; next } code && /```/ { exit } code { sub(/^   /, ""); print }' README.md >"$walk/edit.sh"
-[ -s "$walk/edit.sh" ] || { echo "README: walkthrough edit block not found" >&2; exit 1; }
+awk '/<!-- walkthrough-edit -->/ { on = 1; next } on && /```sh/ { code = 1; next } code && /```/ { exit } code { sub(/^   /, ""); print }' docs/deploy.md >"$walk/edit.sh"
+[ -s "$walk/edit.sh" ] || { echo "docs/deploy.md: walkthrough edit block not found" >&2; exit 1; }
 (cd "$walk" && bash -euo pipefail edit.sh)
 kubectl kustomize "$walk/deploy/overlays/cluster" >"$walk/cluster.yaml"
 grep -q 'image: registry.example.com/kfp-event-bridge:0.1.0' "$walk/cluster.yaml" || { echo "walkthrough: image not set" >&2; exit 1; }

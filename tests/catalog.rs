@@ -1,4 +1,9 @@
-//! The README's event catalog and flag table, the data JSON Schema and the code say the same.
+//! The documentation's event catalog and flag table, the data JSON Schema and the code say the same;
+//! the README stays short and indexes every page under docs/.
+//!
+//! The catalog (types, extensions, data members, lifecycle table) lives in docs/events.md and the
+//! flag table in docs/running.md; the checks search README.md and every docs/*.md, and a failure
+//! names the page the row belongs in.
 
 use clap::CommandFactory;
 use kfp_event_bridge::cli::Cli;
@@ -6,35 +11,86 @@ use kfp_event_bridge::derive::lifecycle;
 use kfp_event_bridge::encode::{DATA_FIELDS, DEFAULT_TYPE_PREFIX, EXTENSIONS};
 use kfp_event_bridge::model::FactKind;
 use std::collections::BTreeSet;
+use std::path::Path;
 
-fn readme() -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md")
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+const README_MAX_LINES: usize = 250;
+
+/// The pages under docs/, by file name (`events.md`, …), sorted.
+fn doc_pages() -> Vec<String> {
+    let mut pages: Vec<String> = std::fs::read_dir(Path::new(ROOT).join("docs"))
+        .expect("docs/")
+        .map(|entry| {
+            entry
+                .expect("docs/ entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|name| name.ends_with(".md"))
+        .collect();
+    pages.sort();
+    pages
+}
+
+/// README.md and every docs/*.md, concatenated.
+fn documentation() -> String {
+    let mut text = std::fs::read_to_string(Path::new(ROOT).join("README.md")).expect("README.md");
+    for page in doc_pages() {
+        let path = Path::new(ROOT).join("docs").join(&page);
+        text.push('\n');
+        text.push_str(
+            &std::fs::read_to_string(path).unwrap_or_else(|e| panic!("docs/{page}: {e}")),
+        );
+    }
+    text
 }
 
 #[test]
-fn readme_documents_every_type_extension_and_data_member() {
-    let readme = readme();
+fn docs_document_every_type_extension_and_data_member() {
+    let docs = documentation();
     for kind in FactKind::ALL {
         let ty = format!("`{DEFAULT_TYPE_PREFIX}.{}`", kind.type_suffix());
-        assert!(readme.contains(&ty), "README lacks type {ty}");
+        assert!(
+            docs.contains(&ty),
+            "docs/events.md (Types) lacks type {ty} (searched README.md and docs/*.md)"
+        );
     }
     for ext in EXTENSIONS {
         assert!(
-            readme.contains(&format!("| `{ext}` |")),
-            "README lacks extension {ext}"
+            docs.contains(&format!("| `{ext}` |")),
+            "docs/events.md (Extensions table) lacks extension {ext} (searched README.md and docs/*.md)"
         );
     }
     for member in DATA_FIELDS {
         assert!(
-            readme.contains(&format!("| `{member}` |")),
-            "README lacks data member {member}"
+            docs.contains(&format!("| `{member}` |")),
+            "docs/events.md (Data table) lacks data member {member} (searched README.md and docs/*.md)"
         );
     }
     for (category, terminal, patterns) in lifecycle::categories() {
         let row = format!("| `{category}` | {terminal} | {} |", patterns.join(", "));
         assert!(
-            readme.contains(&row),
-            "README lifecycle table row differs from the code: {row}"
+            docs.contains(&row),
+            "docs/events.md lifecycle table row differs from the code (searched README.md and docs/*.md): {row}"
+        );
+    }
+}
+
+#[test]
+fn readme_is_short_and_links_every_docs_page() {
+    let readme = std::fs::read_to_string(Path::new(ROOT).join("README.md")).expect("README.md");
+    let lines = readme.lines().count();
+    assert!(
+        lines <= README_MAX_LINES,
+        "README.md has {lines} lines, more than {README_MAX_LINES}: move detail to a docs/ page"
+    );
+    let pages = doc_pages();
+    assert!(!pages.is_empty(), "docs/ has no pages");
+    for page in pages {
+        assert!(
+            readme.contains(&format!("](docs/{page})")),
+            "README.md does not link docs/{page} (expected a link `](docs/{page})`)"
         );
     }
 }
@@ -74,8 +130,8 @@ fn schema_lists_exactly_the_data_members() {
 }
 
 #[test]
-fn readme_flag_table_matches_the_command_line() {
-    let readme = readme();
+fn docs_flag_table_matches_the_command_line() {
+    let docs = documentation();
     let mut cli = Cli::command();
     cli.build();
     let mut commands = vec![cli.clone()];
@@ -91,7 +147,10 @@ fn readme_flag_table_matches_the_command_line() {
                 .map(|e| e.to_string_lossy().into_owned())
                 .expect("every flag has an env twin");
             let row = format!("| `--{long}` | `{env}` |");
-            assert!(readme.contains(&row), "README flag table lacks {row}");
+            assert!(
+                docs.contains(&row),
+                "docs/running.md flag table (Options) lacks {row} (searched README.md and docs/*.md)"
+            );
         }
     }
 }
