@@ -93,11 +93,20 @@ pub struct ReplayReport {
 /// The sinks of a plan, opened: the routes and the dead-letter sink.
 pub type OpenSinks = (Vec<Route>, Option<Arc<dyn Sink>>);
 
-/// Opens every sink of a plan, failing on the first that cannot be opened.
+/// Opens every sink of a plan with the built-in sinks, failing on the first that cannot be
+/// opened.
 pub async fn open_sinks(plan: &DeliveryPlan) -> Result<OpenSinks, AppError> {
+    open_sinks_with(sinks::registry(), plan).await
+}
+
+/// [`open_sinks`] with the sinks `registry` has (a program that adds its own).
+pub async fn open_sinks_with(
+    registry: &sink_core::Registry,
+    plan: &DeliveryPlan,
+) -> Result<OpenSinks, AppError> {
     let mut routes = Vec::with_capacity(plan.sinks.len());
     for spec in &plan.sinks {
-        let sink = sinks::open(spec).await?;
+        let sink = registry.open(spec.config()).await?;
         routes.push(Route {
             name: spec.name.clone().unwrap_or_else(|| sink.name().to_owned()),
             sink,
@@ -105,7 +114,7 @@ pub async fn open_sinks(plan: &DeliveryPlan) -> Result<OpenSinks, AppError> {
         });
     }
     let dead_letter = match &plan.dead_letter {
-        Some(spec) => Some(sinks::open(spec).await?),
+        Some(spec) => Some(registry.open(spec.config()).await?),
         None => None,
     };
     Ok((routes, dead_letter))
@@ -226,11 +235,19 @@ fn outcome(sinks: &[SinkReport], bad_lines: u64) -> Outcome {
 
 /// `replay FILE`: reads, derives and encodes on a reader thread, publishes here through the lanes.
 pub async fn replay(args: &ReplayArgs) -> Result<(Outcome, ReplayReport), AppError> {
+    replay_with(sinks::registry(), args).await
+}
+
+/// [`replay`] with the sinks `registry` has.
+pub async fn replay_with(
+    registry: &sink_core::Registry,
+    args: &ReplayArgs,
+) -> Result<(Outcome, ReplayReport), AppError> {
     let encode = args.encode.config()?;
     let plan = args.delivery.plan()?;
     let mut admin = Admin::start(&args.admin, "off").await?;
     let metrics = admin.as_ref().map(|a| Arc::clone(&a.metrics));
-    let sinks = open_sinks(&plan).await?;
+    let sinks = open_sinks_with(registry, &plan).await?;
     let input = open_input(&args.file)?;
     let path = args.file.display().to_string();
     let derive = args.derive.config();
@@ -267,9 +284,17 @@ pub async fn replay(args: &ReplayArgs) -> Result<(Outcome, ReplayReport), AppErr
 /// `resend FILE`: publishes structured CloudEvents from a file (a dead-letter file after the cause
 /// is fixed, a `replay` output) through the same lanes, without the dead-letter extensions.
 pub async fn resend(args: &ResendArgs) -> Result<(Outcome, ReplayReport), AppError> {
+    resend_with(sinks::registry(), args).await
+}
+
+/// [`resend`] with the sinks `registry` has.
+pub async fn resend_with(
+    registry: &sink_core::Registry,
+    args: &ResendArgs,
+) -> Result<(Outcome, ReplayReport), AppError> {
     let plan = args.delivery.plan()?;
     let mut admin = Admin::start(&args.admin, "off").await?;
-    let sinks = open_sinks(&plan).await?;
+    let sinks = open_sinks_with(registry, &plan).await?;
     let input = open_input(&args.file)?;
     let path = args.file.display().to_string();
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<cloudevents::Event>>(4);

@@ -51,6 +51,17 @@ pub struct SinkSpec {
     pub options: Option<Vec<(String, String)>>,
 }
 
+impl SinkSpec {
+    /// What opening the sink is given.
+    pub fn config(&self) -> sink_core::SinkConfig<'_> {
+        sink_core::SinkConfig {
+            uri: &self.uri,
+            name: self.name.as_deref(),
+            options: self.options.as_deref(),
+        }
+    }
+}
+
 /// A sink and what it receives.
 pub struct Route {
     /// The name in logs and counters.

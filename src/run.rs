@@ -4,7 +4,7 @@
 //! writes what the same watches see as a recording.
 
 use crate::admin::Admin;
-use crate::app::{AppError, Outcome, ReplayReport, SinkReport, open_sinks, shutdown_signal};
+use crate::app::{AppError, Outcome, ReplayReport, SinkReport, open_sinks_with, shutdown_signal};
 use crate::checkpoint::{Checkpoint, CheckpointSpec, Progress};
 use crate::cli::{RecordArgs, RunArgs};
 use crate::delivery::Delivery;
@@ -88,6 +88,14 @@ impl Presence {
 /// `run`: until a signal (exit 0 once in-flight events are done or the shutdown timeout passed)
 /// or the loss of leadership (an error: the process stops publishing at once).
 pub async fn run(args: &RunArgs) -> Result<(Outcome, ReplayReport), AppError> {
+    run_with(crate::sinks::registry(), args).await
+}
+
+/// [`run`] with the sinks `registry` has.
+pub async fn run_with(
+    registry: &sink_core::Registry,
+    args: &RunArgs,
+) -> Result<(Outcome, ReplayReport), AppError> {
     let encode_config = args.encode.config()?;
     let plan = args.delivery.plan()?;
     let retention = duration("retention", &args.retention)?;
@@ -177,7 +185,7 @@ pub async fn run(args: &RunArgs) -> Result<(Outcome, ReplayReport), AppError> {
         m.set_role(Role::Leader);
     }
 
-    let sinks = open_sinks(&plan).await?;
+    let sinks = open_sinks_with(registry, &plan).await?;
     let checkpoint = Checkpoint::open(&spec, Some(&client))
         .await
         .map_err(AppError::Live)?;

@@ -1,71 +1,45 @@
-//! Sink URIs from the command line → sinks. Each transport lives in its own crate under `sinks/`;
-//! this is the one place that knows them all.
+//! The sinks this build has: one registry table of sink factories. Each transport lives in its
+//! own crate under `sinks/` behind a cargo feature of the same name; stdout and file are always
+//! there. A program that embeds the bridge may [`register`](sink_core::Registry::register) more.
 
-use crate::route::SinkSpec;
-use sink_core::{JsonLinesSink, Sink, SinkError};
-use std::path::Path;
-use std::sync::Arc;
+use sink_core::{Registry, Sink, SinkConfig, SinkError};
+use std::sync::{Arc, OnceLock};
 
-/// Opens the sink a spec names: `stdout`, `file:PATH` (appends JSON lines), `http(s)://…`,
-/// `nats://…` (connects and checks streams before returning), `amqp(s)://…` (connects and checks
-/// the exchange before returning).
-pub async fn open(spec: &SinkSpec) -> Result<Arc<dyn Sink>, SinkError> {
-    let uri = spec.uri.as_str();
-    let display = spec.name.clone().unwrap_or_else(|| redact(uri));
-    if uri.starts_with("amqp://") || uri.starts_with("amqps://") {
-        return Ok(Arc::new(
-            sink_amqp::AmqpSink::open(uri, spec.name.as_deref(), spec.options.as_deref()).await?,
-        ));
-    }
-    if uri.starts_with("kafka://") {
-        return Ok(Arc::new(
-            sink_kafka::KafkaSink::open(uri, spec.name.as_deref(), spec.options.as_deref()).await?,
-        ));
-    }
-    if uri.starts_with("nats://") || uri.starts_with("tls://") {
-        return Ok(Arc::new(
-            sink_nats::NatsSink::open(uri, spec.name.as_deref(), spec.options.as_deref()).await?,
-        ));
-    }
-    if uri.starts_with("http://") || uri.starts_with("https://") {
-        let ca = std::env::var("K_CA_CERTS").ok();
-        return Ok(Arc::new(sink_http::HttpSink::open(
-            uri,
-            spec.name.as_deref(),
-            spec.options.as_deref(),
-            ca.as_deref(),
-        )?));
-    }
-    if let Some((key, _)) = spec.options.as_deref().and_then(|o| o.first()) {
-        return Err(SinkError::config(
-            &display,
-            format!("unknown option {key:?}: stdout and file sinks take none"),
-        ));
-    }
-    if uri == "stdout" || uri == "-" {
-        return Ok(Arc::new(JsonLinesSink::stdout()?));
-    }
-    if let Some(path) = uri
-        .strip_prefix("file://")
-        .or_else(|| uri.strip_prefix("file:"))
-    {
-        if path.is_empty() {
-            return Err(SinkError::config(uri, "file sink needs a path: file:PATH"));
-        }
-        return Ok(Arc::new(JsonLinesSink::file(Path::new(path))?));
-    }
-    let scheme = uri.split(':').next().unwrap_or(uri);
-    Err(SinkError::config(
-        &display,
-        format!(
-            "unsupported sink {scheme:?}; this build has: stdout, file:PATH, http://, https://, kafka://, nats://, tls://, amqp://, amqps://"
-        ),
-    ))
+/// The built-in factories, in the order error messages list their schemes.
+pub fn builtin() -> Registry {
+    let mut registry = Registry::new();
+    registry.register(sink_core::JsonLinesFactory);
+    #[cfg(feature = "http")]
+    registry.register(sink_http::Factory);
+    #[cfg(feature = "kafka")]
+    registry.register(sink_kafka::Factory);
+    #[cfg(feature = "nats")]
+    registry.register(sink_nats::Factory);
+    #[cfg(feature = "amqp")]
+    registry.register(sink_amqp::Factory);
+    registry
 }
 
-pub use sink_core::redact;
+/// The built-in registry, made once.
+pub fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(builtin)
+}
 
-#[cfg(test)]
+/// Opens the sink `config` names with the built-in sinks: `stdout`, `file:PATH` (appends JSON
+/// lines), `http(s)://…`, `kafka://…`, `nats://…` (connects and checks streams before
+/// returning), `amqp(s)://…` (connects and checks the exchange before returning).
+pub async fn open(config: SinkConfig<'_>) -> Result<Arc<dyn Sink>, SinkError> {
+    registry().open(config).await
+}
+
+/// A sink URI fit for logs: user-info masked, and every query value but the router's and its
+/// sink's harmless options.
+pub fn redact(uri: &str) -> String {
+    registry().redact(uri)
+}
+
+#[cfg(all(test, feature = "http", feature = "amqp"))]
 mod tests {
     use super::redact;
 
@@ -88,5 +62,7 @@ mod tests {
             redact("https://h/?header=Authorization:%20Bearer%20x"),
             "https://h/?header=***"
         );
+        // Options are shown for their own sink only.
+        assert_eq!(redact("https://h/?exchange=kfp"), "https://h/?exchange=***");
     }
 }

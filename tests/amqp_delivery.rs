@@ -290,3 +290,35 @@ async fn broker_down_for_30_s_mid_stream_loses_nothing() {
     );
     assert_same_as_replay(&first, &want);
 }
+
+/// The conformance kit (`sink_core::conformance`) against a real RabbitMQ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_amqp_sink_passes_the_conformance_kit() {
+    use sink_core::conformance::{self, Inbox};
+    struct Queue(lapin::Channel);
+    impl Inbox for Queue {
+        fn received(
+            &self,
+            want: usize,
+            within: Duration,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<String>> + Send + '_>> {
+            Box::pin(async move {
+                let mut ids = Vec::new();
+                let t0 = std::time::Instant::now();
+                while ids.len() < want && t0.elapsed() < within {
+                    for event in drain(&self.0, "conformance").await {
+                        ids.push(event["id"].as_str().expect("id").to_owned());
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                ids
+            })
+        }
+    }
+    let server = RabbitServer::start("conformance");
+    let channel = topology(&server.url(), &[("conformance", "kfp.#")]).await;
+    let uri = format!("{}?exchange=kfp&routing_key=kfp.conformance", server.url());
+    conformance::check(&sink_amqp::Factory, &uri, &Queue(channel), "amqp")
+        .await
+        .expect("conforms");
+}

@@ -484,3 +484,31 @@ async fn config_file_routes_by_filter_and_bad_config_names_the_sink_and_field() 
     );
     assert!(!err.contains("secret"));
 }
+
+/// The conformance kit (`sink_core::conformance`) against a real HTTP receiver: the HTTP sink
+/// is one plugin among others, held to the same contract.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_sink_passes_the_conformance_kit() {
+    use sink_core::conformance::{self, Inbox};
+    struct Hits(Receiver);
+    impl Inbox for Hits {
+        fn received(
+            &self,
+            _want: usize,
+            _within: Duration,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<String>> + Send + '_>> {
+            let ids = self.0.hits().into_iter().map(|h| h.id).collect();
+            Box::pin(async move { ids })
+        }
+    }
+    let listener = bind();
+    let uri = url(&listener, "/kfp");
+    let receiver = serve(listener, 202);
+    conformance::check(&sink_http::Factory, &uri, &Hits(receiver), "http")
+        .await
+        .expect("conforms");
+    let closed = url(&bind(), "/nobody");
+    conformance::check_unreachable(&sink_http::Factory, &closed)
+        .await
+        .expect("fails in bounded time");
+}

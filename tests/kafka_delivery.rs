@@ -329,3 +329,31 @@ async fn oversize_events_are_dead_lettered_and_bad_sinks_refused_at_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("hunter2"), "{err}");
 }
+
+/// The conformance kit (`sink_core::conformance`) against the real Kafka-protocol broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kafka_sink_passes_the_conformance_kit() {
+    use sink_core::conformance::{self, Inbox};
+    struct Topic<'a>(&'a KafkaServer);
+    impl Inbox for Topic<'_> {
+        fn received(
+            &self,
+            want: usize,
+            within: Duration,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<String>> + Send + '_>> {
+            let ids = self
+                .0
+                .consume("kfp.conformance", want, within)
+                .iter()
+                .map(|r| r.header("ce_id").expect("ce_id").to_owned())
+                .collect();
+            Box::pin(async move { ids })
+        }
+    }
+    let server = KafkaServer::start("conformance");
+    server.topics(&["kfp.conformance"]).await;
+    let uri = format!("kafka://{}/kfp.conformance", server.bootstrap());
+    conformance::check(&sink_kafka::Factory, &uri, &Topic(&server), "kafka")
+        .await
+        .expect("conforms");
+}

@@ -295,3 +295,56 @@ async fn oversize_and_uncaptured_events_are_dead_lettered_and_a_fixed_uncaptured
         "{err}"
     );
 }
+
+/// The conformance kit (`sink_core::conformance`) against a real nats-server with JetStream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nats_sink_passes_the_conformance_kit() {
+    use sink_core::conformance::{self, Inbox};
+    struct Stream(String);
+    impl Inbox for Stream {
+        fn received(
+            &self,
+            want: usize,
+            within: Duration,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<String>> + Send + '_>> {
+            Box::pin(async move {
+                let client = async_nats::connect(&self.0).await.expect("connects");
+                let mut stream = jetstream::new(client)
+                    .get_stream("CONFORMANCE")
+                    .await
+                    .expect("stream");
+                let t0 = std::time::Instant::now();
+                loop {
+                    let all = read_all(&mut stream).await;
+                    if all.len() >= want || t0.elapsed() > within {
+                        return all
+                            .iter()
+                            .map(|(_, _, payload)| {
+                                let event: serde_json::Value =
+                                    serde_json::from_slice(payload).expect("structured");
+                                event["id"].as_str().expect("id").to_owned()
+                            })
+                            .collect();
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        }
+    }
+    let server = NatsServer::start("conformance", None);
+    stream_named(&server.url(), "CONFORMANCE", &["kfp.conformance"]).await;
+    let uri = format!("{}/kfp.conformance?mode=structured", server.url());
+    conformance::check(&sink_nats::Factory, &uri, &Stream(server.url()), "nats")
+        .await
+        .expect("conforms");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    conformance::check_unreachable(
+        &sink_nats::Factory,
+        &format!("nats://127.0.0.1:{port}/kfp.x"),
+    )
+    .await
+    .expect("fails in bounded time");
+}

@@ -22,7 +22,9 @@ use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
 use sink_core::template::{self, Template, Var};
-use sink_core::{Accepting, Event, KeyOrder, Receipt, Sink, SinkError, binary, redact, structured};
+use sink_core::{
+    Accepting, Event, KeyOrder, Receipt, Sink, SinkError, binary, redact_with, structured,
+};
 use tokio::sync::Mutex;
 
 /// One exchange on one broker.
@@ -42,7 +44,9 @@ impl AmqpSink {
         name: Option<&str>,
         options: Option<&[(String, String)]>,
     ) -> Result<Self, SinkError> {
-        let display = name.map(str::to_owned).unwrap_or_else(|| redact(uri));
+        let display = name
+            .map(str::to_owned)
+            .unwrap_or_else(|| redact_with(uri, SHOWN_OPTIONS));
         let config = |m: String| SinkError::config(&display, m);
         let (uri, options) = options::parse(uri, options).map_err(config)?;
         let routing_key = Template::parse(&options.routing_key)
@@ -260,6 +264,37 @@ impl Sink for AmqpSink {
                     .with_source(err)),
                 }
             }) as Receipt)
+        })
+    }
+}
+
+/// Options whose values are safe to show in logs; all others are masked.
+pub const SHOWN_OPTIONS: &[&str] = &[
+    "mode",
+    "exchange",
+    "routing_key",
+    "declare",
+    "durable",
+    "header_prefix",
+    "connect_timeout",
+];
+
+/// The AMQP 0-9-1 (RabbitMQ) sink for the bridge's sink registry.
+pub struct Factory;
+
+impl sink_core::SinkFactory for Factory {
+    fn schemes(&self) -> &'static [&'static str] {
+        &["amqp", "amqps"]
+    }
+
+    fn shown_options(&self) -> &'static [&'static str] {
+        SHOWN_OPTIONS
+    }
+
+    fn open<'a>(&'a self, config: sink_core::SinkConfig<'a>) -> sink_core::Opening<'a> {
+        Box::pin(async move {
+            let sink = AmqpSink::open(config.uri, config.name, config.options).await?;
+            Ok(std::sync::Arc::new(sink) as std::sync::Arc<dyn Sink>)
         })
     }
 }

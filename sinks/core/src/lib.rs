@@ -11,7 +11,9 @@
 //! writer ([`structured`]) they share with the broker sinks.
 
 pub mod binary;
+pub mod conformance;
 mod error;
+mod factory;
 mod memory;
 mod stream;
 pub mod structured;
@@ -23,10 +25,11 @@ use std::pin::Pin;
 
 pub use cloudevents::Event;
 pub use error::SinkError;
+pub use factory::{JsonLinesFactory, Opening, Registry, SinkConfig, SinkFactory, scheme};
 pub use memory::{MemorySink, Script};
 pub use stream::JsonLinesSink;
 pub use template::Template;
-pub use uri::redact;
+pub use uri::{redact, redact_with};
 
 /// Resolves when the broker acknowledged one accepted message, or with the reason it did not.
 pub type Receipt = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'static>>;

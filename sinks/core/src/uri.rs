@@ -39,33 +39,18 @@ pub fn with_query(base: &str, kept: &[&str]) -> String {
         format!("{base}?{}", kept.join("&"))
     }
 }
-/// Query parameters whose values are safe to show in logs; every other value is masked.
-const SHOWN_PARAMETERS: [&str; 20] = [
-    "mode",
-    "types",
-    "namespaces",
-    "pipelines",
-    "name",
-    "timeout",
-    "connect_timeout",
-    "batch_max_events",
-    "batch_max_bytes",
-    "batch_linger",
-    "pool_max_idle",
-    "jetstream",
-    "exchange",
-    "routing_key",
-    "key",
-    "declare",
-    "durable",
-    "header_prefix",
-    "stream",
-    "ack_timeout",
-];
+/// The router's own query parameters, shown for every sink (no transport reads them).
+pub const ROUTER_PARAMETERS: [&str; 4] = ["types", "namespaces", "pipelines", "name"];
+
+/// A sink URI fit for logs, showing only the router's parameters (see [`redact_with`]).
+pub fn redact(uri: &str) -> String {
+    redact_with(uri, &[])
+}
 
 /// A sink URI fit for logs: user-info becomes `***@`, and query values become `***` unless the
-/// parameter is a known harmless option (an endpoint's own `?code=…` may well be a secret).
-pub fn redact(uri: &str) -> String {
+/// parameter is the router's or one of `shown`, the sink's harmless options (an endpoint's own
+/// `?code=…` may well be a secret).
+pub fn redact_with(uri: &str, shown: &[&str]) -> String {
     let (base, query) = match uri.split_once('?') {
         Some((base, query)) => (base, Some(query)),
         None => (uri, None),
@@ -85,7 +70,9 @@ pub fn redact(uri: &str) -> String {
         let pairs: Vec<String> = query
             .split('&')
             .map(|pair| match pair.split_once('=') {
-                Some((key, _)) if !SHOWN_PARAMETERS.contains(&key) => format!("{key}=***"),
+                Some((key, _)) if !ROUTER_PARAMETERS.contains(&key) && !shown.contains(&key) => {
+                    format!("{key}=***")
+                }
                 _ => pair.to_owned(),
             })
             .collect();

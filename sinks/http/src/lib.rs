@@ -17,7 +17,7 @@ pub use options::{HttpOptions, Mode};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
-use sink_core::redact;
+use sink_core::redact_with;
 use sink_core::template::Template;
 use sink_core::{Accepting, Event, KeyOrder, Receipt, Sink, SinkError, binary, structured};
 use std::sync::Arc;
@@ -72,7 +72,9 @@ impl HttpSink {
         options: Option<&[(String, String)]>,
         extra_ca_pem: Option<&str>,
     ) -> Result<Self, SinkError> {
-        let display = name.map(str::to_owned).unwrap_or_else(|| redact(uri));
+        let display = name
+            .map(str::to_owned)
+            .unwrap_or_else(|| redact_with(uri, SHOWN_OPTIONS));
         let err = |message: String| SinkError::config(&display, message);
         let mut opts = HttpOptions::default();
         let url = match options {
@@ -372,7 +374,8 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 }
 
 fn parse_url(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text).map_err(|e| format!("invalid URL {:?}: {e}", redact(text)))?;
+    let url = Url::parse(text)
+        .map_err(|e| format!("invalid URL {:?}: {e}", redact_with(text, SHOWN_OPTIONS)))?;
     match url.scheme() {
         "http" | "https" => Ok(url),
         other => Err(format!("unsupported scheme {other:?}; use http or https")),
@@ -498,6 +501,39 @@ fn copy_error(name: &str, err: &SinkError) -> SinkError {
         }
         SinkError::Permanent { .. } => SinkError::permanent(name, message),
         SinkError::Config { .. } => SinkError::config(name, message),
+    }
+}
+
+/// Options whose values are safe to show in logs; all others are masked.
+pub const SHOWN_OPTIONS: &[&str] = &[
+    "mode",
+    "timeout",
+    "connect_timeout",
+    "batch_max_events",
+    "batch_max_bytes",
+    "batch_linger",
+    "pool_max_idle",
+];
+
+/// The HTTP (CloudEvents HTTP binding) sink for the bridge's sink registry.
+pub struct Factory;
+
+impl sink_core::SinkFactory for Factory {
+    fn schemes(&self) -> &'static [&'static str] {
+        &["http", "https"]
+    }
+
+    fn shown_options(&self) -> &'static [&'static str] {
+        SHOWN_OPTIONS
+    }
+
+    fn open<'a>(&'a self, config: sink_core::SinkConfig<'a>) -> sink_core::Opening<'a> {
+        Box::pin(async move {
+            // Extra trust roots, as Knative's SinkBinding hands them over.
+            let ca = std::env::var("K_CA_CERTS").ok();
+            let sink = HttpSink::open(config.uri, config.name, config.options, ca.as_deref())?;
+            Ok(std::sync::Arc::new(sink) as std::sync::Arc<dyn Sink>)
+        })
     }
 }
 

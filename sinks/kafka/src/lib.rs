@@ -18,7 +18,9 @@ use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use sink_core::template::{Template, Var};
-use sink_core::{Accepting, Event, KeyOrder, Receipt, Sink, SinkError, binary, redact, structured};
+use sink_core::{
+    Accepting, Event, KeyOrder, Receipt, Sink, SinkError, binary, redact_with, structured,
+};
 use std::time::Duration;
 
 /// How long the first metadata request may take before the sink refuses to start.
@@ -183,7 +185,9 @@ impl KafkaSink {
         name: Option<&str>,
         options: Option<&[(String, String)]>,
     ) -> Result<Self, SinkError> {
-        let sink_name = name.map(str::to_owned).unwrap_or_else(|| redact(uri));
+        let sink_name = name
+            .map(str::to_owned)
+            .unwrap_or_else(|| redact_with(uri, SHOWN_OPTIONS));
         let config = |m: String| SinkError::config(&sink_name, m);
         let parsed = parse(uri, options.unwrap_or(&[])).map_err(config)?;
         let topic = Template::parse(&parsed.topic).map_err(|e| config(format!("topic: {e}")))?;
@@ -376,6 +380,29 @@ impl Sink for KafkaSink {
                     .map_err(|e| SinkError::transient(&name, e.to_string()))?;
             let result = flushed.map_err(|e| classify(&self.name, &e));
             Ok(Box::pin(std::future::ready(result)) as Receipt)
+        })
+    }
+}
+
+/// Options whose values are safe to show in logs; all others are masked.
+pub const SHOWN_OPTIONS: &[&str] = &["mode", "key"];
+
+/// The Kafka sink for the bridge's sink registry.
+pub struct Factory;
+
+impl sink_core::SinkFactory for Factory {
+    fn schemes(&self) -> &'static [&'static str] {
+        &["kafka"]
+    }
+
+    fn shown_options(&self) -> &'static [&'static str] {
+        SHOWN_OPTIONS
+    }
+
+    fn open<'a>(&'a self, config: sink_core::SinkConfig<'a>) -> sink_core::Opening<'a> {
+        Box::pin(async move {
+            let sink = KafkaSink::open(config.uri, config.name, config.options).await?;
+            Ok(std::sync::Arc::new(sink) as std::sync::Arc<dyn Sink>)
         })
     }
 }

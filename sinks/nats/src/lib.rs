@@ -17,7 +17,9 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, context::PublishErrorKind};
 use bytes::Bytes;
 use sink_core::template::{self, Template, Var};
-use sink_core::{Accepting, Event, KeyOrder, Receipt, Sink, SinkError, binary, redact, structured};
+use sink_core::{
+    Accepting, Event, KeyOrder, Receipt, Sink, SinkError, binary, redact_with, structured,
+};
 use tokio::sync::{mpsc, oneshot};
 
 /// Core NATS acknowledgements: one flush of the connection covers every message published before
@@ -62,7 +64,9 @@ impl NatsSink {
         name: Option<&str>,
         options: Option<&[(String, String)]>,
     ) -> Result<Self, SinkError> {
-        let display = name.map(str::to_owned).unwrap_or_else(|| redact(uri));
+        let display = name
+            .map(str::to_owned)
+            .unwrap_or_else(|| redact_with(uri, SHOWN_OPTIONS));
         let config = |m: String| SinkError::config(&display, m);
         let target = options::parse(uri, options).map_err(config)?;
         let subject = Template::parse(&target.subject).map_err(|e| config(e.to_string()))?;
@@ -294,6 +298,35 @@ fn check_subject(subject: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Options whose values are safe to show in logs; all others are masked.
+pub const SHOWN_OPTIONS: &[&str] = &[
+    "mode",
+    "connect_timeout",
+    "jetstream",
+    "stream",
+    "ack_timeout",
+];
+
+/// The NATS (core or JetStream) sink for the bridge's sink registry.
+pub struct Factory;
+
+impl sink_core::SinkFactory for Factory {
+    fn schemes(&self) -> &'static [&'static str] {
+        &["nats", "tls"]
+    }
+
+    fn shown_options(&self) -> &'static [&'static str] {
+        SHOWN_OPTIONS
+    }
+
+    fn open<'a>(&'a self, config: sink_core::SinkConfig<'a>) -> sink_core::Opening<'a> {
+        Box::pin(async move {
+            let sink = NatsSink::open(config.uri, config.name, config.options).await?;
+            Ok(std::sync::Arc::new(sink) as std::sync::Arc<dyn Sink>)
+        })
+    }
 }
 
 #[cfg(test)]
