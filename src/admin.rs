@@ -1,7 +1,6 @@
 //! The admin HTTP server — `/healthz`, `/readyz`, `/metrics` — and the periodic sink health
 //! checks readiness is judged from.
 
-use crate::app::AppError;
 use crate::cli::AdminArgs;
 use crate::delivery::Delivery;
 use crate::metrics::Metrics;
@@ -43,28 +42,41 @@ struct Served {
     beat: Arc<AtomicU64>,
 }
 
+/// Why the admin server could not start: a flag that cannot work, or an address not to be had.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}")]
+    Flag(String),
+    #[error("--admin-addr {addr}: cannot listen: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 impl Admin {
     /// Binds the admin server unless it is off (`default` applies when no address was given).
-    pub async fn start(args: &AdminArgs, default: &str) -> Result<Option<Self>, AppError> {
+    pub async fn start(args: &AdminArgs, default: &str) -> Result<Option<Self>, AdminError> {
         let text = args.admin_addr.as_deref().unwrap_or(default);
         if text == "off" {
             return Ok(None);
         }
         let health_interval = sink_core::parse_duration(&args.health_interval)
-            .map_err(|e| AppError::Setup(format!("--health-interval: {e}")))?;
+            .map_err(|e| AdminError::Flag(format!("--health-interval: {e}")))?;
         if health_interval.is_zero() {
-            return Err(AppError::Setup(
+            return Err(AdminError::Flag(
                 "--health-interval must be above zero".into(),
             ));
         }
         let addr: SocketAddr = text.parse().map_err(|_| {
-            AppError::Setup(format!(
+            AdminError::Flag(format!(
                 "--admin-addr {text:?}: expected HOST:PORT (e.g. 0.0.0.0:8080) or off"
             ))
         })?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|e| AppError::Setup(format!("--admin-addr {addr}: cannot listen: {e}")))?;
+            .map_err(|source| AdminError::Listen { addr, source })?;
         let bound = listener.local_addr().unwrap_or(addr);
         let metrics = Arc::new(Metrics::new(args.metrics_max_pipelines.max(1)));
         let served = Served {

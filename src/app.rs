@@ -49,13 +49,18 @@ pub enum AppError {
     Live(String),
     #[error("leadership lost: another replica publishes now")]
     LeadershipLost,
+    /// The admin server's flags, or its address.
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
 }
 
 impl AppError {
     /// A configuration mistake (exit code 2, like a usage error), not a runtime failure.
     pub fn is_config(&self) -> bool {
         match self {
-            AppError::Config(_) | AppError::Encode(_) | AppError::Setup(_) => true,
+            AppError::Config(_) | AppError::Encode(_) | AppError::Setup(_) | AppError::Admin(_) => {
+                true
+            }
             AppError::Sink(err) => err.class() == "config",
             AppError::Input { .. }
             | AppError::Reader

@@ -877,6 +877,64 @@ mod tests {
         }
     }
 
+    /// A lifecycle warning's mark as checkpoints have held it since fixed bits (the bit of
+    /// `ImagePull` is 0, so the mark is `4 << 0`): pinned byte for byte, and read back, it keeps
+    /// the warning from being published again after a restart.
+    #[tokio::test]
+    async fn a_warning_mark_checkpointed_before_keeps_meaning_its_category() {
+        use crate::derive::{DeriveConfig, Deriver};
+        use crate::model::FactKind;
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/recordings/kfp-v2-imagepull-terminated.jsonl"
+        );
+        let input = std::fs::read(path).expect("recording");
+        let facts = |deriver: &mut Deriver| {
+            let mut all = Vec::new();
+            for line in input.split(|b| *b == b'\n') {
+                if let Ok(Some(observed)) = crate::source::recording::decode(line) {
+                    all.extend(deriver.observe(&observed));
+                }
+            }
+            all
+        };
+        let all = facts(&mut Deriver::new(DeriveConfig::default()));
+        let warning = all
+            .iter()
+            .find(|f| f.kind == FactKind::TaskWarning)
+            .expect("an image pull warning");
+        let mark = warning.mark();
+        assert_eq!(mark.slots, 4, "ImagePull's bit 0");
+        let stored = Stored {
+            entry: Entry::Active {
+                touched: 0,
+                marks: vec![mark],
+            },
+            attempt: RunAttempt::default(),
+            outcome: None,
+        };
+        let written = "a0:gBemWe8/RFIABA";
+        assert_eq!(stored.encode(), written);
+        let Some(Stored {
+            entry: Entry::Active { marks, .. },
+            ..
+        }) = Stored::decode(written)
+        else {
+            panic!("decodes")
+        };
+        let mut checkpoint = Checkpoint::open(&CheckpointSpec::None, None)
+            .await
+            .expect("open");
+        for mark in marks {
+            checkpoint.record(&warning.run.uid, mark, 0);
+        }
+        let mut deriver = Deriver::new(DeriveConfig::default());
+        checkpoint.restore(&mut deriver);
+        let again = facts(&mut deriver);
+        assert!(!again.iter().any(|f| f.kind == FactKind::TaskWarning));
+        assert!(again.iter().any(|f| f.kind == FactKind::RunFailed));
+    }
+
     #[test]
     fn attempts_round_trip_and_entries_written_before_read_as_first_attempts() {
         let attempt = RunAttempt {

@@ -13,7 +13,8 @@ pub mod run;
 pub mod tasks;
 
 use crate::model::{
-    Fact, FactKind, Lifecycle, Mark, Origin, Outcome, RunAttempt, RunInfo, Slot, TaskInfo,
+    Fact, FactKind, FailureKind, Lifecycle, Mark, Origin, Outcome, RunAttempt, RunInfo, Slot,
+    TaskInfo,
 };
 use crate::source::objects::{Node, Workflow};
 use crate::source::recording::Observed;
@@ -796,11 +797,11 @@ fn task_facts(
         info.phase = phase.to_owned();
         info.finished_at = run.finished_at;
         if kind == FactKind::TaskFailed {
-            info.failure = match run.failure.as_str() {
-                "Terminated" => "Terminated",
-                "Stopped" => "Stopped",
-                _ => "Failed",
-            };
+            info.failure = Some(match run.failure {
+                Some(FailureKind::Terminated) => FailureKind::Terminated,
+                Some(FailureKind::Stopped) => FailureKind::Stopped,
+                _ => FailureKind::Failed,
+            });
         }
         ended_with_run = Some(how);
         Some(kind)
@@ -901,9 +902,9 @@ fn task_info(run: &RunInfo, attempt: &tasks::Attempt<'_>, pod_format_v1: bool) -
         failure: match node.phase.as_str() {
             // KFP's driver resolves inputs, the cache and the pod spec; its failure is the
             // task's, whatever its exit code says.
-            "Failed" | "Error" if attempt.driver_failed => "DriverFailed",
-            "Failed" | "Error" => task_failure(run, &node.phase, message, exit_code),
-            _ => "",
+            "Failed" | "Error" if attempt.driver_failed => Some(FailureKind::DriverFailed),
+            "Failed" | "Error" => Some(task_failure(run, &node.phase, message, exit_code)),
+            _ => None,
         },
     }
 }
@@ -955,34 +956,30 @@ pub(crate) fn failed_task(task: &str, message: &str) -> String {
 /// since Argo 3.7, `<Reason> (exit code N)` in 3.0–3.6, `failed with exit code N` in 2.x; the
 /// pod's own message for evictions and deadlines; `Pod failed before main container starts due
 /// to <Reason>: …`), the run's termination, and the node's phase.
-fn task_failure(run: &RunInfo, phase: &str, message: &str, exit_code: Option<i64>) -> &'static str {
+fn task_failure(run: &RunInfo, phase: &str, message: &str, exit_code: Option<i64>) -> FailureKind {
     let has = |needle: &str| message.contains(needle);
-    if matches!(run.failure.as_str(), "Terminated" | "Stopped") {
+    if let Some(ended @ (FailureKind::Terminated | FailureKind::Stopped)) = run.failure {
         // KFP's terminate and `argo terminate|stop` end running pods with a deadline message.
-        if run.failure == "Stopped" {
-            "Stopped"
-        } else {
-            "Terminated"
-        }
+        ended
     } else if has("OOMKilled") {
-        "OOMKilled"
+        FailureKind::OOMKilled
     } else if has("Evicted") || has("The node was low on resource") {
-        "Evicted"
+        FailureKind::Evicted
     } else if has("exceeded its deadline")
         || has("DeadlineExceeded")
         || has("Max duration limit exceeded")
     {
-        "DeadlineExceeded"
+        FailureKind::DeadlineExceeded
     } else if has("ImagePull") || has("ErrImage") || has("InvalidImageName") {
-        "ImagePull"
+        FailureKind::ImagePull
     } else if has("pod deleted") {
-        "PodDeleted"
+        FailureKind::PodDeleted
     } else if has("Preempt") {
-        "Preempted"
+        FailureKind::Preempted
     } else if exit_code.is_some_and(|c| c != 0) || has("exit code") || phase == "Error" {
-        "Error"
+        FailureKind::Error
     } else {
-        "Failed"
+        FailureKind::Failed
     }
 }
 
@@ -1021,7 +1018,7 @@ mod tests {
     fn task_failures_are_classified_from_argo_messages() {
         let run = RunInfo::default();
         let terminated = RunInfo {
-            failure: "Terminated".into(),
+            failure: Some(FailureKind::Terminated),
             ..RunInfo::default()
         };
         let cases = [
@@ -1080,7 +1077,11 @@ mod tests {
             (&run, "Failed", "", None, "Failed"),
         ];
         for (run, phase, message, exit, want) in cases {
-            assert_eq!(task_failure(run, phase, message, exit), want, "{message}");
+            assert_eq!(
+                task_failure(run, phase, message, exit).as_str(),
+                want,
+                "{message}"
+            );
         }
     }
 }

@@ -4,7 +4,7 @@
 //! Pure: the same fact and configuration always give the same event, byte for byte once written
 //! by `sink_core::structured`.
 
-use crate::model::{Fact, FactKind};
+use crate::model::{Fact, FactKind, FailureKind};
 use cloudevents::{Event, EventBuilder, EventBuilderV10};
 use serde::Serialize;
 use serde_json::Value;
@@ -175,7 +175,7 @@ fn check_extension_name(name: &str) -> Result<(), EncodeError> {
 pub fn fact_id(fact: &Fact) -> String {
     let node = fact.task.as_ref().map_or("run", |t| t.node_id.as_str());
     let attempt = fact.task.as_ref().map_or(0, |t| t.attempt);
-    let category = fact.lifecycle.as_ref().map_or("", |l| l.category);
+    let category = fact.lifecycle.as_ref().map_or("", |l| l.category.as_str());
     let mut name = format!(
         "{}/{node}/{}/{attempt}/{category}",
         fact.run.uid,
@@ -344,8 +344,8 @@ fn data<'a>(fact: &'a Fact) -> Data<'a> {
             _ => task.map_or("", |t| t.phase.as_str()),
         },
         failure_reason: match fact.kind {
-            FactKind::RunFailed => &run.failure,
-            FactKind::TaskFailed => task.map_or("", |t| t.failure),
+            FactKind::RunFailed => run.failure.map_or("", FailureKind::as_str),
+            FactKind::TaskFailed => task.and_then(|t| t.failure).map_or("", FailureKind::as_str),
             _ => "",
         },
         node_id: task.map(|t| t.node_id.as_str()),
@@ -386,7 +386,7 @@ fn data<'a>(fact: &'a Fact) -> Data<'a> {
         retry_follows: fact.kind == FactKind::TaskFailed && task.is_some_and(|t| t.retry_follows),
         parameters: (!run.parameters.is_empty()).then_some(&run.parameters),
         lifecycle: fact.lifecycle.as_ref().map(|l| LifecycleData {
-            category: l.category,
+            category: l.category.as_str(),
             reason: l.reason,
             message: l.message.clone(),
             terminal: l.terminal,

@@ -6,7 +6,7 @@
 
 use crate::delivery::LaneStats;
 use crate::derive::{PodStart, Stats};
-use crate::model::{Fact, FactKind};
+use crate::model::{Fact, FactKind, FailureKind};
 use chrono::{DateTime, Utc};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -482,7 +482,7 @@ impl Metrics {
                 }
             }
             FactKind::TaskWarning => {
-                let category = fact.lifecycle.as_ref().map_or("", |l| l.category);
+                let category = fact.lifecycle.as_ref().map_or("", |l| l.category.as_str());
                 let mut labels = self.labels(&run.namespace, &run.pipeline_name, None);
                 labels.push(("category", category.to_owned()));
                 self.kfp.warnings.get_or_create(&labels).inc();
@@ -534,11 +534,11 @@ fn run_outcome(fact: &Fact) -> &'static str {
     if fact.kind == FactKind::RunSucceeded {
         return "succeeded";
     }
-    match fact.run.failure.as_str() {
-        "Error" => "error",
-        "Terminated" => "terminated",
-        "Stopped" => "stopped",
-        "DeadlineExceeded" => "deadline_exceeded",
+    match fact.run.failure {
+        Some(FailureKind::Error) => "error",
+        Some(FailureKind::Terminated) => "terminated",
+        Some(FailureKind::Stopped) => "stopped",
+        Some(FailureKind::DeadlineExceeded) => "deadline_exceeded",
         _ => "failed",
     }
 }

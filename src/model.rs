@@ -91,7 +91,7 @@ pub struct RunInfo {
     /// Run parameters: v1 `spec.arguments.parameters`, v2 the root driver's `parameterValues`.
     pub parameters: BTreeMap<String, Value>,
     /// Why a failed run failed: `Terminated`, `Stopped`, `DeadlineExceeded`, `Failed` or `Error`.
-    pub failure: String,
+    pub failure: Option<FailureKind>,
     /// Argo keeps the node statuses in its database; only run-level facts can be derived.
     pub nodes_offloaded: bool,
     /// Which attempt of the run this is: a retry (`argo retry`, KFP's retry) runs the same
@@ -168,11 +168,96 @@ impl RunInfo {
     }
 }
 
+/// A KEP-12843 lifecycle category. The discriminant is the category's bit in a checkpoint
+/// mark ([`Slot::bit`]) and fixed forever: checkpoints written by every version keep meaning the
+/// same category, whatever order the match table (whose order is the match priority) has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum LifecycleCategory {
+    ImagePull = 0,
+    Admission = 1,
+    Volume = 2,
+    Scheduling = 3,
+    Runtime = 4,
+    Node = 5,
+    Quota = 6,
+}
+
+impl LifecycleCategory {
+    /// Every category, by bit.
+    pub const ALL: [Self; 7] = [
+        Self::ImagePull,
+        Self::Admission,
+        Self::Volume,
+        Self::Scheduling,
+        Self::Runtime,
+        Self::Node,
+        Self::Quota,
+    ];
+
+    /// The name published (`Category`) and in the warning's id.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ImagePull => "ImagePull",
+            Self::Admission => "Admission",
+            Self::Volume => "Volume",
+            Self::Scheduling => "Scheduling",
+            Self::Runtime => "Runtime",
+            Self::Node => "Node",
+            Self::Quota => "Quota",
+        }
+    }
+
+    /// The category's bit index in a checkpoint mark.
+    pub fn bit(self) -> u8 {
+        self as u8
+    }
+}
+
+/// Why a run or a task attempt failed (`FailureReason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// The run's phase is Failed, or a task failed for no more precise reason.
+    Failed,
+    /// The run's phase is Error, or a task exited non-zero or errored.
+    Error,
+    /// KFP's terminate (`activeDeadlineSeconds: 0`) or `argo terminate`.
+    Terminated,
+    /// `argo stop`: exit handlers still run.
+    Stopped,
+    DeadlineExceeded,
+    OOMKilled,
+    Evicted,
+    ImagePull,
+    PodDeleted,
+    Preempted,
+    /// KFP v2: the task's driver failed (inputs, cache, pod spec).
+    DriverFailed,
+}
+
+impl FailureKind {
+    /// The name published (`FailureReason`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Failed => "Failed",
+            Self::Error => "Error",
+            Self::Terminated => "Terminated",
+            Self::Stopped => "Stopped",
+            Self::DeadlineExceeded => "DeadlineExceeded",
+            Self::OOMKilled => "OOMKilled",
+            Self::Evicted => "Evicted",
+            Self::ImagePull => "ImagePull",
+            Self::PodDeleted => "PodDeleted",
+            Self::Preempted => "Preempted",
+            Self::DriverFailed => "DriverFailed",
+        }
+    }
+}
+
 /// A pod lifecycle problem of a Pending task (KEP-12843).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lifecycle {
-    /// `ImagePull`, `Admission`, `Volume`, `Scheduling`, `Runtime` or `Node`.
-    pub category: &'static str,
+    pub category: LifecycleCategory,
     /// The pattern that matched, e.g. `ImagePullBackOff`.
     pub reason: &'static str,
     pub message: String,
@@ -213,7 +298,7 @@ pub struct TaskInfo {
     /// Why a failed attempt failed: `OOMKilled`, `Error` (a non-zero exit code), `Evicted`,
     /// `DeadlineExceeded`, `ImagePull`, `PodDeleted`, `Preempted`, `DriverFailed` (KFP v2),
     /// `Terminated`, `Stopped` or `Failed`; empty unless it failed.
-    pub failure: &'static str,
+    pub failure: Option<FailureKind>,
 }
 
 /// Where a fact was learned.
@@ -280,14 +365,15 @@ pub enum Slot {
     Started,
     /// One terminal fact per run or attempt, whatever the outcome.
     Terminal,
-    Warning(&'static str),
+    /// A lifecycle warning of a category (`None`: of none known, sharing the last bit).
+    Warning(Option<LifecycleCategory>),
 }
 
 impl Slot {
     pub fn of(kind: FactKind, lifecycle: Option<&Lifecycle>) -> Self {
         match kind {
             FactKind::RunStarted | FactKind::TaskStarted => Self::Started,
-            FactKind::TaskWarning => Self::Warning(lifecycle.map(|l| l.category).unwrap_or("")),
+            FactKind::TaskWarning => Self::Warning(lifecycle.map(|l| l.category)),
             _ => Self::Terminal,
         }
     }
@@ -301,7 +387,7 @@ impl Slot {
             Self::Started => 1,
             Self::Terminal => 2,
             Self::Warning(category) => {
-                let index = crate::derive::lifecycle::bit(category).unwrap_or(13);
+                let index = category.map_or(13, |c| c.bit());
                 4 << index.min(13)
             }
         }

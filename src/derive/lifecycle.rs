@@ -13,14 +13,12 @@
 //! they are not here. Volume comes before scheduling because a volume problem surfaces inside an
 //! `Unschedulable: …` message; Quota before Admission, whose `is forbidden` it contains.
 
-use crate::model::Lifecycle;
+use crate::model::{Lifecycle, LifecycleCategory};
 
 struct Class {
-    category: &'static str,
-    /// The category's bit in a checkpoint mark ([`crate::model::Slot::bit`]): fixed forever,
-    /// whatever the table's order (which is the match priority), or persisted marks would mean
-    /// another category after an upgrade.
-    bit: u8,
+    /// Its checkpoint bit is the enum's, fixed forever, whatever the table's order (which is the
+    /// match priority).
+    category: LifecycleCategory,
     /// The category does not resolve by waiting (the KEP applies its failure timeout to image
     /// pull, admission and volume failures); the others may.
     terminal: bool,
@@ -50,8 +48,7 @@ const TABLE: &[Class] = &[
     // keeps trying to create the pod (`isExceededQuotaErr`, `isResourceQuotaConflictErr`,
     // `isResourceQuotaTimeoutErr` through `IsTransientErr`); it resolves when other pods end.
     Class {
-        category: "Quota",
-        bit: 6,
+        category: LifecycleCategory::Quota,
         terminal: false,
         patterns: &[
             any("exceeded quota"),
@@ -63,8 +60,7 @@ const TABLE: &[Class] = &[
     // `RegistryUnavailable` and `SignatureValidationFailed`). The kubelet retries for ever; only
     // a pushed image, a new pull secret or a registry back up fixes it.
     Class {
-        category: "ImagePull",
-        bit: 0,
+        category: LifecycleCategory::ImagePull,
         terminal: true,
         patterns: &[
             any("ImagePullBackOff"),
@@ -83,8 +79,7 @@ const TABLE: &[Class] = &[
     // `is forbidden` counts only in the API server's `pods "<name>" is forbidden: …`, not inside
     // a kubelet message.
     Class {
-        category: "Admission",
-        bit: 1,
+        category: LifecycleCategory::Admission,
         terminal: true,
         patterns: &[
             Pattern {
@@ -99,8 +94,7 @@ const TABLE: &[Class] = &[
     // `Unschedulable: …`. `unbound immediate PersistentVolumeClaims` also shows for seconds on
     // healthy runs while a provisioner creates the volume.
     Class {
-        category: "Volume",
-        bit: 2,
+        category: LifecycleCategory::Volume,
         terminal: true,
         patterns: &[
             any("unbound immediate PersistentVolumeClaims"),
@@ -112,8 +106,7 @@ const TABLE: &[Class] = &[
     // The PodScheduled condition's `Unschedulable` (`Insufficient cpu`, taints, selectors): it
     // may resolve when capacity frees up or the autoscaler adds a node.
     Class {
-        category: "Scheduling",
-        bit: 3,
+        category: LifecycleCategory::Scheduling,
         terminal: false,
         patterns: &[any("Unschedulable")],
     },
@@ -121,8 +114,7 @@ const TABLE: &[Class] = &[
     // ConfigMap (`CreateContainerConfigError`) keeps the pod Pending until someone creates it:
     // nothing retries or fails it, so it does not fix itself.
     Class {
-        category: "Runtime",
-        bit: 4,
+        category: LifecycleCategory::Runtime,
         terminal: false,
         patterns: &[
             Pattern {
@@ -139,17 +131,11 @@ const TABLE: &[Class] = &[
     // ran and sets the node Pending again: `Pod auto-restarting due to <Reason>: <message>`
     // (`Evicted`, `NodeShutdown`, `NodeAffinity`, `UnexpectedAdmissionError`; `pod_restart.go`).
     Class {
-        category: "Node",
-        bit: 5,
+        category: LifecycleCategory::Node,
         terminal: false,
         patterns: &[any("Evicted"), any("Pod auto-restarting due to")],
     },
 ];
-
-/// The checkpoint bit of `category` (see [`Class::bit`]).
-pub fn bit(category: &str) -> Option<u8> {
-    TABLE.iter().find(|c| c.category == category).map(|c| c.bit)
-}
 
 /// Every category, in table order, with whether it is terminal and its patterns as the docs
 /// write them (`` `is forbidden` (in a message starting `pods "`) ``).
@@ -169,7 +155,7 @@ pub fn categories() -> impl Iterator<Item = (&'static str, bool, Vec<String>)> {
                 text
             })
             .collect();
-        (c.category, c.terminal, patterns)
+        (c.category.as_str(), c.terminal, patterns)
     })
 }
 
@@ -304,7 +290,7 @@ mod tests {
         for (message, category, reason, terminal) in cases {
             let got = classify(message).unwrap_or_else(|| panic!("{message} not classified"));
             assert_eq!(
-                (got.category, got.reason, got.terminal),
+                (got.category.as_str(), got.reason, got.terminal),
                 (category, reason, terminal),
                 "{message}"
             );
@@ -312,23 +298,31 @@ mod tests {
         }
     }
 
-    /// The bits persisted in checkpoints before the table had a fixed bit per category were
-    /// the table positions of the time.
+    /// The bits persisted in checkpoints: until 2026-12-01 a category's table position (six
+    /// categories), then Quota's 6. Pinned, with the names (the name is part of a warning's id).
     #[test]
     fn category_bits_are_those_checkpoints_hold() {
-        let before = [
-            "ImagePull",
-            "Admission",
-            "Volume",
-            "Scheduling",
-            "Runtime",
-            "Node",
+        use crate::model::LifecycleCategory::{self, *};
+        let pinned = [
+            (ImagePull, 0, "ImagePull"),
+            (Admission, 1, "Admission"),
+            (Volume, 2, "Volume"),
+            (Scheduling, 3, "Scheduling"),
+            (Runtime, 4, "Runtime"),
+            (Node, 5, "Node"),
+            (Quota, 6, "Quota"),
         ];
-        for (position, category) in before.iter().enumerate() {
-            assert_eq!(super::bit(category), Some(position as u8), "{category}");
+        for (category, bit, name) in pinned {
+            assert_eq!((category.bit(), category.as_str()), (bit, name));
         }
-        let bits: std::collections::BTreeSet<u8> = super::TABLE.iter().map(|c| c.bit).collect();
-        assert_eq!(bits.len(), super::TABLE.len(), "a bit per category");
+        assert_eq!(LifecycleCategory::ALL.len(), pinned.len());
+        let tabled: std::collections::BTreeSet<LifecycleCategory> =
+            super::TABLE.iter().map(|c| c.category).collect();
+        assert_eq!(
+            tabled.len(),
+            super::TABLE.len(),
+            "a category once in the table"
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! What a fact says about its run, read from the Workflow: KFP labels and annotations, the run's
 //! parameters (which live in different places in KFP v1 and v2) and why a failed run failed.
 
-use crate::model::RunInfo;
+use crate::model::{FailureKind, RunInfo};
 use crate::source::objects::Workflow;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -39,8 +39,8 @@ pub fn run_info(wf: &Workflow) -> RunInfo {
     let status = wf.status.clone().unwrap_or_default();
     let v2 = is_kfp_v2(wf);
     let failure = match status.phase.as_str() {
-        "Failed" | "Error" => failure_kind(wf, &status.phase, &status.message),
-        _ => String::new(),
+        "Failed" | "Error" => Some(failure_kind(wf, &status.phase, &status.message)),
+        _ => None,
     };
     RunInfo {
         uid: meta.uid.clone(),
@@ -81,19 +81,21 @@ pub fn run_info(wf: &Workflow) -> RunInfo {
 /// KFP terminates by `activeDeadlineSeconds: 0` (backend `execution_spec.go`), Argo's CLI by
 /// `spec.shutdown`; a deadline shows up in the message. Argo emits `WorkflowFailed` for all of
 /// them, so the data is where a consumer can tell them apart.
-fn failure_kind(wf: &Workflow, phase: &str, message: &str) -> String {
+fn failure_kind(wf: &Workflow, phase: &str, message: &str) -> FailureKind {
     let lower = message.to_ascii_lowercase();
     if wf.spec.shutdown == "Terminate" || wf.spec.active_deadline_seconds == Some(0) {
-        "Terminated".into()
+        FailureKind::Terminated
     } else if wf.spec.shutdown == "Stop" {
-        "Stopped".into()
+        FailureKind::Stopped
     } else if lower.contains("deadline")
         || lower.contains("timed out")
         || lower.contains("max duration")
     {
-        "DeadlineExceeded".into()
+        FailureKind::DeadlineExceeded
+    } else if phase == "Error" {
+        FailureKind::Error
     } else {
-        phase.into()
+        FailureKind::Failed
     }
 }
 
