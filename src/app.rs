@@ -4,9 +4,10 @@ use crate::admin::Admin;
 use crate::cli::{DeliveryPlan, ReplayArgs, ResendArgs};
 use crate::delivery::Delivery;
 use crate::derive::{Deriver, Stats};
+use crate::pipeline::{self, Finish, Pipeline, Stage};
 use crate::route::Route;
 use crate::sinks;
-use crate::source::replay::{self, ReplayCounts};
+use crate::source::lines::ReplayCounts;
 use crate::source::resend;
 use sink_core::Sink;
 use std::io::BufRead;
@@ -187,18 +188,18 @@ async fn deliver(
     mut rx: tokio::sync::mpsc::Receiver<Vec<cloudevents::Event>>,
     admin: Option<&mut Admin>,
 ) -> Delivered {
-    let mut delivery = Delivery::start(routes, dead_letter, &plan.lanes, &plan.retry);
-    let lanes = delivery.stats();
+    let delivery = Delivery::start(routes, dead_letter, &plan.lanes, &plan.retry);
     if let Some(admin) = admin {
         admin.watch_delivery(&delivery);
     }
+    let mut pipeline = Pipeline::untracked(delivery);
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     let mut interrupted = false;
     let intake = async {
         while let Some(events) = rx.recv().await {
             for event in events {
-                delivery.send(event).await;
+                pipeline.send(event).await;
             }
         }
     };
@@ -208,7 +209,6 @@ async fn deliver(
     }
     // Dropping the receiver stops the reader at its next batch.
     drop(rx);
-    let unrouted = delivery.unrouted();
     let timeout = plan.shutdown_timeout;
     let give_up = async move {
         if !interrupted {
@@ -216,10 +216,12 @@ async fn deliver(
         }
         tokio::time::sleep(timeout).await;
     };
-    let unfinished = delivery.finish(give_up).await;
-    let sinks = lanes
+    let finished = pipeline.finish_untracked(give_up).await;
+    let unrouted = finished.unrouted;
+    let sinks = finished
+        .lanes
         .iter()
-        .map(|(name, lane)| SinkReport::from_lane(name, lane, &unfinished))
+        .map(|(name, lane)| SinkReport::from_lane(name, lane, &finished.unfinished))
         .collect();
     Delivered {
         sinks,
@@ -260,12 +262,11 @@ pub async fn replay_with(
     let reader = std::thread::Builder::new()
         .name("replay-reader".into())
         .spawn(move || {
-            let mut deriver = Deriver::new(derive);
-            let counts =
-                replay::replay(input, &mut deriver, &encode, metrics.as_deref(), |events| {
-                    tx.blocking_send(events).is_ok()
-                });
-            (counts, deriver.stats().clone())
+            let mut stage = Stage::new(Deriver::new(derive), encode, Finish::AtDerive);
+            let counts = pipeline::replay(input, &mut stage, metrics.as_deref(), |events| {
+                tx.blocking_send(events).is_ok()
+            });
+            (counts, stage.deriver().stats().clone())
         })
         .map_err(|source| AppError::Input {
             path: path.clone(),

@@ -27,6 +27,7 @@ pub mod encode;
 pub mod leader;
 pub mod metrics;
 pub mod model;
+pub mod pipeline;
 pub mod route;
 pub mod run;
 pub mod sinks;

@@ -5,18 +5,19 @@
 
 use crate::admin::Admin;
 use crate::app::{AppError, Outcome, ReplayReport, SinkReport, open_sinks_with, shutdown_signal};
-use crate::checkpoint::{Checkpoint, CheckpointSpec, Progress};
+use crate::checkpoint::{Checkpoint, CheckpointSpec};
 use crate::cli::{RecordArgs, RunArgs};
 use crate::delivery::Delivery;
 use crate::derive::Deriver;
-use crate::encode;
 use crate::leader::{Elector, LeaseConfig};
-use crate::metrics::{Metrics, Role};
+use crate::metrics::Role;
+use crate::pipeline::presence::Presence;
+use crate::pipeline::progress;
+use crate::pipeline::{Finish, Pipeline, Stage, Staged};
 use crate::source::live::{self, Input};
-use crate::source::recording::{Change, Observed};
 use chrono::Utc;
 use futures_util::StreamExt;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashSet;
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -24,10 +25,6 @@ use std::time::Duration;
 
 /// Where a pod finds its own namespace.
 const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
-
-/// How long Event facts of a workflow the Workflow watch has not shown are held before the
-/// workflow counts as gone (deleted before the bridge saw it) and its Events speak for it.
-const UNSEEN_GRACE: Duration = Duration::from_secs(10);
 
 /// How often retention is applied.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
@@ -66,23 +63,6 @@ fn default_identity() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     format!("{host}_{:x}{nanos:08x}", std::process::id())
-}
-
-/// What the watches have shown to exist, per workflow watch.
-#[derive(Default)]
-struct Presence {
-    alive: Vec<HashSet<String>>,
-    listing: Vec<Option<HashSet<String>>>,
-    /// Deleted workflows, forgotten by the deriver once the retention has passed.
-    deleted: VecDeque<(i64, String)>,
-    /// Workflows with held Event facts that no Workflow watch shows, since when.
-    unseen: HashMap<String, tokio::time::Instant>,
-}
-
-impl Presence {
-    fn is_alive(&self, uid: &str) -> bool {
-        self.alive.iter().any(|a| a.contains(uid))
-    }
 }
 
 /// `run`: until a signal (exit 0 once in-flight events are done or the shutdown timeout passed)
@@ -193,7 +173,7 @@ pub async fn run_with(
     derive_config.history_before = Some(Utc::now() - retention);
     derive_config.defer_event_facts = true;
     let mut deriver = Deriver::new(derive_config);
-    checkpoint.restore(&mut deriver);
+    progress::restore(&checkpoint, &mut deriver);
     tracing::info!(
         checkpoint = ?spec,
         entries = checkpoint.len(),
@@ -201,38 +181,24 @@ pub async fn run_with(
     );
 
     let delivery = Delivery::start(sinks.0, sinks.1, &plan.lanes, &plan.retry);
-    let lanes = delivery.stats();
     if let Some(admin) = admin.as_mut() {
         admin.watch_delivery(&delivery);
     }
-    let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    let mut stage = Stage::new(deriver, encode_config, Finish::OnAck);
+    let mut pipeline = Pipeline::tracked(delivery, checkpoint, plan.lanes.window, metrics.clone());
     let (watch_ids, mut inputs) = live::watch(&client, &args.watch.config());
     if let Some(m) = &metrics {
         m.watches(&watch_ids);
     }
-    let mut live = Live {
-        deriver,
-        checkpoint,
-        progress: Progress::default(),
-        delivery,
-        done_tx,
-        done_rx,
-        encode: encode_config,
-        undurable_max: plan.lanes.window,
-        report: ReplayReport::default(),
-        metrics: metrics.clone(),
-    };
-    let mut presence = Presence {
-        alive: vec![HashSet::new(); watch_ids.len()],
-        listing: vec![None; watch_ids.len()],
-        ..Presence::default()
-    };
-    let mut synced = vec![false; watch_ids.len()];
+    let mut report = ReplayReport::default();
+    let mut presence = Presence::new(
+        watch_ids
+            .iter()
+            .map(|id| id.resource == "workflows")
+            .collect(),
+    );
     // Objects reported as unreadable (by uid), so each is logged once.
     let mut undecodable: HashSet<String> = HashSet::new();
-    // A watch that failed or is re-listing, until it delivers again. While a Workflow watch is
-    // down the Event watch can run ahead of it by any time, so nothing counts as unseen then.
-    let mut down = vec![false; watch_ids.len()];
     let sweep_unseen = args.watch.config().label_selector.is_none();
     let mut flush = tokio::time::interval(flush_every);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -257,24 +223,27 @@ pub async fn run_with(
                 return Err(AppError::LeadershipLost);
             }
             () = &mut shutdown => {
-                live.report.interrupted = true;
+                report.interrupted = true;
                 break;
             }
-            Some(token) = live.done_rx.recv() => {
-                live.done(token);
+            Some(token) = pipeline.next_done() => {
+                pipeline.done(token, &mut stage);
                 continue;
             }
             _ = flush.tick() => {
-                live.flush().await;
+                pipeline.flush().await;
                 continue;
             }
             // With a label selector an unseen workflow may just be filtered out, not deleted:
             // its Events then speak only through its DELETED watch event.
-            _ = sweep.tick(), if sweep_unseen && watch_ids.iter().enumerate().all(|(i, id)| id.resource != "workflows" || (synced[i] && !down[i])) => {
-                Next::Facts(unseen_gone(&mut live.deriver, &mut presence))
+            _ = sweep.tick(), if sweep_unseen && presence.workflows_known() => {
+                let facts = presence.unseen_gone(stage.deriver_mut());
+                Next::Staged(stage.staged(facts))
             }
             _ = prune.tick() => {
-                apply_retention(&mut live.checkpoint, &mut live.deriver, &mut presence, retention);
+                if let Some(checkpoint) = pipeline.checkpoint_mut() {
+                    presence.apply_retention(checkpoint, stage.deriver_mut(), retention);
+                }
                 continue;
             }
             input = inputs.next() => match input {
@@ -282,35 +251,24 @@ pub async fn run_with(
                 None => break,
             },
         };
-        let facts = match input {
-            Next::Facts(facts) => facts,
+        let staged = match input {
+            Next::Staged(staged) => staged,
             Next::Input(Input::Listing(i)) => {
                 if let Some(m) = &metrics {
                     m.watch_listing(i);
                 }
-                went_down(&mut down, i, &watch_ids, &mut presence);
-                if watch_ids[i].resource == "workflows" {
-                    presence.listing[i] = Some(HashSet::new());
-                }
+                presence.listing(i);
                 continue;
             }
             Next::Input(Input::Listed(i)) => {
-                let mut facts = Vec::new();
-                if let Some(listed) = presence.listing[i].take() {
-                    // Workflows gone while the watch was away: their Events speak for them now.
-                    for uid in presence.alive[i].difference(&listed) {
-                        facts.extend(live.deriver.gone(uid));
-                    }
-                    presence.alive[i] = listed;
-                }
-                if !std::mem::replace(&mut synced[i], true) {
+                let (facts, first) = presence.listed(i, stage.deriver_mut());
+                if first {
                     tracing::info!(watch = %watch_ids[i], "watch synced");
                 }
                 if let Some(m) = &metrics {
                     m.watch_listed(i);
                 }
-                down[i] = false;
-                facts
+                stage.staged(facts)
             }
             Next::Input(Input::Undecodable {
                 watch,
@@ -319,14 +277,14 @@ pub async fn run_with(
                 error,
             }) => {
                 // Skipped like a bad recording line; logged once per object, counted each time.
-                live.report.counts.bad_lines += 1;
+                report.counts.bad_lines += 1;
                 let key = if uid.is_empty() { name.clone() } else { uid };
                 if undecodable.insert(key) {
                     tracing::warn!(watch = %watch_ids[watch], object = %name, error = %error, "object cannot be read; skipped (further changes to it are counted in kfp_event_bridge_decode_errors_total)");
                 }
                 if let Some(m) = &metrics {
                     m.watch_event(watch);
-                    m.derive_stats(live.deriver.stats(), live.report.counts.bad_lines);
+                    m.derive_stats(stage.deriver().stats(), report.counts.bad_lines);
                 }
                 continue;
             }
@@ -335,39 +293,42 @@ pub async fn run_with(
                 if let Some(m) = &metrics {
                     m.watch_failed(i, &err);
                 }
-                went_down(&mut down, i, &watch_ids, &mut presence);
+                presence.failed(i);
                 continue;
             }
             Next::Input(Input::Observed(index, observed)) => {
-                down[index] = false;
-                let facts = observe(&mut live, &mut presence, index, &observed);
-                let starts = live.deriver.take_pod_starts();
+                report.counts.lines += 1;
+                let facts = presence.observe(index, &observed, stage.deriver_mut());
+                let staged = stage.staged(facts);
                 if let Some(m) = &metrics {
                     m.watch_event(index);
                     // A pod seen past Pending while its watch replays a list was not just seen
                     // starting: only changes the synced watch delivers are timed.
-                    if synced[index] && presence.listing[index].is_none() {
-                        m.pod_starts(&starts, Utc::now());
+                    if presence.current(index) {
+                        m.pod_starts(&staged.pod_starts, Utc::now());
                     }
-                    m.derive_stats(live.deriver.stats(), live.report.counts.bad_lines);
+                    m.derive_stats(stage.deriver().stats(), report.counts.bad_lines);
                 }
-                facts
+                staged
             }
         };
+        for (level, notice) in &staged.notices {
+            crate::derive::log_notice(*level, notice, None);
+        }
         if let Some(m) = &metrics {
-            m.facts(&facts);
+            m.facts(&staged.facts);
         }
         // Sending waits while the lanes are full; a signal or a lost Lease must still get through.
         let interrupt = tokio::select! {
             biased;
             () = &mut lost => Some(true),
             () = &mut shutdown => Some(false),
-            () = live.publish(facts) => None,
+            () = pipeline.publish(&mut stage, staged.facts) => None,
         };
         match interrupt {
             Some(true) => return Err(AppError::LeadershipLost),
             Some(false) => {
-                live.report.interrupted = true;
+                report.interrupted = true;
                 break;
             }
             None => {}
@@ -376,45 +337,23 @@ pub async fn run_with(
 
     // Shutdown: the lanes finish what they hold (up to the timeout), the done facts are
     // recorded, the checkpoint written, the Lease given up.
-    let Live {
-        mut deriver,
-        mut checkpoint,
-        mut progress,
-        delivery,
-        mut done_rx,
-        mut report,
-        ..
-    } = live;
     tracing::info!(
-        in_flight = progress.in_flight(),
+        in_flight = pipeline.in_flight(),
         "stopping: waiting for in-flight events"
     );
-    report.unrouted = delivery.unrouted();
-    let unfinished = delivery
-        .finish(tokio::time::sleep(plan.shutdown_timeout))
+    report.counts.events = pipeline.sent();
+    let finished = pipeline
+        .finish(&mut stage, tokio::time::sleep(plan.shutdown_timeout))
         .await;
-    while let Ok(token) = done_rx.try_recv() {
-        progress.done(token, &mut checkpoint, &mut deriver, Utc::now().timestamp());
-    }
-    match checkpoint.flush().await {
-        Ok(()) => tracing::info!(
-            entries = checkpoint.len(),
-            writes = checkpoint.stats().writes,
-            failures = checkpoint.stats().failures,
-            "checkpoint written"
-        ),
-        Err(err) => tracing::error!(
-            error = %err,
-            "final checkpoint write failed; undone facts will be published again"
-        ),
-    }
+    report.unrouted = finished.unrouted;
     if let Some(leadership) = leadership {
         leadership.release().await;
     }
-    report.stats = deriver.stats().clone();
-    report.sinks = lanes
+    report.stats = stage.deriver().stats().clone();
+    report.sinks = finished
+        .lanes
         .iter()
-        .map(|(name, lane)| SinkReport::from_lane(name, lane, &unfinished))
+        .map(|(name, lane)| SinkReport::from_lane(name, lane, &finished.unfinished))
         .collect();
     let outcome = if report
         .sinks
@@ -428,177 +367,10 @@ pub async fn run_with(
     Ok((outcome, report))
 }
 
-/// Watch `i` failed or re-lists: if it watches Workflows, the unseen timers start over once it
-/// is back.
-fn went_down(down: &mut [bool], i: usize, ids: &[live::WatchId], presence: &mut Presence) {
-    down[i] = true;
-    if ids[i].resource == "workflows" {
-        presence.unseen.clear();
-    }
-}
-
-/// Workflows whose Events arrived but which no Workflow watch has shown for a while were
-/// deleted before the bridge saw them: their held Event facts come out.
-fn unseen_gone(deriver: &mut Deriver, presence: &mut Presence) -> Vec<crate::model::Fact> {
-    let now = tokio::time::Instant::now();
-    let holding = deriver.holding();
-    presence.unseen.retain(|uid, _| holding.contains(uid));
-    let mut facts = Vec::new();
-    for uid in holding {
-        if presence.is_alive(&uid) {
-            presence.unseen.remove(&uid);
-            continue;
-        }
-        let since = *presence.unseen.entry(uid.clone()).or_insert(now);
-        if now.duration_since(since) >= UNSEEN_GRACE {
-            presence.unseen.remove(&uid);
-            facts.extend(deriver.gone(&uid));
-        }
-    }
-    facts
-}
-
-/// Notes which workflows exist, and derives the facts an observation brings.
-fn observe(
-    live: &mut Live,
-    presence: &mut Presence,
-    index: usize,
-    observed: &Observed,
-) -> Vec<crate::model::Fact> {
-    live.report.counts.lines += 1;
-    if let Observed::Workflow(change, wf) = observed {
-        let uid = wf.metadata.uid.clone();
-        if *change == Change::Deleted {
-            presence.alive[index].remove(&uid);
-            presence
-                .deleted
-                .push_back((Utc::now().timestamp(), uid.clone()));
-            // What the final status showed comes first, then what only its Events said.
-            let mut facts = live.deriver.observe(observed);
-            facts.extend(live.deriver.gone(&uid));
-            return facts;
-        } else {
-            if let Some(listing) = &mut presence.listing[index] {
-                listing.insert(uid.clone());
-            }
-            presence.alive[index].insert(uid);
-        }
-    }
-    let facts = live.deriver.observe(observed);
-    for (level, notice) in live.deriver.take_notices() {
-        crate::derive::log_notice(level, &notice, None);
-    }
-    facts
-}
-
 /// What the main loop acts on next.
 enum Next {
     Input(Input),
-    Facts(Vec<crate::model::Fact>),
-}
-
-/// The live pipeline's state between the watches and the lanes.
-struct Live {
-    deriver: Deriver,
-    checkpoint: Checkpoint,
-    progress: Progress,
-    delivery: Delivery,
-    done_tx: tokio::sync::mpsc::UnboundedSender<u64>,
-    done_rx: tokio::sync::mpsc::UnboundedReceiver<u64>,
-    encode: encode::EncodeConfig,
-    /// Facts sent but not durably recorded as done (in flight, or done since the last checkpoint
-    /// write) are kept at most this many: what a `kill -9` can make the next start send again.
-    undurable_max: usize,
-    report: ReplayReport,
-    metrics: Option<Arc<Metrics>>,
-}
-
-impl Live {
-    fn done(&mut self, token: u64) {
-        self.progress.done(
-            token,
-            &mut self.checkpoint,
-            &mut self.deriver,
-            Utc::now().timestamp(),
-        );
-    }
-
-    async fn flush(&mut self) {
-        if let Err(err) = self.checkpoint.flush().await {
-            tracing::warn!(error = %err, "checkpoint write failed; retrying at the next flush");
-        }
-        if let Some(m) = &self.metrics {
-            let stats = self.checkpoint.stats();
-            m.checkpoint(stats.writes, stats.failures);
-        }
-    }
-
-    /// Encodes and sends facts, keeping the undurable ones within bounds: when the bound is
-    /// reached the checkpoint is written, or the oldest in flight awaited.
-    async fn publish(&mut self, facts: Vec<crate::model::Fact>) {
-        for fact in facts {
-            let event = match encode::encode(&fact, &self.encode) {
-                Ok(event) => event,
-                Err(err) => {
-                    tracing::error!(error = %err, "fact could not be encoded");
-                    continue;
-                }
-            };
-            while self.progress.in_flight() + self.checkpoint.unflushed() >= self.undurable_max {
-                // Write once at least half the bound is done-but-unwritten (or nothing is in
-                // flight): writes cover many facts each, and the bound still holds.
-                let unflushed = self.checkpoint.unflushed();
-                if unflushed > 0
-                    && (unflushed >= self.undurable_max.div_ceil(2)
-                        || self.progress.in_flight() == 0)
-                {
-                    self.flush().await;
-                    if self.checkpoint.unflushed() > 0 {
-                        // The store refuses writes: wait a little rather than spin.
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                } else if let Some(token) = self.done_rx.recv().await {
-                    self.done(token);
-                }
-            }
-            // An offloaded run keeps its marks instead of shrinking to a tombstone.
-            let run_end = fact.closes_run().then(|| {
-                let at = fact
-                    .time
-                    .map_or_else(|| Utc::now().timestamp(), |t| t.timestamp());
-                (at, crate::model::Outcome::of_phase(&fact.run.phase))
-            });
-            let token = self
-                .progress
-                .add(&fact.run.uid, fact.mark(), fact.run.attempt, run_end);
-            self.report.counts.events += 1;
-            self.delivery
-                .send_tracked(event, token, &self.done_tx)
-                .await;
-        }
-    }
-}
-
-fn apply_retention(
-    checkpoint: &mut Checkpoint,
-    deriver: &mut Deriver,
-    presence: &mut Presence,
-    retention: Duration,
-) {
-    let now = Utc::now();
-    let horizon = now - retention;
-    deriver.set_history_before(Some(horizon));
-    let before = horizon.timestamp();
-    for uid in checkpoint.prune(before, |uid| presence.is_alive(uid)) {
-        deriver.forget(&uid);
-    }
-    while presence.deleted.front().is_some_and(|(at, _)| *at < before) {
-        if let Some((_, uid)) = presence.deleted.pop_front()
-            && !presence.is_alive(&uid)
-        {
-            deriver.forget(&uid);
-        }
-    }
+    Staged(Staged),
 }
 
 /// `record FILE`: writes every watch event of the same watches `run` uses as a recording line,

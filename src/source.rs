@@ -1,8 +1,9 @@
-//! Inputs: the Kubernetes object shapes the bridge reads and the recordings `replay` feeds through
-//! the same derivation as the live watches, and files of CloudEvents `resend` publishes again.
+//! Inputs: the Kubernetes object shapes the bridge reads, the watches that read them live, the
+//! recording format, input files read line by line, and files of CloudEvents `resend` publishes
+//! again.
 
+pub mod lines;
 pub mod live;
 pub mod objects;
 pub mod recording;
-pub mod replay;
 pub mod resend;

@@ -1,7 +1,7 @@
 //! `resend`: reads structured CloudEvents (one JSON object per line — a dead-letter file, a
 //! `replay` output) and hands them to delivery again, without the dead-letter extensions.
 
-use super::replay::{ReplayCounts, read_line, report_bad_line};
+use super::lines::{ReplayCounts, read_line, report_bad_line};
 use crate::delivery::{DEAD_LETTER_REASON, DEAD_LETTER_SINK};
 use cloudevents::event::{Data, EventBuilder, EventBuilderV10};
 use cloudevents::{AttributesReader, Event};

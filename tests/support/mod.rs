@@ -10,7 +10,8 @@ pub mod rabbit_server;
 
 use kfp_event_bridge::derive::{DeriveConfig, Deriver};
 use kfp_event_bridge::encode::EncodeConfig;
-use kfp_event_bridge::source::replay;
+use kfp_event_bridge::pipeline::{self, Finish, Stage};
+use kfp_event_bridge::source::lines::ReplayCounts;
 use std::path::{Path, PathBuf};
 
 pub fn recordings_dir() -> PathBuf {
@@ -55,15 +56,18 @@ pub fn all_recording_files() -> Vec<PathBuf> {
 }
 
 /// Replays `input` through `deriver`, returning each event as its structured JSON line.
-pub fn replay_bytes(input: &[u8], deriver: &mut Deriver) -> (replay::ReplayCounts, Vec<String>) {
+pub fn replay_bytes(input: &[u8], deriver: &mut Deriver) -> (ReplayCounts, Vec<String>) {
     let mut lines = Vec::new();
-    let counts = replay::replay(input, deriver, &EncodeConfig::default(), None, |events| {
+    let taken = std::mem::replace(deriver, Deriver::new(DeriveConfig::default()));
+    let mut stage = Stage::new(taken, EncodeConfig::default(), Finish::AtDerive);
+    let counts = pipeline::replay(input, &mut stage, None, |events| {
         for event in &events {
             lines.push(String::from_utf8(sink_core::structured::to_vec(event)).expect("utf-8"));
         }
         true
     })
     .expect("reading from memory cannot fail");
+    *deriver = stage.into_deriver();
     (counts, lines)
 }
 

@@ -1,0 +1,411 @@
+//! The pipeline: an observation → facts → events ([`Stage`]), then the lanes to the sinks. Live
+//! and `replay` run the same stage; their difference is one policy, [`Finish`]: live, a run's
+//! state shrinks to a tombstone once every sink finished with its facts (the checkpoint's
+//! progress); in a replay, once they are derived.
+
+pub mod presence;
+pub mod progress;
+
+use crate::checkpoint::Checkpoint;
+use crate::delivery::{Delivery, LaneStats, Unfinished};
+use crate::derive::{Deriver, PodStart};
+use crate::encode::{self, EncodeConfig};
+use crate::metrics::Metrics;
+use crate::model::{Fact, Origin, Outcome};
+use crate::source::lines::{ReplayCounts, read_line, report_bad_line};
+use crate::source::recording::{self, Observed};
+use chrono::Utc;
+use cloudevents::Event;
+use progress::Progress;
+use std::io::BufRead;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// When a run that ended stops being tracked in full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// When its facts are acknowledged (live: [`progress::Progress`] says so).
+    OnAck,
+    /// When its status shows it closed (a replay: nothing is acknowledged later). Not on an
+    /// Event's word: the status, with the task facts, may follow.
+    AtDerive,
+}
+
+/// One observation's worth: the facts, and what the caller reports — notices to log, pods seen
+/// leaving Pending (timed live only).
+#[derive(Debug, Default)]
+pub struct Staged {
+    pub facts: Vec<Fact>,
+    pub notices: Vec<(tracing::Level, String)>,
+    pub pod_starts: Vec<PodStart>,
+}
+
+/// Observation → facts → events.
+pub struct Stage {
+    deriver: Deriver,
+    encode: EncodeConfig,
+    finish: Finish,
+}
+
+impl Stage {
+    pub fn new(deriver: Deriver, encode: EncodeConfig, finish: Finish) -> Self {
+        Self {
+            deriver,
+            encode,
+            finish,
+        }
+    }
+
+    /// Derives what `observed` brings.
+    pub fn observe(&mut self, observed: &Observed) -> Staged {
+        let facts = self.deriver.observe(observed);
+        if self.finish == Finish::AtDerive {
+            // A run its status shows closed derives nothing more: its state shrinks to the
+            // uid, as it does live once its facts are delivered (a recording of thousands of
+            // runs otherwise keeps them all).
+            for fact in facts
+                .iter()
+                .filter(|f| f.closes_run() && f.origin == Origin::Status)
+            {
+                self.deriver.finish(&fact.run.uid, fact.run.attempt.retries);
+            }
+        }
+        self.staged(facts)
+    }
+
+    /// Facts derived outside an observation (a workflow found gone), with what came with them.
+    pub fn staged(&mut self, facts: Vec<Fact>) -> Staged {
+        Staged {
+            facts,
+            notices: self.deriver.take_notices(),
+            pod_starts: self.deriver.take_pod_starts(),
+        }
+    }
+
+    /// The CloudEvent of `fact`; `None` (said at error level) if it cannot be encoded —
+    /// configuration is validated up front, so that is a bug, and the rest goes on.
+    pub fn encode(&self, fact: &Fact) -> Option<Event> {
+        match encode::encode(fact, &self.encode) {
+            Ok(event) => Some(event),
+            Err(err) => {
+                tracing::error!(error = %err, run = %fact.run.uid, "fact could not be encoded");
+                None
+            }
+        }
+    }
+
+    pub fn deriver(&self) -> &Deriver {
+        &self.deriver
+    }
+
+    pub fn deriver_mut(&mut self) -> &mut Deriver {
+        &mut self.deriver
+    }
+
+    pub fn into_deriver(self) -> Deriver {
+        self.deriver
+    }
+}
+
+/// The publishing half: events into the lanes and, tracked, what the sinks finished with into
+/// the checkpoint.
+pub struct Pipeline {
+    delivery: Delivery,
+    tracking: Option<Tracking>,
+    /// Events handed to the lanes.
+    sent: u64,
+}
+
+/// Live: facts are tracked from the lanes to the checkpoint ([`progress`]).
+struct Tracking {
+    checkpoint: Checkpoint,
+    progress: Progress,
+    done_tx: tokio::sync::mpsc::UnboundedSender<u64>,
+    done_rx: tokio::sync::mpsc::UnboundedReceiver<u64>,
+    /// Facts sent but not durably recorded as done (in flight, or done since the last checkpoint
+    /// write) are kept at most this many: what a `kill -9` can make the next start send again.
+    undurable_max: usize,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl Pipeline {
+    /// Events go to the lanes and are forgotten (`replay`, `resend`).
+    pub fn untracked(delivery: Delivery) -> Self {
+        Self {
+            delivery,
+            tracking: None,
+            sent: 0,
+        }
+    }
+
+    /// Each fact is tracked until every sink finished with it, then recorded in `checkpoint`;
+    /// at most `undurable_max` are sent and not durably recorded (`run`).
+    pub fn tracked(
+        delivery: Delivery,
+        checkpoint: Checkpoint,
+        undurable_max: usize,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Self {
+        let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
+        Self {
+            delivery,
+            tracking: Some(Tracking {
+                checkpoint,
+                progress: Progress::default(),
+                done_tx,
+                done_rx,
+                undurable_max,
+                metrics,
+            }),
+            sent: 0,
+        }
+    }
+
+    pub fn delivery(&self) -> &Delivery {
+        &self.delivery
+    }
+
+    /// Events handed to the lanes so far.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// The checkpoint, tracked.
+    pub fn checkpoint_mut(&mut self) -> Option<&mut Checkpoint> {
+        self.tracking.as_mut().map(|t| &mut t.checkpoint)
+    }
+
+    /// Sends an event untracked; waits while its lanes are full.
+    pub async fn send(&mut self, event: cloudevents::Event) {
+        self.sent += 1;
+        self.delivery.send(event).await;
+    }
+
+    /// The next completion token of a fact every sink finished with (tracked; never resolves
+    /// untracked).
+    pub async fn next_done(&mut self) -> Option<u64> {
+        match &mut self.tracking {
+            Some(tracking) => tracking.done_rx.recv().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// A fact is done: recorded, and its run closed if that was its last (see [`Progress`]).
+    pub fn done(&mut self, token: u64, stage: &mut Stage) {
+        if let Some(t) = &mut self.tracking {
+            t.progress.done(
+                token,
+                &mut t.checkpoint,
+                stage.deriver_mut(),
+                Utc::now().timestamp(),
+            );
+        }
+    }
+
+    /// Writes the checkpoint (a failure is said and retried at the next flush).
+    pub async fn flush(&mut self) {
+        if let Some(t) = &mut self.tracking {
+            t.flush().await;
+        }
+    }
+
+    /// Encodes and sends facts, tracked, keeping the undurable ones within bounds: when the
+    /// bound is reached the checkpoint is written, or the oldest in flight awaited. Untracked,
+    /// encodes and sends.
+    pub async fn publish(&mut self, stage: &mut Stage, facts: Vec<Fact>) {
+        for fact in facts {
+            let Some(event) = stage.encode(&fact) else {
+                continue;
+            };
+            let Some(t) = &mut self.tracking else {
+                self.send(event).await;
+                continue;
+            };
+            while t.progress.in_flight() + t.checkpoint.unflushed() >= t.undurable_max {
+                // Write once at least half the bound is done-but-unwritten (or nothing is in
+                // flight): writes cover many facts each, and the bound still holds.
+                let unflushed = t.checkpoint.unflushed();
+                if unflushed > 0
+                    && (unflushed >= t.undurable_max.div_ceil(2) || t.progress.in_flight() == 0)
+                {
+                    t.flush().await;
+                    if t.checkpoint.unflushed() > 0 {
+                        // The store refuses writes: wait a little rather than spin.
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                } else if let Some(token) = t.done_rx.recv().await {
+                    t.progress.done(
+                        token,
+                        &mut t.checkpoint,
+                        stage.deriver_mut(),
+                        Utc::now().timestamp(),
+                    );
+                }
+            }
+            // An offloaded run keeps its marks instead of shrinking to a tombstone.
+            let run_end = fact.closes_run().then(|| {
+                let at = fact
+                    .time
+                    .map_or_else(|| Utc::now().timestamp(), |t| t.timestamp());
+                (at, Outcome::of_phase(&fact.run.phase))
+            });
+            let token = t
+                .progress
+                .add(&fact.run.uid, fact.mark(), fact.run.attempt, run_end);
+            self.sent += 1;
+            self.delivery.send_tracked(event, token, &t.done_tx).await;
+        }
+    }
+
+    /// Facts in flight, tracked.
+    pub fn in_flight(&self) -> usize {
+        self.tracking.as_ref().map_or(0, |t| t.progress.in_flight())
+    }
+
+    /// Shutdown, untracked: the lanes finish what they hold (until `give_up`).
+    pub async fn finish_untracked(
+        self,
+        give_up: impl std::future::Future<Output = ()>,
+    ) -> Finished {
+        let Self { delivery, .. } = self;
+        let lanes = delivery.stats();
+        let unrouted = delivery.unrouted();
+        let unfinished = delivery.finish(give_up).await;
+        Finished {
+            lanes,
+            unfinished,
+            unrouted,
+        }
+    }
+
+    /// Shutdown: the lanes finish what they hold (until `give_up`), the done facts are recorded
+    /// and, tracked, the checkpoint written. Returns what was left, and the unrouted count.
+    pub async fn finish(
+        self,
+        stage: &mut Stage,
+        give_up: impl std::future::Future<Output = ()>,
+    ) -> Finished {
+        let Self {
+            delivery, tracking, ..
+        } = self;
+        let lanes = delivery.stats();
+        let unrouted = delivery.unrouted();
+        let unfinished = delivery.finish(give_up).await;
+        if let Some(mut t) = tracking {
+            while let Ok(token) = t.done_rx.try_recv() {
+                t.progress.done(
+                    token,
+                    &mut t.checkpoint,
+                    stage.deriver_mut(),
+                    Utc::now().timestamp(),
+                );
+            }
+            match t.checkpoint.flush().await {
+                Ok(()) => tracing::info!(
+                    entries = t.checkpoint.len(),
+                    writes = t.checkpoint.stats().writes,
+                    failures = t.checkpoint.stats().failures,
+                    "checkpoint written"
+                ),
+                Err(err) => tracing::error!(
+                    error = %err,
+                    "final checkpoint write failed; undone facts will be published again"
+                ),
+            }
+        }
+        Finished {
+            lanes,
+            unfinished,
+            unrouted,
+        }
+    }
+}
+
+/// What a finished pipeline left: per lane its counters, what was still pending, and the events
+/// no route took.
+pub struct Finished {
+    pub lanes: Vec<(String, Arc<LaneStats>)>,
+    pub unfinished: Unfinished,
+    pub unrouted: u64,
+}
+
+impl Tracking {
+    async fn flush(&mut self) {
+        if let Err(err) = self.checkpoint.flush().await {
+            tracing::warn!(error = %err, "checkpoint write failed; retrying at the next flush");
+        }
+        if let Some(m) = &self.metrics {
+            let stats = self.checkpoint.stats();
+            m.checkpoint(stats.writes, stats.failures);
+        }
+    }
+}
+
+/// Feeds every line of a recording through `stage`, handing each batch of events (one watch
+/// line's worth) to `emit` until it says stop. Bad lines are reported with their number and
+/// skipped.
+pub fn replay(
+    mut input: impl BufRead,
+    stage: &mut Stage,
+    metrics: Option<&Metrics>,
+    mut emit: impl FnMut(Vec<Event>) -> bool,
+) -> std::io::Result<ReplayCounts> {
+    let mut counts = ReplayCounts::default();
+    let mut line = Vec::with_capacity(64 * 1024);
+    while read_line(&mut input, &mut line)? {
+        counts.lines += 1;
+        let observed = match recording::decode(&line) {
+            Ok(Some(observed)) => observed,
+            Ok(None) => continue,
+            Err(err) => {
+                counts.bad_lines += 1;
+                report_bad_line(counts.lines, counts.bad_lines, &err);
+                continue;
+            }
+        };
+        // A recording has no observation times: pending times are measured live only.
+        let Staged { facts, notices, .. } = stage.observe(&observed);
+        for (level, notice) in notices {
+            crate::derive::log_notice(level, &notice, Some(counts.lines));
+        }
+        if let Some(metrics) = metrics {
+            metrics.facts(&facts);
+            metrics.derive_stats(stage.deriver().stats(), counts.bad_lines);
+        }
+        if facts.is_empty() {
+            continue;
+        }
+        let events: Vec<Event> = facts.iter().filter_map(|f| stage.encode(f)).collect();
+        counts.events += events.len() as u64;
+        if !emit(events) {
+            break;
+        }
+    }
+    Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_after(recording: &str) -> usize {
+        let path = format!(
+            "{}/examples/recordings/{recording}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let input = std::fs::read(path).expect("bundled recording");
+        let deriver = Deriver::new(crate::derive::DeriveConfig::default());
+        let mut stage = Stage::new(deriver, EncodeConfig::default(), Finish::AtDerive);
+        replay(input.as_slice(), &mut stage, None, |_| true).expect("replays");
+        stage.deriver().open_runs()
+    }
+
+    #[test]
+    fn closed_runs_shrink_to_tombstones_and_offloaded_ones_stay_open() {
+        assert_eq!(open_after("kfp-v2-success.jsonl"), 0);
+        assert_eq!(open_after("kfp-v2-compressed-nodes.jsonl"), 0);
+        // Both stay open: the offloaded one (its task Events may follow its end) and the one
+        // whose end only an Event told (its status may still follow).
+        assert_eq!(open_after("offloaded-and-deleted-workflows.jsonl"), 2);
+    }
+}
