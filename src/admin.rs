@@ -2,8 +2,8 @@
 //! checks readiness is judged from.
 
 use crate::cli::AdminArgs;
-use crate::delivery::Delivery;
 use crate::metrics::Metrics;
+use crate::pipeline::Delivery;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};

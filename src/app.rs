@@ -2,10 +2,10 @@
 
 use crate::admin::Admin;
 use crate::cli::{DeliveryPlan, ReplayArgs, ResendArgs};
-use crate::delivery::Delivery;
 use crate::derive::{Deriver, Stats};
+use crate::pipeline::Delivery;
+use crate::pipeline::Route;
 use crate::pipeline::{self, Finish, Pipeline, Stage};
-use crate::route::Route;
 use crate::sinks;
 use crate::source::lines::ReplayCounts;
 use crate::source::resend;
@@ -35,7 +35,7 @@ pub enum AppError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Config(#[from] crate::route::ConfigError),
+    Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Encode(#[from] crate::encode::EncodeError),
     #[error(transparent)]

@@ -1,10 +1,10 @@
 //! The command line: every flag documented, every flag with an environment twin. `--help` is the
 //! reference; the README's table follows it.
 
-use crate::delivery::{LaneConfig, RetryPolicy};
+use crate::config::{self, ConfigError, ConfigFile, SinkSpec};
 use crate::derive::{DeriveConfig, NodeEvents};
 use crate::encode::{self, EncodeConfig};
-use crate::route::{self, ConfigError, ConfigFile, SinkSpec};
+use crate::pipeline::{LaneConfig, RetryPolicy};
 use crate::telemetry::LogFormat;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -373,13 +373,13 @@ impl DeliveryArgs {
         };
         let mut sinks = Vec::new();
         for arg in &self.sinks {
-            sinks.push(route::parse_sink_arg(arg)?);
+            sinks.push(config::parse_sink_arg(arg)?);
         }
         if let Some((path, file)) = &file {
             sinks.extend(file.sink_specs(path)?);
         }
         if let Some(dir) = &self.subscribers_dir {
-            sinks.extend(route::subscribers(dir)?);
+            sinks.extend(config::subscribers(dir)?);
         }
         if let Some(url) = self
             .knative_sink
@@ -398,7 +398,7 @@ impl DeliveryArgs {
             });
         }
         if sinks.is_empty() {
-            sinks.push(route::parse_sink_arg("stdout")?);
+            sinks.push(config::parse_sink_arg("stdout")?);
         }
         let mut kafka_options = Vec::new();
         for option in self.kafka_options.iter().filter(|o| !o.trim().is_empty()) {
@@ -425,7 +425,7 @@ impl DeliveryArgs {
             .clone()
             .or_else(|| from_file(|c| c.dead_letter.clone()))
             .filter(|u| !u.trim().is_empty())
-            .map(|u| route::parse_sink_arg(&u))
+            .map(|u| config::parse_sink_arg(&u))
             .transpose()?;
         let retry_file = file.as_ref().and_then(|(_, c)| c.retry.as_ref());
         let lanes_file = file.as_ref().and_then(|(_, c)| c.lanes.as_ref());
@@ -440,7 +440,7 @@ impl DeliveryArgs {
                 (None, Some(t)) => (t, format!("--config: retry.{name}")),
                 (None, None) => return Ok(default),
             };
-            route::parse_duration(text).map_err(|message| ConfigError { context, message })
+            config::parse_duration(text).map_err(|message| ConfigError { context, message })
         };
         let retry = RetryPolicy {
             initial: duration(
@@ -504,7 +504,7 @@ impl DeliveryArgs {
             .clone()
             .or_else(|| from_file(|c| c.shutdown_timeout.clone()));
         let shutdown_timeout = match shutdown_text {
-            Some(text) => route::parse_duration(&text).map_err(|message| ConfigError {
+            Some(text) => config::parse_duration(&text).map_err(|message| ConfigError {
                 context: "shutdown timeout".into(),
                 message,
             })?,

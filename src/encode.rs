@@ -10,6 +10,11 @@ use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
+/// Extension naming why an event was dead-lettered (the sink's error message).
+pub const DEAD_LETTER_REASON: &str = "deadletterreason";
+/// Extension naming the sink that refused a dead-lettered event.
+pub const DEAD_LETTER_SINK: &str = "deadlettersink";
+
 /// Default CloudEvent type prefix: `org.kubeflow.pipelines.run.started` and so on.
 pub const DEFAULT_TYPE_PREFIX: &str = "org.kubeflow.pipelines";
 /// Default source prefix: the in-cluster API server address, as Knative's ApiServerSource uses.

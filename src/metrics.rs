@@ -4,9 +4,9 @@
 //! The hot path only bumps atomics and, per finished run or task, one labelled histogram; lane
 //! counters live in the lanes ([`LaneStats`]) and are read at scrape time by a collector.
 
-use crate::delivery::LaneStats;
 use crate::derive::{PodStart, Stats};
 use crate::model::{Fact, FactKind, FailureKind};
+use crate::pipeline::LaneStats;
 use chrono::{DateTime, Utc};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};

@@ -3,11 +3,21 @@
 //! state shrinks to a tombstone once every sink finished with its facts (the checkpoint's
 //! progress); in a replay, once they are derived.
 
+pub mod delivery;
+pub mod lane;
 pub mod presence;
 pub mod progress;
+pub mod retry;
+pub mod router;
+pub mod stats;
+
+pub use delivery::{Delivery, Unfinished};
+pub use lane::LaneConfig;
+pub use retry::RetryPolicy;
+pub use router::{Filter, Route};
+pub use stats::{Histogram, LATENCY_BUCKETS, LaneStats};
 
 use crate::checkpoint::Checkpoint;
-use crate::delivery::{Delivery, LaneStats, Unfinished};
 use crate::derive::{Deriver, PodStart};
 use crate::encode::{self, EncodeConfig};
 use crate::metrics::Metrics;

@@ -7,10 +7,10 @@ use crate::admin::Admin;
 use crate::app::{AppError, Outcome, ReplayReport, SinkReport, open_sinks_with, shutdown_signal};
 use crate::checkpoint::{Checkpoint, CheckpointSpec};
 use crate::cli::{RecordArgs, RunArgs};
-use crate::delivery::Delivery;
 use crate::derive::Deriver;
 use crate::leader::{Elector, LeaseConfig};
 use crate::metrics::Role;
+use crate::pipeline::Delivery;
 use crate::pipeline::presence::Presence;
 use crate::pipeline::progress;
 use crate::pipeline::{Finish, Pipeline, Stage, Staged};
@@ -480,8 +480,8 @@ pub async fn record(args: &RecordArgs) -> Result<(Outcome, ReplayReport), AppErr
 impl SinkReport {
     pub(crate) fn from_lane(
         name: &str,
-        lane: &crate::delivery::LaneStats,
-        unfinished: &crate::delivery::Unfinished,
+        lane: &crate::pipeline::LaneStats,
+        unfinished: &crate::pipeline::Unfinished,
     ) -> Self {
         let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
         SinkReport {

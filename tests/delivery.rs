@@ -2,10 +2,8 @@
 //! backoff and `Retry-After`, independent lanes, back-pressure, dead letter, shutdown.
 
 use cloudevents::{AttributesReader, Event, EventBuilder, EventBuilderV10};
-use kfp_event_bridge::delivery::{
-    DEAD_LETTER_REASON, DEAD_LETTER_SINK, Delivery, LaneConfig, RetryPolicy,
-};
-use kfp_event_bridge::route::{Filter, Route};
+use kfp_event_bridge::encode::{DEAD_LETTER_REASON, DEAD_LETTER_SINK};
+use kfp_event_bridge::pipeline::{Delivery, Filter, LaneConfig, RetryPolicy, Route};
 use sink_core::{KeyOrder, MemorySink, Script, Sink, SinkError};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -81,7 +79,7 @@ fn assert_per_run_order(acked: &[Event], sent: &[Event]) {
 async fn deliver_all(
     sink: &MemorySink,
     sent: &[Event],
-) -> Arc<kfp_event_bridge::delivery::LaneStats> {
+) -> Arc<kfp_event_bridge::pipeline::LaneStats> {
     let mut delivery = Delivery::start(vec![route(sink)], None, &LaneConfig::default(), &retry());
     let stats = delivery.stats();
     for e in sent.iter().cloned() {

@@ -457,9 +457,9 @@ async fn live_metrics_and_readiness_follow_watches_and_sinks() {
 /// every family populated: the bundled recordings' facts, a pod start, a watch and a sink).
 #[test]
 fn alert_rules_and_dashboard_use_exported_metrics_only() {
-    use kfp_event_bridge::delivery::LaneStats;
     use kfp_event_bridge::derive::{DeriveConfig, Deriver, PodStart};
     use kfp_event_bridge::metrics::Metrics;
+    use kfp_event_bridge::pipeline::LaneStats;
     use kfp_event_bridge::source::live::WatchId;
     use kfp_event_bridge::source::recording;
     use std::sync::Arc;

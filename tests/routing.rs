@@ -4,7 +4,7 @@
 use clap::Parser;
 use cloudevents::{Event, EventBuilder, EventBuilderV10};
 use kfp_event_bridge::cli::{Cli, Command};
-use kfp_event_bridge::route::{Filter, parse_sink_arg};
+use kfp_event_bridge::config::{Filter, parse_sink_arg};
 use sink_core::Template;
 use sink_core::template::Var;
 use std::time::Duration;

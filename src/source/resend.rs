@@ -2,7 +2,7 @@
 //! `replay` output) and hands them to delivery again, without the dead-letter extensions.
 
 use super::lines::{ReplayCounts, read_line, report_bad_line};
-use crate::delivery::{DEAD_LETTER_REASON, DEAD_LETTER_SINK};
+use crate::encode::{DEAD_LETTER_REASON, DEAD_LETTER_SINK};
 use cloudevents::event::{Data, EventBuilder, EventBuilderV10};
 use cloudevents::{AttributesReader, Event};
 use serde_json::value::RawValue;

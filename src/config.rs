@@ -1,43 +1,13 @@
-//! Which events go to which sink: `--sink` URIs with their filters, the YAML `--config` file that
-//! says the same for larger setups, kfp-event-handler's subscriber directory and Knative's `K_SINK`.
-//! Everything is validated before anything starts; errors name the sink and the field.
+//! Configuration: which events go to which sink — `--sink` URIs with their filters, the YAML
+//! `--config` file that says the same for larger setups, kfp-event-handler's subscriber directory
+//! and Knative's `K_SINK`. Everything is validated before anything starts; errors name the sink
+//! and the field.
 
-use cloudevents::AttributesReader as _;
-use cloudevents::Event;
+pub use crate::pipeline::router::Filter;
 use serde::Deserialize;
-use sink_core::template::{Var, glob_match, short_type};
-use sink_core::{Sink, uri};
+use sink_core::uri;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
-
-/// Query parameters the bridge reads itself from a `--sink` URI; the rest belong to the transport.
-pub const ROUTING_KEYS: [&str; 4] = ["types", "namespaces", "pipelines", "name"];
-
-/// Which events a sink receives. An empty list selects everything.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Filter {
-    /// Globs over the short type (`task.*`, `run.failed`) or the full `type`.
-    pub types: Vec<String>,
-    pub namespaces: Vec<String>,
-    pub pipelines: Vec<String>,
-}
-
-impl Filter {
-    pub fn matches(&self, event: &Event) -> bool {
-        let any = |globs: &[String], values: &[&str]| {
-            globs.is_empty()
-                || globs
-                    .iter()
-                    .any(|g| values.iter().any(|v| glob_match(g, v)))
-        };
-        let ty = event.ty();
-        let value = |var: Var| var.value(event).unwrap_or("");
-        any(&self.types, &[short_type(ty), ty])
-            && any(&self.namespaces, &[value(Var::Namespace)])
-            && any(&self.pipelines, &[value(Var::Pipeline)])
-    }
-}
 
 /// One configured destination before it is opened.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -60,14 +30,6 @@ impl SinkSpec {
             options: self.options.as_deref(),
         }
     }
-}
-
-/// A sink and what it receives.
-pub struct Route {
-    /// The name in logs and counters.
-    pub name: String,
-    pub sink: Arc<dyn Sink>,
-    pub filter: Filter,
 }
 
 #[derive(Debug, thiserror::Error)]
