@@ -18,9 +18,9 @@
 //! - [`cli`], [`app`], [`telemetry`]: the command line, the commands, logging.
 
 pub mod admin;
-pub mod app;
 pub mod checkpoint;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod derive;
 pub mod encode;
@@ -28,7 +28,6 @@ pub mod leader;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
-pub mod run;
 pub mod sinks;
 pub mod source;
 pub mod telemetry;

@@ -1,8 +1,8 @@
 //! The `kfp-event-bridge` binary: parses the command line and hands over to the library.
 
-use kfp_event_bridge::app::{self, AppError, Outcome, ReplayReport};
 use kfp_event_bridge::cli::{Cli, Command};
-use kfp_event_bridge::{run, telemetry};
+use kfp_event_bridge::commands::{self, AppError, Outcome, ReplayReport};
+use kfp_event_bridge::telemetry;
 use std::process::ExitCode;
 
 /// Events are parsed or derived on one thread and freed on another after delivery; glibc's
@@ -35,10 +35,10 @@ fn main() -> ExitCode {
         }
     };
     let (what, result) = match cli.command {
-        Command::Replay(args) => ("replay", runtime.block_on(app::replay(&args))),
-        Command::Resend(args) => ("resend", runtime.block_on(app::resend(&args))),
-        Command::Record(args) => ("record", runtime.block_on(run::record(&args))),
-        Command::Run(args) => ("run", runtime.block_on(run::run(&args))),
+        Command::Replay(args) => ("replay", runtime.block_on(commands::replay::replay(&args))),
+        Command::Resend(args) => ("resend", runtime.block_on(commands::resend::resend(&args))),
+        Command::Record(args) => ("record", runtime.block_on(commands::record::record(&args))),
+        Command::Run(args) => ("run", runtime.block_on(commands::run::run(&args))),
     };
     finish(what, result)
 }

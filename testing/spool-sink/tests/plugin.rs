@@ -65,7 +65,7 @@ async fn registered_next_to_the_built_in_sinks_it_gets_what_replay_publishes() {
     // The built-in build does not know `spool:`…
     let builtin = kfp_event_bridge::sinks::builtin();
     assert!(builtin.factory("spool:/x").is_none());
-    let err = kfp_event_bridge::app::replay_with(&builtin, &args)
+    let err = kfp_event_bridge::commands::replay::replay_with(&builtin, &args)
         .await
         .expect_err("unsupported");
     assert!(
@@ -75,7 +75,7 @@ async fn registered_next_to_the_built_in_sinks_it_gets_what_replay_publishes() {
     // …registered, it is one sink among the others.
     let mut registry = kfp_event_bridge::sinks::builtin();
     registry.register(SpoolFactory);
-    let (_, report) = kfp_event_bridge::app::replay_with(&registry, &args)
+    let (_, report) = kfp_event_bridge::commands::replay::replay_with(&registry, &args)
         .await
         .expect("replays");
     let types: Vec<String> = spooled(&dir)

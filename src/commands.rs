@@ -1,17 +1,22 @@
-//! The commands, wired from their parts: what `main` runs once the command line is parsed.
+//! The commands — `run`, `record`, `replay`, `resend` — each a thin file over the pipeline, and
+//! what they share: errors and outcomes (the exit codes), the end-of-command report, opening the
+//! sinks, delivering what a reader thread produces, signals.
+
+pub mod record;
+pub mod replay;
+pub mod resend;
+pub mod run;
 
 use crate::admin::Admin;
-use crate::cli::{DeliveryPlan, ReplayArgs, ResendArgs};
-use crate::derive::{Deriver, Stats};
-use crate::pipeline::Delivery;
-use crate::pipeline::Route;
-use crate::pipeline::{self, Finish, Pipeline, Stage};
+use crate::cli::DeliveryPlan;
+use crate::derive::Stats;
+use crate::pipeline::{Delivery, Pipeline, Route};
 use crate::sinks;
 use crate::source::lines::ReplayCounts;
-use crate::source::resend;
 use sink_core::Sink;
 use std::io::BufRead;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// How a command ended, as the process exit code says it.
@@ -159,7 +164,7 @@ async fn wait_for_signal() {
     }
 }
 
-fn open_input(file: &std::path::Path) -> Result<Box<dyn BufRead + Send>, AppError> {
+pub(crate) fn open_input(file: &std::path::Path) -> Result<Box<dyn BufRead + Send>, AppError> {
     if file.as_os_str() == "-" {
         return Ok(Box::new(std::io::BufReader::with_capacity(
             1 << 20,
@@ -174,15 +179,15 @@ fn open_input(file: &std::path::Path) -> Result<Box<dyn BufRead + Send>, AppErro
 }
 
 /// What delivery did with everything a reader produced.
-struct Delivered {
-    sinks: Vec<SinkReport>,
-    unrouted: u64,
-    interrupted: bool,
+pub(crate) struct Delivered {
+    pub(crate) sinks: Vec<SinkReport>,
+    pub(crate) unrouted: u64,
+    pub(crate) interrupted: bool,
 }
 
 /// Publishes what arrives on `rx` until it closes or a signal asks to stop, then waits for the
 /// lanes (after a signal, at most the shutdown timeout) and reports per sink.
-async fn deliver(
+pub(crate) async fn deliver(
     plan: &DeliveryPlan,
     (routes, dead_letter): OpenSinks,
     mut rx: tokio::sync::mpsc::Receiver<Vec<cloudevents::Event>>,
@@ -230,7 +235,7 @@ async fn deliver(
     }
 }
 
-fn outcome(sinks: &[SinkReport], bad_lines: u64) -> Outcome {
+pub(crate) fn outcome(sinks: &[SinkReport], bad_lines: u64) -> Outcome {
     if sinks.iter().any(|s| s.undeliverable > 0 || s.pending > 0) {
         Outcome::Undelivered
     } else if bad_lines > 0 {
@@ -240,90 +245,28 @@ fn outcome(sinks: &[SinkReport], bad_lines: u64) -> Outcome {
     }
 }
 
-/// `replay FILE`: reads, derives and encodes on a reader thread, publishes here through the lanes.
-pub async fn replay(args: &ReplayArgs) -> Result<(Outcome, ReplayReport), AppError> {
-    replay_with(sinks::registry(), args).await
-}
-
-/// [`replay`] with the sinks `registry` has.
-pub async fn replay_with(
-    registry: &sink_core::Registry,
-    args: &ReplayArgs,
-) -> Result<(Outcome, ReplayReport), AppError> {
-    let encode = args.encode.config()?;
-    let plan = args.delivery.plan()?;
-    let mut admin = Admin::start(&args.admin, "off").await?;
-    let metrics = admin.as_ref().map(|a| Arc::clone(&a.metrics));
-    let sinks = open_sinks_with(registry, &plan).await?;
-    let input = open_input(&args.file)?;
-    let path = args.file.display().to_string();
-    let derive = args.derive.config();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<cloudevents::Event>>(256);
-    let reader = std::thread::Builder::new()
-        .name("replay-reader".into())
-        .spawn(move || {
-            let mut stage = Stage::new(Deriver::new(derive), encode, Finish::AtDerive);
-            let counts = pipeline::replay(input, &mut stage, metrics.as_deref(), |events| {
-                tx.blocking_send(events).is_ok()
-            });
-            (counts, stage.deriver().stats().clone())
-        })
-        .map_err(|source| AppError::Input {
-            path: path.clone(),
-            source,
-        })?;
-    let delivered = deliver(&plan, sinks, rx, admin.as_mut()).await;
-    let (counts, stats) = reader.join().map_err(|_| AppError::Reader)?;
-    let counts = counts.map_err(|source| AppError::Input { path, source })?;
-    Ok((
-        outcome(&delivered.sinks, counts.bad_lines),
-        ReplayReport {
-            counts,
-            stats,
-            sinks: delivered.sinks,
-            unrouted: delivered.unrouted,
-            interrupted: delivered.interrupted,
-        },
-    ))
-}
-
-/// `resend FILE`: publishes structured CloudEvents from a file (a dead-letter file after the cause
-/// is fixed, a `replay` output) through the same lanes, without the dead-letter extensions.
-pub async fn resend(args: &ResendArgs) -> Result<(Outcome, ReplayReport), AppError> {
-    resend_with(sinks::registry(), args).await
-}
-
-/// [`resend`] with the sinks `registry` has.
-pub async fn resend_with(
-    registry: &sink_core::Registry,
-    args: &ResendArgs,
-) -> Result<(Outcome, ReplayReport), AppError> {
-    let plan = args.delivery.plan()?;
-    let mut admin = Admin::start(&args.admin, "off").await?;
-    let sinks = open_sinks_with(registry, &plan).await?;
-    let input = open_input(&args.file)?;
-    let path = args.file.display().to_string();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<cloudevents::Event>>(4);
-    let reader = std::thread::Builder::new()
-        .name("resend-reader".into())
-        .spawn(move || resend::resend(input, |events| tx.blocking_send(events).is_ok()))
-        .map_err(|source| AppError::Input {
-            path: path.clone(),
-            source,
-        })?;
-    let delivered = deliver(&plan, sinks, rx, admin.as_mut()).await;
-    let counts = reader
-        .join()
-        .map_err(|_| AppError::Reader)?
-        .map_err(|source| AppError::Input { path, source })?;
-    Ok((
-        outcome(&delivered.sinks, counts.bad_lines),
-        ReplayReport {
-            counts,
-            stats: Stats::default(),
-            sinks: delivered.sinks,
-            unrouted: delivered.unrouted,
-            interrupted: delivered.interrupted,
-        },
-    ))
+impl SinkReport {
+    pub(crate) fn from_lane(
+        name: &str,
+        lane: &crate::pipeline::LaneStats,
+        unfinished: &crate::pipeline::Unfinished,
+    ) -> Self {
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        SinkReport {
+            name: name.to_owned(),
+            routed: load(&lane.routed),
+            delivered: load(&lane.delivered),
+            retried: load(&lane.retried),
+            failed: load(&lane.failed),
+            dead_lettered: load(&lane.dead_lettered),
+            undeliverable: load(&lane.undeliverable),
+            pending: unfinished
+                .pending
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(0, |(_, p)| *p),
+            p50: lane.latency_quantile(0.5),
+            p99: lane.latency_quantile(0.99),
+        }
+    }
 }
