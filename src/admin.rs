@@ -1,6 +1,10 @@
 //! The admin HTTP server — `/healthz`, `/readyz`, `/metrics` — and the periodic sink health
 //! checks readiness is judged from.
 
+pub mod collector;
+pub mod readiness;
+pub mod sinks;
+
 use crate::cli::AdminArgs;
 use crate::metrics::Metrics;
 use crate::pipeline::Delivery;
@@ -10,6 +14,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use sink_core::Sink;
+use sinks::SinkBoard;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +27,7 @@ const STALL: Duration = Duration::from_secs(10);
 /// What a command reports through the admin server; `None` of it exists with `--admin-addr off`.
 pub struct Admin {
     pub metrics: Arc<Metrics>,
+    sinks: Arc<SinkBoard>,
     health_interval: Duration,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -36,7 +42,7 @@ impl Drop for Admin {
 
 #[derive(Clone)]
 struct Served {
-    metrics: Arc<Metrics>,
+    exposition: Exposition,
     started: Instant,
     /// Milliseconds after `started` of the heartbeat task's last tick.
     beat: Arc<AtomicU64>,
@@ -53,6 +59,38 @@ pub enum AdminError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// What the admin server exposes: the metrics the command pushes, and the sinks' lanes and
+/// health, read by the collector at scrape time and judged by readiness.
+#[derive(Clone)]
+pub struct Exposition {
+    pub metrics: Arc<Metrics>,
+    pub sinks: Arc<SinkBoard>,
+}
+
+impl Exposition {
+    /// `max_pipelines`: distinct `pipeline` label values before the rest share one.
+    pub fn new(max_pipelines: usize) -> Self {
+        let mut metrics = Metrics::new(max_pipelines);
+        let sinks = Arc::new(SinkBoard::default());
+        let state = Arc::clone(metrics.bridge());
+        metrics.register_collector(Box::new(collector::Collect(state, Arc::clone(&sinks))));
+        Self {
+            metrics: Arc::new(metrics),
+            sinks,
+        }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        self.metrics.render()
+    }
+
+    /// `(ready, report)`: see [`readiness::readiness`].
+    pub fn readiness(&self) -> (bool, String) {
+        readiness::readiness(self.metrics.bridge(), &self.sinks)
+    }
 }
 
 impl Admin {
@@ -78,9 +116,11 @@ impl Admin {
             .await
             .map_err(|source| AdminError::Listen { addr, source })?;
         let bound = listener.local_addr().unwrap_or(addr);
-        let metrics = Arc::new(Metrics::new(args.metrics_max_pipelines.max(1)));
+        let exposition = Exposition::new(args.metrics_max_pipelines.max(1));
+        let metrics = Arc::clone(&exposition.metrics);
+        let sinks = Arc::clone(&exposition.sinks);
         let served = Served {
-            metrics: Arc::clone(&metrics),
+            exposition,
             started: Instant::now(),
             beat: Arc::new(AtomicU64::new(0)),
         };
@@ -106,6 +146,7 @@ impl Admin {
         tracing::info!(addr = %bound, "admin server listening (/healthz, /readyz, /metrics)");
         Ok(Some(Self {
             metrics,
+            sinks,
             health_interval,
             tasks: vec![heartbeat, server],
         }))
@@ -114,10 +155,10 @@ impl Admin {
     /// Registers the delivery's lanes and checks each lane's sink every health interval (logging
     /// when a sink goes down or comes back).
     pub fn watch_delivery(&mut self, delivery: &Delivery) {
-        self.metrics.sinks(&delivery.stats());
+        self.sinks.sinks(&delivery.stats());
         for (index, (name, sink)) in delivery.sinks().into_iter().enumerate() {
-            let metrics = Arc::clone(&self.metrics);
-            let record = move |result| metrics.sink_health(index, result);
+            let board = Arc::clone(&self.sinks);
+            let record = move |result| board.sink_health(index, result);
             self.tasks.push(check_every(
                 self.health_interval,
                 "sink",
@@ -128,9 +169,9 @@ impl Admin {
         }
         if let Some(sink) = delivery.dead_letter() {
             let name = sink.name().to_owned();
-            self.metrics.dead_letter(&name);
-            let metrics = Arc::clone(&self.metrics);
-            let record = move |result| metrics.dead_letter_health(result);
+            self.sinks.dead_letter(&name);
+            let board = Arc::clone(&self.sinks);
+            let record = move |result| board.dead_letter_health(result);
             let what = "dead-letter sink";
             self.tasks
                 .push(check_every(self.health_interval, what, name, sink, record));
@@ -182,7 +223,7 @@ async fn healthz(State(s): State<Served>) -> impl IntoResponse {
 }
 
 async fn readyz(State(s): State<Served>) -> impl IntoResponse {
-    let (ready, report) = s.metrics.readiness();
+    let (ready, report) = s.exposition.readiness();
     let status = if ready {
         StatusCode::OK
     } else {
@@ -197,6 +238,6 @@ async fn metrics_text(State(s): State<Served>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        s.metrics.render(),
+        s.exposition.render(),
     )
 }

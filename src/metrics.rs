@@ -1,23 +1,19 @@
-//! What the admin server reports: bridge metrics (`kfp_event_bridge_*`), KFP run metrics
-//! (`kfp_*`) and the state readiness is judged from.
+//! Metrics pushed as the bridge works: the KFP run metrics (`kfp_*`, per finished run or task one
+//! labelled histogram), and the bridge's own state (derivation counters, watches, checkpoint,
+//! role) that the admin server's collector exposes as `kfp_event_bridge_*` and its
+//! readiness judges ([`crate::admin`]).
 //!
-//! The hot path only bumps atomics and, per finished run or task, one labelled histogram; lane
-//! counters live in the lanes ([`LaneStats`]) and are read at scrape time by a collector.
+//! The hot path only bumps atomics; lane counters live in the lanes and are read at scrape time.
 
 use crate::derive::{PodStart, Stats};
 use crate::model::{Fact, FactKind, FailureKind};
-use crate::pipeline::LaneStats;
 use chrono::{DateTime, Utc};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::collections::HashSet;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -42,7 +38,7 @@ const PENDING_BUCKETS: [f64; 11] = [
 const WATCH_ERROR_HOLD: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl WatchState {
-    fn failing(&self) -> Option<&str> {
+    pub(crate) fn failing(&self) -> Option<&str> {
         match &self.error {
             Some((err, at)) if at.elapsed() < WATCH_ERROR_HOLD => Some(err),
             _ => None,
@@ -53,7 +49,7 @@ impl WatchState {
 /// The `pipeline` label of pipelines beyond the configured number of distinct names.
 pub const OTHER_PIPELINE: &str = "other";
 
-type Labels = Vec<(&'static str, String)>;
+pub(crate) type Labels = Vec<(&'static str, String)>;
 type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
 
 fn run_histogram() -> Histogram {
@@ -66,7 +62,7 @@ fn pending_histogram() -> Histogram {
     Histogram::new(PENDING_BUCKETS)
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -86,56 +82,43 @@ pub enum Role {
 
 /// One watch, as readiness and the metrics see it.
 #[derive(Debug)]
-struct WatchState {
-    resource: &'static str,
-    namespace: String,
-    synced: bool,
+pub(crate) struct WatchState {
+    pub(crate) resource: &'static str,
+    pub(crate) namespace: String,
+    pub(crate) synced: bool,
     /// The last failure and when, cleared by the next object or list.
-    error: Option<(String, Instant)>,
-    restarts: u64,
-    relists: u64,
-    last_event: Option<Instant>,
+    pub(crate) error: Option<(String, Instant)>,
+    pub(crate) restarts: u64,
+    pub(crate) relists: u64,
+    pub(crate) last_event: Option<Instant>,
 }
-
-/// One sink: its lane's counters and its last health check.
-#[derive(Debug)]
-struct SinkState {
-    name: String,
-    lane: Arc<LaneStats>,
-    /// `None` until the first check answered.
-    health: Option<Result<(), String>>,
-}
-
-/// The dead-letter sink: its name and its last health check (`None` until the first answered).
-type DeadLetterState = (String, Option<Result<(), String>>);
 
 /// Counters of derivation, copied from the deriver's [`Stats`] after each observation.
 #[derive(Debug, Default)]
-struct DeriveCounters {
-    observations: AtomicU64,
-    bad_lines: AtomicU64,
-    node_decode_errors: AtomicU64,
-    events_used: AtomicU64,
-    events_merged: AtomicU64,
-    events_unattributed: AtomicU64,
-    offloaded_workflows: AtomicU64,
-    history_skipped: AtomicU64,
+pub(crate) struct DeriveCounters {
+    pub(crate) observations: AtomicU64,
+    pub(crate) bad_lines: AtomicU64,
+    pub(crate) node_decode_errors: AtomicU64,
+    pub(crate) events_used: AtomicU64,
+    pub(crate) events_merged: AtomicU64,
+    pub(crate) events_unattributed: AtomicU64,
+    pub(crate) offloaded_workflows: AtomicU64,
+    pub(crate) history_skipped: AtomicU64,
 }
 
-/// The bridge's own state, read by the collector at scrape time.
+/// The bridge's own state, pushed by the command's parts and read at scrape time by the admin
+/// server's collector and readiness.
 #[derive(Debug)]
-struct Bridge {
-    facts: [AtomicU64; FactKind::ALL.len()],
-    derive: DeriveCounters,
-    checkpoint_writes: AtomicU64,
-    checkpoint_failures: AtomicU64,
-    role: AtomicU8,
-    watches: Mutex<Vec<WatchState>>,
+pub struct Bridge {
+    pub(crate) facts: [AtomicU64; FactKind::ALL.len()],
+    pub(crate) derive: DeriveCounters,
+    pub(crate) checkpoint_writes: AtomicU64,
+    pub(crate) checkpoint_failures: AtomicU64,
+    pub(crate) role: AtomicU8,
+    pub(crate) watches: Mutex<Vec<WatchState>>,
     /// Whether this command watches the cluster (readiness then waits for the watches).
-    live: AtomicU8,
-    sinks: Mutex<Vec<SinkState>>,
-    dead_letter: Mutex<Option<DeadLetterState>>,
-    started: Instant,
+    pub(crate) live: AtomicU8,
+    pub(crate) started: Instant,
 }
 
 /// KFP run metrics.
@@ -172,8 +155,6 @@ impl Metrics {
             role: AtomicU8::new(Role::Single as u8),
             watches: Mutex::new(Vec::new()),
             live: AtomicU8::new(0),
-            sinks: Mutex::new(Vec::new()),
-            dead_letter: Mutex::new(None),
             started: Instant::now(),
         });
         let kfp = Kfp {
@@ -189,7 +170,6 @@ impl Metrics {
             max_pipelines,
         };
         let mut registry = Registry::default();
-        registry.register_collector(Box::new(Collect(Arc::clone(&bridge))));
         registry.register(
             "kfp_runs_finished",
             "KFP runs (Argo workflows) that finished, by namespace, pipeline and outcome",
@@ -235,6 +215,16 @@ impl Metrics {
             kfp,
             registry,
         }
+    }
+
+    /// The bridge's state, for the admin server's collector and readiness.
+    pub fn bridge(&self) -> &Arc<Bridge> {
+        &self.bridge
+    }
+
+    /// Adds a collector read at scrape time (the admin server's, over [`Metrics::bridge`]).
+    pub fn register_collector(&mut self, collector: Box<dyn Collector>) {
+        self.registry.register_collector(collector);
     }
 
     /// The OpenMetrics text exposition.
@@ -345,103 +335,6 @@ impl Metrics {
         }
     }
 
-    /// Registers the lanes of a delivery, by sink name.
-    pub fn sinks(&self, lanes: &[(String, Arc<LaneStats>)]) {
-        *lock(&self.bridge.sinks) = lanes
-            .iter()
-            .map(|(name, lane)| SinkState {
-                name: name.clone(),
-                lane: Arc::clone(lane),
-                health: None,
-            })
-            .collect();
-    }
-
-    /// Records a sink's health check; returns the previous state when it changed.
-    pub fn sink_health(&self, index: usize, result: Result<(), String>) -> Option<bool> {
-        let mut sinks = lock(&self.bridge.sinks);
-        let sink = sinks.get_mut(index)?;
-        let was = sink.health.as_ref().map(Result::is_ok);
-        let now = result.is_ok();
-        sink.health = Some(result);
-        (was != Some(now)).then_some(now)
-    }
-
-    /// Registers the dead-letter sink, by name.
-    pub fn dead_letter(&self, name: &str) {
-        *lock(&self.bridge.dead_letter) = Some((name.to_owned(), None));
-    }
-
-    /// Records the dead-letter sink's health check; returns the new state when it changed.
-    pub fn dead_letter_health(&self, result: Result<(), String>) -> Option<bool> {
-        let mut dead_letter = lock(&self.bridge.dead_letter);
-        let (_, health) = dead_letter.as_mut()?;
-        let was = health.as_ref().map(Result::is_ok);
-        let now = result.is_ok();
-        *health = Some(result);
-        (was != Some(now)).then_some(now)
-    }
-
-    /// `(ready, report)`: every check with its state, one per line, failures first.
-    pub fn readiness(&self) -> (bool, String) {
-        let b = &self.bridge;
-        let mut failed = Vec::new();
-        let mut passed = Vec::new();
-        let role = b.role.load(Ordering::Relaxed);
-        match role {
-            r if r == Role::Unknown as u8 => {
-                failed.push("leader election: state not known yet".to_owned());
-            }
-            r if r == Role::Standby as u8 => {
-                passed.push("leader election: standby (another replica publishes)".to_owned());
-                return (true, report(&failed, &passed));
-            }
-            r if r == Role::Leader as u8 => passed.push("leader election: leader".to_owned()),
-            _ => {}
-        }
-        let watches = lock(&b.watches);
-        if b.live.load(Ordering::Relaxed) == 1 && watches.is_empty() {
-            failed.push("watches: not started".to_owned());
-        }
-        for w in watches.iter() {
-            let scope = if w.namespace.is_empty() {
-                "all namespaces".to_owned()
-            } else {
-                w.namespace.clone()
-            };
-            match (w.failing(), w.synced) {
-                (Some(err), _) => {
-                    failed.push(format!("watch {} ({scope}): failing: {err}", w.resource))
-                }
-                (None, false) => failed.push(format!(
-                    "watch {} ({scope}): first list not finished",
-                    w.resource
-                )),
-                (None, true) => passed.push(format!("watch {} ({scope}): synced", w.resource)),
-            }
-        }
-        drop(watches);
-        for s in lock(&b.sinks).iter() {
-            match (&s.health, s.lane.last_error()) {
-                (Some(Err(err)), _) => failed.push(format!("sink {}: {err}", s.name)),
-                (_, Some(err)) => {
-                    failed.push(format!("sink {}: publishing fails: {err}", s.name));
-                }
-                (None, None) => failed.push(format!("sink {}: not checked yet", s.name)),
-                (Some(Ok(())), None) => passed.push(format!("sink {}: ok", s.name)),
-            }
-        }
-        // Without its dead-letter sink a failing event would be lost: not ready either.
-        if let Some((name, health)) = lock(&b.dead_letter).as_ref() {
-            match health {
-                Some(Err(err)) => failed.push(format!("dead-letter sink {name}: {err}")),
-                None => failed.push(format!("dead-letter sink {name}: not checked yet")),
-                Some(Ok(())) => passed.push(format!("dead-letter sink {name}: ok")),
-            }
-        }
-        (failed.is_empty(), report(&failed, &passed))
-    }
-
     fn kfp(&self, fact: &Fact) {
         let run = &fact.run;
         match fact.kind {
@@ -517,17 +410,6 @@ impl Metrics {
     }
 }
 
-fn report(failed: &[String], passed: &[String]) -> String {
-    let mut out = String::new();
-    for line in failed {
-        let _ = writeln!(out, "FAIL {line}");
-    }
-    for line in passed {
-        let _ = writeln!(out, "ok   {line}");
-    }
-    out
-}
-
 /// `succeeded`, or why the run failed: `failed`, `error`, `terminated`, `stopped`,
 /// `deadline_exceeded`.
 fn run_outcome(fact: &Fact) -> &'static str {
@@ -546,285 +428,4 @@ fn run_outcome(fact: &Fact) -> &'static str {
 fn seconds_between(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Option<f64> {
     let millis = (to? - from?).num_milliseconds();
     (millis >= 0).then(|| millis as f64 / 1e3)
-}
-
-/// Reads the bridge's state at scrape time.
-#[derive(Debug)]
-struct Collect(Arc<Bridge>);
-
-/// Encodes one metric family with a value per label set.
-fn family<M: EncodeMetric>(
-    encoder: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    kind: MetricType,
-    members: &[(Labels, M)],
-) -> Result<(), std::fmt::Error> {
-    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
-    for (labels, value) in members {
-        value.encode(metric.encode_family(labels)?)?;
-    }
-    Ok(())
-}
-
-fn counter(value: u64) -> ConstCounter<u64> {
-    ConstCounter::new(value)
-}
-
-impl Collector for Collect {
-    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let b = &self.0;
-        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let facts: Vec<(Labels, ConstCounter<u64>)> = FactKind::ALL
-            .iter()
-            .map(|kind| {
-                (
-                    vec![("type", kind.type_suffix().to_owned())],
-                    counter(load(&b.facts[*kind as usize])),
-                )
-            })
-            .collect();
-        family(
-            &mut encoder,
-            "kfp_event_bridge_facts",
-            "Facts derived, by CloudEvent type suffix",
-            MetricType::Counter,
-            &facts,
-        )?;
-        let d = &b.derive;
-        for (name, help, value) in [
-            (
-                "kfp_event_bridge_workflow_observations",
-                "Workflow observations derived from (watch events or recording lines)",
-                &d.observations,
-            ),
-            (
-                "kfp_event_bridge_decode_errors",
-                "Input that could not be decoded: bad recording lines, watched objects that cannot be read, undecodable compressedNodes",
-                &d.bad_lines,
-            ),
-            (
-                "kfp_event_bridge_kubernetes_events_used",
-                "Kubernetes Events turned into facts because the status could not say",
-                &d.events_used,
-            ),
-            (
-                "kfp_event_bridge_kubernetes_events_merged",
-                "Kubernetes Events whose fact the status gave too",
-                &d.events_merged,
-            ),
-            (
-                "kfp_event_bridge_kubernetes_events_unattributed",
-                "workflow-controller Events whose workflow or node could not be identified",
-                &d.events_unattributed,
-            ),
-            (
-                "kfp_event_bridge_offloaded_workflows",
-                "Workflows seen with their node status offloaded to Argo's database",
-                &d.offloaded_workflows,
-            ),
-            (
-                "kfp_event_bridge_history_skipped",
-                "Observations of runs finished before the retention window or already done",
-                &d.history_skipped,
-            ),
-            (
-                "kfp_event_bridge_checkpoint_writes",
-                "Checkpoint writes that succeeded",
-                &b.checkpoint_writes,
-            ),
-            (
-                "kfp_event_bridge_checkpoint_failures",
-                "Checkpoint writes that failed (retried at the next flush)",
-                &b.checkpoint_failures,
-            ),
-        ] {
-            let mut value = load(value);
-            if name == "kfp_event_bridge_decode_errors" {
-                value += load(&d.node_decode_errors);
-            }
-            let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            counter(value).encode(metric)?;
-        }
-        let role = b.role.load(Ordering::Relaxed);
-        let roles: Vec<(Labels, ConstGauge<i64>)> = ["unknown", "standby", "leader", "single"]
-            .iter()
-            .enumerate()
-            .map(|(i, name)| {
-                (
-                    vec![("role", (*name).to_owned())],
-                    ConstGauge::new(i64::from(role == i as u8)),
-                )
-            })
-            .collect();
-        family(
-            &mut encoder,
-            "kfp_event_bridge_role",
-            "1 for this replica's role: leader, standby, single (no leader election) or unknown",
-            MetricType::Gauge,
-            &roles,
-        )?;
-        ConstGauge::new(b.started.elapsed().as_secs_f64()).encode(encoder.encode_descriptor(
-            "kfp_event_bridge_uptime_seconds",
-            "Seconds since the process started",
-            None,
-            MetricType::Gauge,
-        )?)?;
-
-        let watches = lock(&b.watches);
-        let labels = |w: &WatchState| -> Labels {
-            vec![
-                ("resource", w.resource.to_owned()),
-                ("namespace", w.namespace.clone()),
-            ]
-        };
-        let gauges = |f: &dyn Fn(&WatchState) -> f64| -> Vec<(Labels, ConstGauge<f64>)> {
-            watches
-                .iter()
-                .map(|w| (labels(w), ConstGauge::new(f(w))))
-                .collect()
-        };
-        let counters = |f: &dyn Fn(&WatchState) -> u64| -> Vec<(Labels, ConstCounter<u64>)> {
-            watches.iter().map(|w| (labels(w), counter(f(w)))).collect()
-        };
-        family(
-            &mut encoder,
-            "kfp_event_bridge_watch_up",
-            "1 when the watch has listed and its last attempt did not fail",
-            MetricType::Gauge,
-            &gauges(&|w| f64::from(u8::from(w.synced && w.failing().is_none()))),
-        )?;
-        family(
-            &mut encoder,
-            "kfp_event_bridge_watch_restarts",
-            "Watch failures after which the watcher retried with backoff",
-            MetricType::Counter,
-            &counters(&|w| w.restarts),
-        )?;
-        family(
-            &mut encoder,
-            "kfp_event_bridge_watch_relists",
-            "Full re-lists after the first list (410 Gone, desynchronisation)",
-            MetricType::Counter,
-            &counters(&|w| w.relists),
-        )?;
-        family(
-            &mut encoder,
-            "kfp_event_bridge_watch_last_event_age_seconds",
-            "Seconds since the watch last delivered an object or finished a list (-1: never)",
-            MetricType::Gauge,
-            &gauges(&|w| w.last_event.map_or(-1.0, |t| t.elapsed().as_secs_f64())),
-        )?;
-        drop(watches);
-
-        let sinks = lock(&b.sinks);
-        let sink_labels = |s: &SinkState| -> Labels { vec![("sink", s.name.clone())] };
-        for (name, help, pick) in [
-            (
-                "kfp_event_bridge_events_routed",
-                "Events routed to the sink's lane",
-                &(|l: &LaneStats| l.routed.load(Ordering::Relaxed)) as &dyn Fn(&LaneStats) -> u64,
-            ),
-            (
-                "kfp_event_bridge_events_published",
-                "Events the sink acknowledged",
-                &|l: &LaneStats| l.delivered.load(Ordering::Relaxed),
-            ),
-            (
-                "kfp_event_bridge_events_retried",
-                "Publish attempts that failed transiently and were retried",
-                &|l: &LaneStats| l.retried.load(Ordering::Relaxed),
-            ),
-            (
-                "kfp_event_bridge_events_failed",
-                "Events the sink refused for good or that ran out of attempts",
-                &|l: &LaneStats| l.failed.load(Ordering::Relaxed),
-            ),
-            (
-                "kfp_event_bridge_events_dead_lettered",
-                "Failed events the dead-letter sink acknowledged",
-                &|l: &LaneStats| l.dead_lettered.load(Ordering::Relaxed),
-            ),
-            (
-                "kfp_event_bridge_events_undeliverable",
-                "Failed events with no dead-letter sink, or refused by it: lost",
-                &|l: &LaneStats| l.undeliverable.load(Ordering::Relaxed),
-            ),
-        ] {
-            let members: Vec<(Labels, ConstCounter<u64>)> = sinks
-                .iter()
-                .map(|s| (sink_labels(s), counter(pick(&s.lane))))
-                .collect();
-            family(&mut encoder, name, help, MetricType::Counter, &members)?;
-        }
-        let gauge_members = |f: &dyn Fn(&SinkState) -> f64| -> Vec<(Labels, ConstGauge<f64>)> {
-            sinks
-                .iter()
-                .map(|s| (sink_labels(s), ConstGauge::new(f(s))))
-                .collect()
-        };
-        family(
-            &mut encoder,
-            "kfp_event_bridge_lane_depth",
-            "Events queued or in flight in the sink's lane",
-            MetricType::Gauge,
-            &gauge_members(&|s| load(&s.lane.depth) as f64),
-        )?;
-        family(
-            &mut encoder,
-            "kfp_event_bridge_oldest_pending_seconds",
-            "Age of the oldest event queued or in flight in the sink's lane (0 when empty)",
-            MetricType::Gauge,
-            &gauge_members(&|s| s.lane.oldest_pending().map_or(0.0, |d| d.as_secs_f64())),
-        )?;
-        family(
-            &mut encoder,
-            "kfp_event_bridge_sink_consecutive_failures",
-            "Consecutive failed publish attempts (0 while the sink takes events)",
-            MetricType::Gauge,
-            &gauge_members(&|s| load(&s.lane.failures) as f64),
-        )?;
-        family(
-            &mut encoder,
-            "kfp_event_bridge_sink_up",
-            "1 when the sink's last health check passed and publishing is not failing",
-            MetricType::Gauge,
-            &gauge_members(&|s| {
-                f64::from(u8::from(
-                    matches!(s.health, Some(Ok(()))) && s.lane.last_error().is_none(),
-                ))
-            }),
-        )?;
-        let dead_letter: Vec<(Labels, ConstGauge<f64>)> = lock(&b.dead_letter)
-            .iter()
-            .map(|(name, health)| {
-                let up = matches!(health, Some(Ok(())));
-                (
-                    vec![("sink", name.clone())],
-                    ConstGauge::new(f64::from(u8::from(up))),
-                )
-            })
-            .collect();
-        family(
-            &mut encoder,
-            "kfp_event_bridge_dead_letter_sink_up",
-            "1 when the dead-letter sink's last health check passed",
-            MetricType::Gauge,
-            &dead_letter,
-        )?;
-        let mut metric = encoder.encode_descriptor(
-            "kfp_event_bridge_publish_latency_seconds",
-            "Publish-to-acknowledgement latency of delivered events",
-            None,
-            MetricType::Histogram,
-        )?;
-        for s in sinks.iter() {
-            let h = s.lane.latency_histogram();
-            let labels = sink_labels(s);
-            metric
-                .encode_family(&labels)?
-                .encode_histogram::<Labels>(h.sum, h.count, &h.buckets, None)?;
-        }
-        Ok(())
-    }
 }

@@ -458,13 +458,13 @@ async fn live_metrics_and_readiness_follow_watches_and_sinks() {
 #[test]
 fn alert_rules_and_dashboard_use_exported_metrics_only() {
     use kfp_event_bridge::derive::{DeriveConfig, Deriver, PodStart};
-    use kfp_event_bridge::metrics::Metrics;
     use kfp_event_bridge::pipeline::LaneStats;
     use kfp_event_bridge::source::live::WatchId;
     use kfp_event_bridge::source::recording;
     use std::sync::Arc;
 
-    let metrics = Metrics::new(100);
+    let exposition = kfp_event_bridge::admin::Exposition::new(100);
+    let metrics = &exposition.metrics;
     let mut deriver = Deriver::new(DeriveConfig::default());
     for path in support::recordings() {
         for line in std::fs::read_to_string(path).expect("recording").lines() {
@@ -483,8 +483,10 @@ fn alert_rules_and_dashboard_use_exported_metrics_only() {
         resource: "workflows",
         namespace: String::new(),
     }]);
-    metrics.sinks(&[("hook".to_owned(), Arc::new(LaneStats::default()))]);
-    let text = metrics.render();
+    exposition
+        .sinks
+        .sinks(&[("hook".to_owned(), Arc::new(LaneStats::default()))]);
+    let text = exposition.render();
     let exported = families(&text);
     for family in [
         "kfp_event_bridge_events_published",
