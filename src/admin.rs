@@ -5,7 +5,7 @@ pub mod collector;
 pub mod readiness;
 pub mod sinks;
 
-use crate::cli::AdminArgs;
+use crate::cli::{AdminAddr, AdminArgs};
 use crate::metrics::Metrics;
 use crate::pipeline::Delivery;
 use axum::Router;
@@ -95,23 +95,17 @@ impl Exposition {
 
 impl Admin {
     /// Binds the admin server unless it is off (`default` applies when no address was given).
-    pub async fn start(args: &AdminArgs, default: &str) -> Result<Option<Self>, AdminError> {
-        let text = args.admin_addr.as_deref().unwrap_or(default);
-        if text == "off" {
-            return Ok(None);
-        }
-        let health_interval = sink_core::parse_duration(&args.health_interval)
-            .map_err(|e| AdminError::Flag(format!("--health-interval: {e}")))?;
+    pub async fn start(args: &AdminArgs, default: AdminAddr) -> Result<Option<Self>, AdminError> {
+        let addr = match args.admin_addr.unwrap_or(default) {
+            AdminAddr::Off => return Ok(None),
+            AdminAddr::At(addr) => addr,
+        };
+        let health_interval = args.health_interval;
         if health_interval.is_zero() {
             return Err(AdminError::Flag(
                 "--health-interval must be above zero".into(),
             ));
         }
-        let addr: SocketAddr = text.parse().map_err(|_| {
-            AdminError::Flag(format!(
-                "--admin-addr {text:?}: expected HOST:PORT (e.g. 0.0.0.0:8080) or off"
-            ))
-        })?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| AdminError::Listen { addr, source })?;

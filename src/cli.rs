@@ -1,10 +1,8 @@
 //! The command line: every flag documented, every flag with an environment twin. `--help` is the
 //! reference; the README's table follows it.
 
-use crate::config::{self, ConfigError, ConfigFile, SinkSpec};
 use crate::derive::{DeriveConfig, NodeEvents};
 use crate::encode::{self, EncodeConfig};
-use crate::pipeline::{LaneConfig, RetryPolicy};
 use crate::telemetry::LogFormat;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -112,6 +110,30 @@ pub struct ResendArgs {
     pub admin: AdminArgs,
 }
 
+/// `100ms`, `30s`, `5m`, `1h`, `7d` or a bare number of seconds, as a flag's value.
+fn duration(text: &str) -> Result<Duration, String> {
+    sink_core::parse_duration(text)
+}
+
+/// Where the admin server listens, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminAddr {
+    Off,
+    At(std::net::SocketAddr),
+}
+
+impl std::str::FromStr for AdminAddr {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text == "off" {
+            return Ok(Self::Off);
+        }
+        text.parse()
+            .map(Self::At)
+            .map_err(|_| format!("{text:?}: expected HOST:PORT (e.g. 0.0.0.0:8080) or off"))
+    }
+}
+
 /// The admin HTTP server: `/healthz`, `/readyz`, `/metrics`.
 #[derive(Debug, Clone, Args)]
 pub struct AdminArgs {
@@ -119,10 +141,10 @@ pub struct AdminArgs {
     /// `run`: 127.0.0.1:8080 (the container image sets 0.0.0.0:8080); for `replay` and `resend`:
     /// off. Port 0 picks a free port (logged).
     #[arg(long, env = "KFP_BRIDGE_ADMIN_ADDR")]
-    pub admin_addr: Option<String>,
+    pub admin_addr: Option<AdminAddr>,
     /// How often each sink's health is checked for `/readyz`.
-    #[arg(long, env = "KFP_BRIDGE_HEALTH_INTERVAL", default_value = "10s")]
-    pub health_interval: String,
+    #[arg(long, env = "KFP_BRIDGE_HEALTH_INTERVAL", default_value = "10s", value_parser = duration)]
+    pub health_interval: Duration,
     /// Distinct `pipeline` label values of the `kfp_*` metrics; later pipelines share `other`.
     #[arg(long, env = "KFP_BRIDGE_METRICS_MAX_PIPELINES", default_value_t = 100)]
     pub metrics_max_pipelines: usize,
@@ -188,11 +210,11 @@ pub struct RunArgs {
     #[arg(long, env = "KFP_BRIDGE_CHECKPOINT")]
     pub checkpoint: Option<String>,
     /// How often changed checkpoint shards are written.
-    #[arg(long, env = "KFP_BRIDGE_CHECKPOINT_INTERVAL", default_value = "1s")]
-    pub checkpoint_interval: String,
+    #[arg(long, env = "KFP_BRIDGE_CHECKPOINT_INTERVAL", default_value = "1s", value_parser = duration)]
+    pub checkpoint_interval: Duration,
     /// Runs that finished longer ago are history: never published, their tombstones dropped.
-    #[arg(long, env = "KFP_BRIDGE_RETENTION", default_value = "24h")]
-    pub retention: String,
+    #[arg(long, env = "KFP_BRIDGE_RETENTION", default_value = "24h", value_parser = duration)]
+    pub retention: Duration,
     /// Run several replicas; only the holder of a Lease publishes.
     #[arg(long, env = "KFP_BRIDGE_LEADER_ELECTION")]
     pub leader_election: bool,
@@ -210,14 +232,14 @@ pub struct RunArgs {
     #[arg(long, env = "KFP_BRIDGE_LEADER_ELECTION_IDENTITY")]
     pub leader_election_identity: Option<String>,
     /// How long a standby waits on an unrenewed Lease before taking over.
-    #[arg(long, env = "KFP_BRIDGE_LEASE_DURATION", default_value = "15s")]
-    pub lease_duration: String,
+    #[arg(long, env = "KFP_BRIDGE_LEASE_DURATION", default_value = "15s", value_parser = duration)]
+    pub lease_duration: Duration,
     /// How long the leader keeps trying to renew before it stops publishing.
-    #[arg(long, env = "KFP_BRIDGE_RENEW_DEADLINE", default_value = "10s")]
-    pub renew_deadline: String,
+    #[arg(long, env = "KFP_BRIDGE_RENEW_DEADLINE", default_value = "10s", value_parser = duration)]
+    pub renew_deadline: Duration,
     /// Interval between Lease attempts, by leader and standby.
-    #[arg(long, env = "KFP_BRIDGE_LEASE_RETRY_PERIOD", default_value = "2s")]
-    pub lease_retry_period: String,
+    #[arg(long, env = "KFP_BRIDGE_LEASE_RETRY_PERIOD", default_value = "2s", value_parser = duration)]
+    pub lease_retry_period: Duration,
     #[command(flatten)]
     pub delivery: DeliveryArgs,
     #[command(flatten)]
@@ -329,11 +351,11 @@ pub struct DeliveryArgs {
     #[arg(long, env = "K_SINK_TIMEOUT")]
     pub knative_sink_timeout: Option<u64>,
     /// Delay after the first failed attempt [default: 200ms].
-    #[arg(long, env = "KFP_BRIDGE_RETRY_INITIAL")]
-    pub retry_initial: Option<String>,
+    #[arg(long, env = "KFP_BRIDGE_RETRY_INITIAL", value_parser = duration)]
+    pub retry_initial: Option<Duration>,
     /// Longest delay between attempts [default: 60s].
-    #[arg(long, env = "KFP_BRIDGE_RETRY_MAX")]
-    pub retry_max: Option<String>,
+    #[arg(long, env = "KFP_BRIDGE_RETRY_MAX", value_parser = duration)]
+    pub retry_max: Option<Duration>,
     /// Growth of the delay per consecutive failure [default: 2].
     #[arg(long, env = "KFP_BRIDGE_RETRY_MULTIPLIER")]
     pub retry_multiplier: Option<f64>,
@@ -341,8 +363,8 @@ pub struct DeliveryArgs {
     #[arg(long, env = "KFP_BRIDGE_RETRY_MAX_ATTEMPTS")]
     pub retry_max_attempts: Option<u32>,
     /// Cap on a delay a receiver asks for with `Retry-After` [default: 5m].
-    #[arg(long, env = "KFP_BRIDGE_RETRY_AFTER_MAX")]
-    pub retry_after_max: Option<String>,
+    #[arg(long, env = "KFP_BRIDGE_RETRY_AFTER_MAX", value_parser = duration)]
+    pub retry_after_max: Option<Duration>,
     /// Events queued or in flight per sink before intake pauses [default: 10000].
     #[arg(long, env = "KFP_BRIDGE_LANE_CAPACITY")]
     pub lane_capacity: Option<usize>,
@@ -350,174 +372,8 @@ pub struct DeliveryArgs {
     #[arg(long, env = "KFP_BRIDGE_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<usize>,
     /// On SIGTERM/SIGINT, how long to wait for in-flight events [default: 30s].
-    #[arg(long, env = "KFP_BRIDGE_SHUTDOWN_TIMEOUT")]
-    pub shutdown_timeout: Option<String>,
-}
-
-/// Everything delivery needs, validated.
-#[derive(Debug, Clone)]
-pub struct DeliveryPlan {
-    pub sinks: Vec<SinkSpec>,
-    pub dead_letter: Option<SinkSpec>,
-    pub lanes: LaneConfig,
-    pub retry: RetryPolicy,
-    pub shutdown_timeout: Duration,
-}
-
-impl DeliveryArgs {
-    /// Merges flags, the config file, the subscriber directory and `K_SINK` into one checked plan.
-    pub fn plan(&self) -> Result<DeliveryPlan, ConfigError> {
-        let file = match &self.config {
-            Some(path) => Some((path, ConfigFile::load(path)?)),
-            None => None,
-        };
-        let mut sinks = Vec::new();
-        for arg in &self.sinks {
-            sinks.push(config::parse_sink_arg(arg)?);
-        }
-        if let Some((path, file)) = &file {
-            sinks.extend(file.sink_specs(path)?);
-        }
-        if let Some(dir) = &self.subscribers_dir {
-            sinks.extend(config::subscribers(dir)?);
-        }
-        if let Some(url) = self
-            .knative_sink
-            .as_deref()
-            .filter(|u| !u.trim().is_empty())
-        {
-            let mut options = Vec::new();
-            if let Some(secs) = self.knative_sink_timeout.filter(|s| *s > 0) {
-                options.push(("timeout".to_owned(), format!("{secs}s")));
-            }
-            sinks.push(SinkSpec {
-                uri: url.trim().to_owned(),
-                name: Some("K_SINK".to_owned()),
-                filter: Default::default(),
-                options: Some(options),
-            });
-        }
-        if sinks.is_empty() {
-            sinks.push(config::parse_sink_arg("stdout")?);
-        }
-        let mut kafka_options = Vec::new();
-        for option in self.kafka_options.iter().filter(|o| !o.trim().is_empty()) {
-            let Some((name, value)) = option.split_once('=') else {
-                return Err(ConfigError {
-                    context: "--kafka-option".into(),
-                    message: format!(
-                        "{:?} is not NAME=VALUE",
-                        option.split('=').next().unwrap_or("")
-                    ),
-                });
-            };
-            kafka_options.push((name.trim().to_owned(), value.to_owned()));
-        }
-        for spec in sinks.iter_mut().filter(|s| s.uri.starts_with("kafka://")) {
-            let mut options = kafka_options.clone();
-            options.extend(spec.options.take().unwrap_or_default());
-            spec.options = Some(options);
-        }
-        let from_file =
-            |f: fn(&ConfigFile) -> Option<String>| file.as_ref().and_then(|(_, c)| f(c));
-        let dead_letter = self
-            .dead_letter
-            .clone()
-            .or_else(|| from_file(|c| c.dead_letter.clone()))
-            .filter(|u| !u.trim().is_empty())
-            .map(|u| config::parse_sink_arg(&u))
-            .transpose()?;
-        let retry_file = file.as_ref().and_then(|(_, c)| c.retry.as_ref());
-        let lanes_file = file.as_ref().and_then(|(_, c)| c.lanes.as_ref());
-        let defaults = RetryPolicy::default();
-        let duration = |flag: &Option<String>,
-                        field: Option<&Option<String>>,
-                        name: &str,
-                        default: Duration|
-         -> Result<Duration, ConfigError> {
-            let (text, context) = match (flag, field.and_then(|f| f.as_ref())) {
-                (Some(t), _) => (t, format!("--{}", name.replace('_', "-"))),
-                (None, Some(t)) => (t, format!("--config: retry.{name}")),
-                (None, None) => return Ok(default),
-            };
-            config::parse_duration(text).map_err(|message| ConfigError { context, message })
-        };
-        let retry = RetryPolicy {
-            initial: duration(
-                &self.retry_initial,
-                retry_file.map(|r| &r.initial),
-                "retry_initial",
-                defaults.initial,
-            )?,
-            max: duration(
-                &self.retry_max,
-                retry_file.map(|r| &r.max),
-                "retry_max",
-                defaults.max,
-            )?,
-            multiplier: self
-                .retry_multiplier
-                .or(retry_file.and_then(|r| r.multiplier))
-                .unwrap_or(defaults.multiplier),
-            max_attempts: self
-                .retry_max_attempts
-                .or(retry_file.and_then(|r| r.max_attempts))
-                .unwrap_or(defaults.max_attempts),
-            retry_after_max: duration(
-                &self.retry_after_max,
-                retry_file.map(|r| &r.retry_after_max),
-                "retry_after_max",
-                defaults.retry_after_max,
-            )?,
-        };
-        if !(1.0..=10.0).contains(&retry.multiplier) {
-            return Err(ConfigError {
-                context: "retry multiplier".into(),
-                message: format!("{} is not between 1 and 10", retry.multiplier),
-            });
-        }
-        if retry.initial.is_zero() || retry.max < retry.initial {
-            return Err(ConfigError {
-                context: "retry delays".into(),
-                message: "initial must be above zero and max at least initial".into(),
-            });
-        }
-        let lane_defaults = LaneConfig::default();
-        let lanes = LaneConfig {
-            capacity: self
-                .lane_capacity
-                .or(lanes_file.and_then(|l| l.capacity))
-                .unwrap_or(lane_defaults.capacity),
-            window: self
-                .max_in_flight
-                .or(lanes_file.and_then(|l| l.window))
-                .unwrap_or(lane_defaults.window),
-        };
-        if lanes.capacity == 0 || lanes.window == 0 {
-            return Err(ConfigError {
-                context: "lanes".into(),
-                message: "capacity and max in flight must be above zero".into(),
-            });
-        }
-        let shutdown_text = self
-            .shutdown_timeout
-            .clone()
-            .or_else(|| from_file(|c| c.shutdown_timeout.clone()));
-        let shutdown_timeout = match shutdown_text {
-            Some(text) => config::parse_duration(&text).map_err(|message| ConfigError {
-                context: "shutdown timeout".into(),
-                message,
-            })?,
-            None => Duration::from_secs(30),
-        };
-        Ok(DeliveryPlan {
-            sinks,
-            dead_letter,
-            lanes,
-            retry,
-            shutdown_timeout,
-        })
-    }
+    #[arg(long, env = "KFP_BRIDGE_SHUTDOWN_TIMEOUT", value_parser = duration)]
+    pub shutdown_timeout: Option<Duration>,
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ pub mod resend;
 pub mod run;
 
 use crate::admin::Admin;
-use crate::cli::DeliveryPlan;
+use crate::config::DeliveryPlan;
 use crate::derive::Stats;
 use crate::pipeline::{Delivery, Pipeline, Route};
 use crate::sinks;

@@ -3,11 +3,14 @@
 //! and Knative's `K_SINK`. Everything is validated before anything starts; errors name the sink
 //! and the field.
 
+use crate::cli::{DeliveryArgs, RunArgs};
 pub use crate::pipeline::router::Filter;
+use crate::pipeline::{LaneConfig, RetryPolicy};
 use serde::Deserialize;
 use sink_core::uri;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 /// One configured destination before it is opened.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -253,3 +256,213 @@ pub fn subscribers(dir: &Path) -> Result<Vec<SinkSpec>, ConfigError> {
 }
 
 pub use sink_core::parse_duration;
+
+/// Everything delivery needs, validated.
+#[derive(Debug, Clone)]
+pub struct DeliveryPlan {
+    pub sinks: Vec<SinkSpec>,
+    pub dead_letter: Option<SinkSpec>,
+    pub lanes: LaneConfig,
+    pub retry: RetryPolicy,
+    pub shutdown_timeout: Duration,
+}
+
+/// Shortest retention: Kubernetes keeps Events an hour, and a run forgotten sooner could be
+/// brought back by its Events.
+pub const MIN_RETENTION: Duration = Duration::from_secs(3600);
+
+/// `run`'s own timings, checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LivePlan {
+    pub retention: Duration,
+    pub checkpoint_interval: Duration,
+    /// With `--leader-election`: lease duration, renew deadline, retry period.
+    pub lease: Option<(Duration, Duration, Duration)>,
+}
+
+/// Checks `run`'s timings: the retention at least an hour, a checkpoint interval, and lease
+/// duration > renew deadline > retry period > 0.
+pub fn live_plan(args: &RunArgs) -> Result<LivePlan, ConfigError> {
+    if args.retention < MIN_RETENTION {
+        return Err(config_error(
+            format!("--retention {:?}", args.retention),
+            "at least 1h (Kubernetes keeps Events an hour)",
+        ));
+    }
+    if args.checkpoint_interval.is_zero() {
+        return Err(config_error("--checkpoint-interval", "must be above zero"));
+    }
+    let lease = args.leader_election.then_some((
+        args.lease_duration,
+        args.renew_deadline,
+        args.lease_retry_period,
+    ));
+    if let Some((duration, renew, retry)) = lease
+        && (retry.is_zero() || renew <= retry || duration <= renew)
+    {
+        return Err(config_error(
+            "leader election",
+            "wants lease duration > renew deadline > retry period > 0",
+        ));
+    }
+    Ok(LivePlan {
+        retention: args.retention,
+        checkpoint_interval: args.checkpoint_interval,
+        lease,
+    })
+}
+
+/// Merges flags, the config file, the subscriber directory and `K_SINK` into one checked plan:
+/// a flag wins over the file, the file over the default.
+pub fn delivery_plan(args: &DeliveryArgs) -> Result<DeliveryPlan, ConfigError> {
+    let file = match &args.config {
+        Some(path) => Some((path, ConfigFile::load(path)?)),
+        None => None,
+    };
+    let mut sinks = Vec::new();
+    for arg in &args.sinks {
+        sinks.push(parse_sink_arg(arg)?);
+    }
+    if let Some((path, file)) = &file {
+        sinks.extend(file.sink_specs(path)?);
+    }
+    if let Some(dir) = &args.subscribers_dir {
+        sinks.extend(subscribers(dir)?);
+    }
+    if let Some(url) = args
+        .knative_sink
+        .as_deref()
+        .filter(|u| !u.trim().is_empty())
+    {
+        let mut options = Vec::new();
+        if let Some(secs) = args.knative_sink_timeout.filter(|s| *s > 0) {
+            options.push(("timeout".to_owned(), format!("{secs}s")));
+        }
+        sinks.push(SinkSpec {
+            uri: url.trim().to_owned(),
+            name: Some("K_SINK".to_owned()),
+            filter: Default::default(),
+            options: Some(options),
+        });
+    }
+    if sinks.is_empty() {
+        sinks.push(parse_sink_arg("stdout")?);
+    }
+    let mut kafka_options = Vec::new();
+    for option in args.kafka_options.iter().filter(|o| !o.trim().is_empty()) {
+        let Some((name, value)) = option.split_once('=') else {
+            return Err(ConfigError {
+                context: "--kafka-option".into(),
+                message: format!(
+                    "{:?} is not NAME=VALUE",
+                    option.split('=').next().unwrap_or("")
+                ),
+            });
+        };
+        kafka_options.push((name.trim().to_owned(), value.to_owned()));
+    }
+    for spec in sinks.iter_mut().filter(|s| s.uri.starts_with("kafka://")) {
+        let mut options = kafka_options.clone();
+        options.extend(spec.options.take().unwrap_or_default());
+        spec.options = Some(options);
+    }
+    let from_file = |f: fn(&ConfigFile) -> Option<String>| file.as_ref().and_then(|(_, c)| f(c));
+    let dead_letter = args
+        .dead_letter
+        .clone()
+        .or_else(|| from_file(|c| c.dead_letter.clone()))
+        .filter(|u| !u.trim().is_empty())
+        .map(|u| parse_sink_arg(&u))
+        .transpose()?;
+    let retry_file = file.as_ref().and_then(|(_, c)| c.retry.as_ref());
+    let lanes_file = file.as_ref().and_then(|(_, c)| c.lanes.as_ref());
+    let defaults = RetryPolicy::default();
+    let duration = |flag: Option<Duration>,
+                    field: Option<&Option<String>>,
+                    name: &str,
+                    default: Duration|
+     -> Result<Duration, ConfigError> {
+        match (flag, field.and_then(|f| f.as_ref())) {
+            (Some(d), _) => Ok(d),
+            (None, Some(text)) => parse_duration(text).map_err(|message| ConfigError {
+                context: format!("--config: retry.{name}"),
+                message,
+            }),
+            (None, None) => Ok(default),
+        }
+    };
+    let retry = RetryPolicy {
+        initial: duration(
+            args.retry_initial,
+            retry_file.map(|r| &r.initial),
+            "retry_initial",
+            defaults.initial,
+        )?,
+        max: duration(
+            args.retry_max,
+            retry_file.map(|r| &r.max),
+            "retry_max",
+            defaults.max,
+        )?,
+        multiplier: args
+            .retry_multiplier
+            .or(retry_file.and_then(|r| r.multiplier))
+            .unwrap_or(defaults.multiplier),
+        max_attempts: args
+            .retry_max_attempts
+            .or(retry_file.and_then(|r| r.max_attempts))
+            .unwrap_or(defaults.max_attempts),
+        retry_after_max: duration(
+            args.retry_after_max,
+            retry_file.map(|r| &r.retry_after_max),
+            "retry_after_max",
+            defaults.retry_after_max,
+        )?,
+    };
+    if !(1.0..=10.0).contains(&retry.multiplier) {
+        return Err(ConfigError {
+            context: "retry multiplier".into(),
+            message: format!("{} is not between 1 and 10", retry.multiplier),
+        });
+    }
+    if retry.initial.is_zero() || retry.max < retry.initial {
+        return Err(ConfigError {
+            context: "retry delays".into(),
+            message: "initial must be above zero and max at least initial".into(),
+        });
+    }
+    let lane_defaults = LaneConfig::default();
+    let lanes = LaneConfig {
+        capacity: args
+            .lane_capacity
+            .or(lanes_file.and_then(|l| l.capacity))
+            .unwrap_or(lane_defaults.capacity),
+        window: args
+            .max_in_flight
+            .or(lanes_file.and_then(|l| l.window))
+            .unwrap_or(lane_defaults.window),
+    };
+    if lanes.capacity == 0 || lanes.window == 0 {
+        return Err(ConfigError {
+            context: "lanes".into(),
+            message: "capacity and max in flight must be above zero".into(),
+        });
+    }
+    let shutdown_timeout = match args.shutdown_timeout {
+        Some(d) => d,
+        None => match file.as_ref().and_then(|(_, c)| c.shutdown_timeout.clone()) {
+            Some(text) => parse_duration(&text).map_err(|message| ConfigError {
+                context: "shutdown timeout".into(),
+                message,
+            })?,
+            None => Duration::from_secs(30),
+        },
+    };
+    Ok(DeliveryPlan {
+        sinks,
+        dead_letter,
+        lanes,
+        retry,
+        shutdown_timeout,
+    })
+}

@@ -154,3 +154,66 @@ fn docs_flag_table_matches_the_command_line() {
         }
     }
 }
+
+/// `lib.rs`'s Layout lists exactly the modules that exist, each on its bullet in dependency
+/// order: a module imports (`crate::…`) only modules listed on its own bullet or below it.
+#[test]
+fn the_layout_lists_the_modules_in_dependency_order() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let lib = std::fs::read_to_string(root.join("lib.rs")).expect("lib.rs");
+    let declared: BTreeSet<String> = lib
+        .lines()
+        .filter_map(|l| l.strip_prefix("pub mod "))
+        .map(|m| m.trim_end_matches(';').to_owned())
+        .collect();
+    // Bullet number of each module the Layout names first on a bullet line (`- [`name`]`, and
+    // the others of a `[`a`], [`b`]` group).
+    let mut rank: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut bullet = 0;
+    for line in lib.lines().filter_map(|l| l.strip_prefix("//! - ")) {
+        bullet += 1;
+        let head = line.split(':').next().unwrap_or_default();
+        for name in head
+            .split("[`")
+            .skip(1)
+            .filter_map(|n| n.split("`]").next())
+        {
+            if declared.contains(name) {
+                rank.entry(name.to_owned()).or_insert(bullet);
+            }
+        }
+    }
+    let listed: BTreeSet<String> = rank.keys().cloned().collect();
+    assert_eq!(listed, declared, "lib.rs Layout vs pub mod");
+    for (module, at) in &rank {
+        let mut files = vec![root.join(format!("{module}.rs"))];
+        if let Ok(dir) = std::fs::read_dir(root.join(module)) {
+            files.extend(dir.map(|e| e.expect("entry").path()));
+        }
+        for file in files
+            .iter()
+            .filter(|f| f.extension().is_some_and(|x| x == "rs"))
+        {
+            let source = std::fs::read_to_string(file).expect("source");
+            // Code only: a doc link to a module above is no import.
+            let text: String = source
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            for used in text.split("crate::").skip(1) {
+                let name: String = used
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if let Some(other) = rank.get(&name) {
+                    assert!(
+                        other >= at,
+                        "{} uses crate::{name}, listed above {module} in lib.rs's Layout",
+                        file.display()
+                    );
+                }
+            }
+        }
+    }
+}

@@ -99,14 +99,14 @@ fn templates_render_values_escaped_and_placeholders_for_missing_ones() {
     }
 }
 
-fn plan(args: &[&str]) -> Result<kfp_event_bridge::cli::DeliveryPlan, String> {
+fn plan(args: &[&str]) -> Result<kfp_event_bridge::config::DeliveryPlan, String> {
     let mut argv = vec!["kfp-event-bridge", "replay", "x.jsonl"];
     argv.extend_from_slice(args);
     let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
     let Command::Replay(replay) = cli.command else {
         panic!("parsed as replay")
     };
-    replay.delivery.plan().map_err(|e| e.to_string())
+    kfp_event_bridge::config::delivery_plan(&replay.delivery).map_err(|e| e.to_string())
 }
 
 #[test]
@@ -155,7 +155,8 @@ fn the_plan_merges_flags_over_the_file_over_defaults() {
         (vec!["--retry-initial", "90s"], "max at least initial"),
         (vec!["--retry-multiplier", "0.5"], "retry multiplier"),
         (vec!["--max-in-flight", "0"], "lanes"),
-        (vec!["--shutdown-timeout", "10 parsecs"], "shutdown timeout"),
+        // Refused by the command line itself (a typed flag), naming the flag and the unit.
+        (vec!["--shutdown-timeout", "10 parsecs"], "--shutdown-timeout"),
     ] {
         let err = plan(&args).expect_err("refused");
         assert!(err.contains(want), "{args:?}: {err}");

@@ -20,8 +20,8 @@ pub async fn replay_with(
     args: &ReplayArgs,
 ) -> Result<(Outcome, ReplayReport), AppError> {
     let encode = args.encode.config()?;
-    let plan = args.delivery.plan()?;
-    let mut admin = Admin::start(&args.admin, "off").await?;
+    let plan = crate::config::delivery_plan(&args.delivery)?;
+    let mut admin = Admin::start(&args.admin, crate::cli::AdminAddr::Off).await?;
     let metrics = admin.as_ref().map(|a| Arc::clone(&a.metrics));
     let sinks = open_sinks_with(registry, &plan).await?;
     let input = open_input(&args.file)?;

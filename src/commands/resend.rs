@@ -19,8 +19,8 @@ pub async fn resend_with(
     registry: &sink_core::Registry,
     args: &ResendArgs,
 ) -> Result<(Outcome, ReplayReport), AppError> {
-    let plan = args.delivery.plan()?;
-    let mut admin = Admin::start(&args.admin, "off").await?;
+    let plan = crate::config::delivery_plan(&args.delivery)?;
+    let mut admin = Admin::start(&args.admin, crate::cli::AdminAddr::Off).await?;
     let sinks = open_sinks_with(registry, &plan).await?;
     let input = open_input(&args.file)?;
     let path = args.file.display().to_string();

@@ -26,16 +26,8 @@ const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/servicea
 /// How often retention is applied.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
-/// Shortest retention: Kubernetes keeps Events an hour, and a run forgotten sooner could be
-/// brought back by its Events.
-const MIN_RETENTION: Duration = Duration::from_secs(3600);
-
 fn setup(message: impl Into<String>) -> AppError {
     AppError::Setup(message.into())
-}
-
-fn duration(flag: &str, text: &str) -> Result<Duration, AppError> {
-    sink_core::parse_duration(text).map_err(|e| setup(format!("--{flag} {text}: {e}")))
 }
 
 fn own_namespace() -> Option<String> {
@@ -74,18 +66,9 @@ pub async fn run_with(
     args: &RunArgs,
 ) -> Result<(Outcome, ReplayReport), AppError> {
     let encode_config = args.encode.config()?;
-    let plan = args.delivery.plan()?;
-    let retention = duration("retention", &args.retention)?;
-    if retention < MIN_RETENTION {
-        return Err(setup(format!(
-            "--retention {}: at least 1h (Kubernetes keeps Events an hour)",
-            args.retention
-        )));
-    }
-    let flush_every = duration("checkpoint-interval", &args.checkpoint_interval)?;
-    if flush_every.is_zero() {
-        return Err(setup("--checkpoint-interval must be above zero"));
-    }
+    let plan = crate::config::delivery_plan(&args.delivery)?;
+    let live = crate::config::live_plan(args)?;
+    let (retention, flush_every, lease) = (live.retention, live.checkpoint_interval, live.lease);
     let spec = match &args.checkpoint {
         Some(text) => CheckpointSpec::parse(text).map_err(setup)?,
         None => match own_namespace() {
@@ -101,23 +84,11 @@ pub async fn run_with(
             }
         },
     };
-    let lease = if args.leader_election {
-        Some((
-            duration("lease-duration", &args.lease_duration)?,
-            duration("renew-deadline", &args.renew_deadline)?,
-            duration("lease-retry-period", &args.lease_retry_period)?,
-        ))
-    } else {
-        None
-    };
-    if let Some((lease_duration, renew, retry)) = lease
-        && (retry.is_zero() || renew <= retry || lease_duration <= renew)
-    {
-        return Err(setup(
-            "leader election wants lease duration > renew deadline > retry period > 0",
-        ));
-    }
-    let mut admin = Admin::start(&args.admin, "127.0.0.1:8080").await?;
+    let mut admin = Admin::start(
+        &args.admin,
+        crate::cli::AdminAddr::At(std::net::SocketAddr::from(([127, 0, 0, 1], 8080))),
+    )
+    .await?;
     let metrics = admin.as_ref().map(|a| Arc::clone(&a.metrics));
     if let Some(m) = &metrics {
         m.expect_watches();
