@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole gate, as CI runs it: installs what the suite needs (Rust components, a Python venv with
-# the official CloudEvents SDK), then formatting, clippy with -D warnings, every Rust test, and the
-# independent CloudEvents validation of every bundled recording's output.
+# The whole gate, as CI runs it: installs what the suite needs (Rust components, cargo-deny, a
+# Python venv with the official CloudEvents SDK), then formatting, the licence policy, clippy
+# with -D warnings, every Rust test, and the independent CloudEvents validation of every bundled
+# recording's output.
 # Servers: the HTTP receivers are started here (loopback, ephemeral ports) and stopped on exit;
 # each NATS test starts its own nats-server, each AMQP test its own RabbitMQ with its own Erlang
 # port mapper (loopback, ephemeral ports, own data directory and pid file) and stops it when done;
@@ -41,6 +42,10 @@ step "noida-db, a Kafka-protocol broker the Kafka tests start on their own loopb
 command -v noida-db >/dev/null || cargo install noida-db --version 0.2.3 --locked --no-default-features --features kafka --quiet
 command -v noida-db >/dev/null || { echo "noida-db installed but not on PATH (add ~/.cargo/bin)" >&2; exit 1; }
 
+step "cargo-deny, for the licence policy (deny.toml)"
+deny_version=0.18.9
+cargo deny --version 2>/dev/null | grep -qx "cargo-deny $deny_version" || cargo install cargo-deny --version "$deny_version" --locked --quiet
+
 step "python venv with the CloudEvents SDK"
 venv="$root/.venv"
 if ! "$venv/bin/python" -c 'import cloudevents, jsonschema, prometheus_client' 2>/dev/null; then
@@ -53,6 +58,9 @@ fi
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
+
+step "licences of every dependency (cargo deny; advisories need the network to fetch their database: not checked here)"
+cargo deny --all-features --locked check licenses
 
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
