@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
 /// `/healthz` fails once the runtime's heartbeat is older than this.
 const STALL: Duration = Duration::from_secs(10);
@@ -132,11 +133,14 @@ impl Admin {
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics_text))
             .with_state(served);
-        let server = tokio::spawn(async move {
-            if let Err(err) = axum::serve(listener, app).await {
-                tracing::error!(error = %err, "admin server stopped");
+        let server = tokio::spawn(
+            async move {
+                if let Err(err) = axum::serve(listener, app).await {
+                    tracing::error!(error = %err, "admin server stopped");
+                }
             }
-        });
+            .instrument(tracing::info_span!("admin", addr = %bound)),
+        );
         tracing::info!(addr = %bound, "admin server listening (/healthz, /readyz, /metrics)");
         Ok(Some(Self {
             metrics,
@@ -182,27 +186,31 @@ fn check_every(
     sink: Arc<dyn Sink>,
     record: impl Fn(Result<(), String>) -> Option<bool> + Send + 'static,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let result = match tokio::time::timeout(every, sink.health()).await {
-                Ok(result) => result.map_err(|e| e.to_string()),
-                Err(_) => Err(format!("health check timed out after {every:?}")),
-            };
-            let error = result.as_ref().err().cloned();
-            match record(result) {
-                Some(true) => tracing::info!(sink = %name, "{what} up"),
-                Some(false) => tracing::warn!(
-                    sink = %name,
-                    error = error.as_deref().unwrap_or(""),
-                    "{what} down"
-                ),
-                None => {}
+    let span = tracing::info_span!("health", check = what, sink = %name);
+    tokio::spawn(
+        async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let result = match tokio::time::timeout(every, sink.health()).await {
+                    Ok(result) => result.map_err(|e| e.to_string()),
+                    Err(_) => Err(format!("health check timed out after {every:?}")),
+                };
+                let error = result.as_ref().err().cloned();
+                match record(result) {
+                    Some(true) => tracing::info!(sink = %name, "{what} up"),
+                    Some(false) => tracing::warn!(
+                        sink = %name,
+                        error = error.as_deref().unwrap_or(""),
+                        "{what} down"
+                    ),
+                    None => {}
+                }
             }
         }
-    })
+        .instrument(span),
+    )
 }
 
 async fn healthz(State(s): State<Served>) -> impl IntoResponse {

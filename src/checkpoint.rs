@@ -349,14 +349,53 @@ pub struct Checkpoint {
     stats: CheckpointStats,
 }
 
+/// Why the checkpoint store could not be opened, read or written; the cause kept as the source.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// A file or directory of a `file:` checkpoint.
+    #[error("checkpoint {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The Kubernetes API of a `configmap:` checkpoint.
+    #[error("checkpoint {what}: {source}")]
+    Kube {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("a configmap checkpoint needs a Kubernetes client")]
+    NoClient,
+    #[error("checkpoint shard {0}: conflicting writers")]
+    Conflict(usize),
+    /// A blocking store task did not finish (it panicked or the runtime stopped).
+    #[error("checkpoint {what}: {source}")]
+    Task {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> CheckpointError + '_ {
+    move |source| CheckpointError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
 impl Checkpoint {
     /// Opens the store and loads what it holds.
-    pub async fn open(spec: &CheckpointSpec, client: Option<&Client>) -> Result<Self, String> {
+    pub async fn open(
+        spec: &CheckpointSpec,
+        client: Option<&Client>,
+    ) -> Result<Self, CheckpointError> {
         let (store, shards) = match spec {
             CheckpointSpec::None => (Store::None, 1),
             CheckpointSpec::File { dir, shards } => {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| format!("checkpoint directory {}: {e}", dir.display()))?;
+                std::fs::create_dir_all(dir).map_err(io_error(dir))?;
                 (Store::File(dir.clone()), *shards)
             }
             CheckpointSpec::ConfigMap {
@@ -364,7 +403,7 @@ impl Checkpoint {
                 name,
                 shards,
             } => {
-                let client = client.ok_or("a configmap checkpoint needs a Kubernetes client")?;
+                let client = client.ok_or(CheckpointError::NoClient)?;
                 (
                     Store::ConfigMap {
                         api: Box::new(Api::namespaced(client.clone(), namespace)),
@@ -417,14 +456,17 @@ impl Checkpoint {
         }
     }
 
-    async fn load(&mut self) -> Result<Shards, String> {
+    async fn load(&mut self) -> Result<Shards, CheckpointError> {
         match &mut self.store {
             Store::None => Ok(Vec::new()),
             Store::File(dir) => {
                 let dir = dir.clone();
                 tokio::task::spawn_blocking(move || load_dir(&dir))
                     .await
-                    .map_err(|e| format!("checkpoint load: {e}"))?
+                    .map_err(|source| CheckpointError::Task {
+                        what: "load",
+                        source,
+                    })?
             }
             Store::ConfigMap {
                 api,
@@ -435,7 +477,10 @@ impl Checkpoint {
                 let list = api
                     .list(&ListParams::default().labels(&selector))
                     .await
-                    .map_err(|e| format!("checkpoint ConfigMaps {name}-*: {e}"))?;
+                    .map_err(|source| CheckpointError::Kube {
+                        what: format!("ConfigMaps {name}-*"),
+                        source,
+                    })?;
                 let mut out = Vec::new();
                 for cm in list.items {
                     let Some(index) = shard_index(cm.metadata.name.as_deref().unwrap_or(""), name)
@@ -589,7 +634,7 @@ impl Checkpoint {
 
     /// Writes every shard that changed since the last flush. A shard that fails stays dirty
     /// and is written at the next flush; the error is returned for the caller to log.
-    pub async fn flush(&mut self) -> Result<(), String> {
+    pub async fn flush(&mut self) -> Result<(), CheckpointError> {
         if matches!(self.store, Store::None) {
             self.dirty.clear();
             self.unflushed = 0;
@@ -619,7 +664,7 @@ impl Checkpoint {
             .collect()
     }
 
-    async fn write_shard(&mut self, shard: usize) -> Result<(), String> {
+    async fn write_shard(&mut self, shard: usize) -> Result<(), CheckpointError> {
         // A conflicting writer's shard is merged in and the write retried.
         for _ in 0..3 {
             let data = self.shard_data(shard);
@@ -637,7 +682,10 @@ impl Checkpoint {
                     let dir = dir.clone();
                     return tokio::task::spawn_blocking(move || write_file(&dir, shard, &data))
                         .await
-                        .map_err(|e| format!("checkpoint write: {e}"))?;
+                        .map_err(|source| CheckpointError::Task {
+                            what: "write",
+                            source,
+                        })?;
                 }
                 Store::ConfigMap {
                     api,
@@ -687,15 +735,25 @@ impl Checkpoint {
                                     self.take_in(shard, theirs);
                                 }
                                 Ok(None) => {}
-                                Err(err) => return Err(format!("checkpoint {cm_name}: {err}")),
+                                Err(source) => {
+                                    return Err(CheckpointError::Kube {
+                                        what: cm_name,
+                                        source,
+                                    });
+                                }
                             }
                         }
-                        Err(err) => return Err(format!("checkpoint {cm_name}: {err}")),
+                        Err(source) => {
+                            return Err(CheckpointError::Kube {
+                                what: cm_name,
+                                source,
+                            });
+                        }
                     }
                 }
             }
         }
-        Err(format!("checkpoint shard {shard}: conflicting writers"))
+        Err(CheckpointError::Conflict(shard))
     }
 }
 
@@ -715,9 +773,9 @@ fn shard_file(dir: &Path, shard: usize) -> PathBuf {
     dir.join(format!("shard-{shard:02}.json"))
 }
 
-fn load_dir(dir: &Path) -> Result<Shards, String> {
+fn load_dir(dir: &Path) -> Result<Shards, CheckpointError> {
     let mut out = Vec::new();
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let entries = std::fs::read_dir(dir).map_err(io_error(dir))?;
     for entry in entries.flatten() {
         let file_name = entry.file_name();
         let Some(index) = file_name.to_str().and_then(|n| {
@@ -729,7 +787,7 @@ fn load_dir(dir: &Path) -> Result<Shards, String> {
             continue;
         };
         let path = entry.path();
-        let text = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = std::fs::read(&path).map_err(io_error(&path))?;
         // Files are replaced by rename, so a torn file means damage from outside: say so, go on
         // with the rest (the facts it held are published again, never lost).
         match serde_json::from_slice::<BTreeMap<String, String>>(&text) {
@@ -746,19 +804,24 @@ fn load_dir(dir: &Path) -> Result<Shards, String> {
 
 /// Writes a shard crash-safely: a temporary file, synced, renamed over the old one, directory
 /// synced.
-fn write_file(dir: &Path, shard: usize, data: &BTreeMap<String, String>) -> Result<(), String> {
+fn write_file(
+    dir: &Path,
+    shard: usize,
+    data: &BTreeMap<String, String>,
+) -> Result<(), CheckpointError> {
     let path = shard_file(dir, shard);
     let temp = dir.join(format!(".shard-{shard:02}.json.tmp"));
-    let fail = |e: std::io::Error| format!("checkpoint {}: {e}", path.display());
-    let bytes = serde_json::to_vec(data).map_err(|e| format!("checkpoint encode: {e}"))?;
-    let mut file = std::fs::File::create(&temp).map_err(fail)?;
-    file.write_all(&bytes).map_err(fail)?;
-    file.sync_all().map_err(fail)?;
+    let fail = io_error(&path);
+    // A map of strings always serializes.
+    let bytes = serde_json::to_vec(data).unwrap_or_default();
+    let mut file = std::fs::File::create(&temp).map_err(&fail)?;
+    file.write_all(&bytes).map_err(&fail)?;
+    file.sync_all().map_err(&fail)?;
     drop(file);
-    std::fs::rename(&temp, &path).map_err(fail)?;
+    std::fs::rename(&temp, &path).map_err(&fail)?;
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(fail)?;
+        .map_err(&fail)?;
     Ok(())
 }
 

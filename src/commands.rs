@@ -50,9 +50,12 @@ pub enum AppError {
     /// A flag or setting of `run` that cannot work.
     #[error("{0}")]
     Setup(String),
-    /// The cluster or the checkpoint store could not be reached or read.
-    #[error("{0}")]
-    Live(String),
+    /// No Kubernetes client could be made.
+    #[error(transparent)]
+    Kube(#[from] crate::source::live::ClientError),
+    /// The checkpoint store could not be opened or read.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
     #[error("leadership lost: another replica publishes now")]
     LeadershipLost,
     /// The admin server's flags, or its address.
@@ -67,10 +70,11 @@ impl AppError {
             AppError::Config(_) | AppError::Encode(_) | AppError::Setup(_) | AppError::Admin(_) => {
                 true
             }
-            AppError::Sink(err) => err.class() == "config",
+            AppError::Sink(err) => err.kind() == sink_core::ErrorKind::Config,
             AppError::Input { .. }
             | AppError::Reader
-            | AppError::Live(_)
+            | AppError::Kube(_)
+            | AppError::Checkpoint(_)
             | AppError::LeadershipLost => false,
         }
     }

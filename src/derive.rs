@@ -200,14 +200,35 @@ pub struct PodStart {
     pub created: DateTime<Utc>,
 }
 
-/// Logs a notice from [`Deriver::take_notices`] at its level; `line`: the recording line it
-/// came from, for a replay.
-pub fn log_notice(level: tracing::Level, notice: &str, line: Option<u64>) {
-    match (level == tracing::Level::WARN, line) {
-        (true, Some(line)) => tracing::warn!(line, "{notice}"),
-        (true, None) => tracing::warn!("{notice}"),
-        (false, Some(line)) => tracing::debug!(line, "{notice}"),
-        (false, None) => tracing::debug!("{notice}"),
+/// Something the derivation could not do as usual, to be logged by whoever runs it: what
+/// (`kind`), of which workflow, and the detail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// `warn` for what loses facts; `debug` for the expected (every offloaded workflow after the
+    /// first).
+    pub level: tracing::Level,
+    /// `no-uid`, `nodes-undecodable`, `nodes-offloaded`.
+    pub kind: &'static str,
+    pub namespace: String,
+    pub workflow: String,
+    /// What happened, in words (the decoding error; what is derived instead).
+    pub detail: String,
+}
+
+/// Logs a notice from [`Deriver::take_notices`] at its level, with its fields; `line`: the
+/// recording line it came from, for a replay.
+pub fn log_notice(notice: &Notice, line: Option<u64>) {
+    let Notice {
+        kind,
+        namespace,
+        workflow,
+        detail,
+        ..
+    } = notice;
+    if notice.level == tracing::Level::WARN {
+        tracing::warn!(notice = kind, namespace, workflow, line, "{detail}");
+    } else {
+        tracing::debug!(notice = kind, namespace, workflow, line, "{detail}");
     }
 }
 
@@ -217,7 +238,7 @@ pub struct Deriver {
     runs: HashMap<String, RunState>,
     stats: Stats,
     /// Problems worth one log line each, with their level, drained by the caller.
-    notices: Vec<(tracing::Level, String)>,
+    notices: Vec<Notice>,
     /// An offloaded workflow has been reported at warning level (later ones at debug: with
     /// node status offloading on, every large workflow is one, and the counter has the number).
     offload_warned: bool,
@@ -246,7 +267,7 @@ impl Deriver {
     }
 
     /// Takes the notices gathered since the last call (decode problems, offloaded workflows).
-    pub fn take_notices(&mut self) -> Vec<(tracing::Level, String)> {
+    pub fn take_notices(&mut self) -> Vec<Notice> {
         std::mem::take(&mut self.notices)
     }
 
@@ -380,13 +401,16 @@ impl Deriver {
     fn workflow(&mut self, wf: &Workflow) -> Vec<Fact> {
         self.stats.workflows_observed += 1;
         if wf.metadata.uid.is_empty() {
-            self.notices.push((
-                tracing::Level::WARN,
-                format!(
+            self.notices.push(Notice {
+                level: tracing::Level::WARN,
+                kind: "no-uid",
+                namespace: wf.metadata.namespace.clone(),
+                workflow: wf.metadata.name.clone(),
+                detail: format!(
                     "workflow {:?} has no metadata.uid; skipped",
                     wf.metadata.name
                 ),
-            ));
+            });
             return Vec::new();
         }
         if self.config.kfp_only && !wf.metadata.labels.contains_key(run::LABEL_RUN_ID) {
@@ -436,13 +460,16 @@ impl Deriver {
                     }
                     Err(err) => {
                         self.stats.node_decode_errors += 1;
-                        self.notices.push((
-                            tracing::Level::WARN,
-                            format!(
+                        self.notices.push(Notice {
+                            level: tracing::Level::WARN,
+                            kind: "nodes-undecodable",
+                            namespace: run.namespace.clone(),
+                            workflow: run.workflow.clone(),
+                            detail: format!(
                                 "workflow {}/{}: {err}; deriving run-level facts only",
                                 run.namespace, run.workflow
                             ),
-                        ));
+                        });
                         None
                     }
                 }
@@ -509,13 +536,16 @@ impl Deriver {
                 } else {
                     ""
                 };
-                self.notices.push((
+                self.notices.push(Notice {
                     level,
-                    format!(
+                    kind: "nodes-offloaded",
+                    namespace: run.namespace.clone(),
+                    workflow: run.workflow.clone(),
+                    detail: format!(
                         "workflow {}/{}: node status offloaded to Argo's database; run-level facts only, task facts from Kubernetes Events{more}",
                         run.namespace, run.workflow
                     ),
-                ));
+                });
             }
         }
         let mut candidates = run_facts(&run);

@@ -13,6 +13,7 @@ use kube::{Api, Client};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 /// Lease settings (`--leader-election-*`); the defaults are client-go's.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +86,11 @@ impl Elector {
         );
         let (lost_tx, lost) = watch::channel(false);
         let (stop, mut stopped) = watch::channel(false);
+        let span = tracing::info_span!(
+            "elector",
+            lease = %self.config.name,
+            identity = %self.config.identity
+        );
         let task = tokio::spawn(async move {
             let mut renewed = Instant::now();
             loop {
@@ -113,7 +119,7 @@ impl Elector {
                     return self;
                 }
             }
-        });
+        }.instrument(span));
         Leadership { lost, task, stop }
     }
 

@@ -46,7 +46,7 @@ pub enum Finish {
 #[derive(Debug, Default)]
 pub struct Staged {
     pub facts: Vec<Fact>,
-    pub notices: Vec<(tracing::Level, String)>,
+    pub notices: Vec<crate::derive::Notice>,
     pub pod_starts: Vec<PodStart>,
 }
 
@@ -375,8 +375,8 @@ pub fn replay(
         };
         // A recording has no observation times: pending times are measured live only.
         let Staged { facts, notices, .. } = stage.observe(&observed);
-        for (level, notice) in notices {
-            crate::derive::log_notice(level, &notice, Some(counts.lines));
+        for notice in &notices {
+            crate::derive::log_notice(notice, Some(counts.lines));
         }
         if let Some(metrics) = metrics {
             metrics.facts(&facts);

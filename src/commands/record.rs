@@ -11,9 +11,7 @@ use std::io::Write;
 pub async fn record(args: &RecordArgs) -> Result<(Outcome, ReplayReport), AppError> {
     use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
     use kube::runtime::{WatchStreamExt, watcher};
-    let client = live::client(args.watch.kubeconfig.as_deref())
-        .await
-        .map_err(AppError::Live)?;
+    let client = live::client(args.watch.kubeconfig.as_deref()).await?;
     let config = args.watch.config();
     let mut out: Box<dyn Write + Send> = if args.file.as_os_str() == "-" {
         Box::new(std::io::stdout())

@@ -98,9 +98,7 @@ pub async fn run_with(
             Role::Single
         });
     }
-    let client = live::client(args.watch.kubeconfig.as_deref())
-        .await
-        .map_err(AppError::Live)?;
+    let client = live::client(args.watch.kubeconfig.as_deref()).await?;
 
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
@@ -134,9 +132,7 @@ pub async fn run_with(
     }
 
     let sinks = open_sinks_with(registry, &plan).await?;
-    let checkpoint = Checkpoint::open(&spec, Some(&client))
-        .await
-        .map_err(AppError::Live)?;
+    let checkpoint = Checkpoint::open(&spec, Some(&client)).await?;
     let mut derive_config = args.derive.config();
     derive_config.history_before = Some(Utc::now() - retention);
     derive_config.defer_event_facts = true;
@@ -280,8 +276,8 @@ pub async fn run_with(
                 staged
             }
         };
-        for (level, notice) in &staged.notices {
-            crate::derive::log_notice(*level, notice, None);
+        for notice in &staged.notices {
+            crate::derive::log_notice(notice, None);
         }
         if let Some(m) = &metrics {
             m.facts(&staged.facts);

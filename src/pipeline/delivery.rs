@@ -15,6 +15,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::{Semaphore, mpsc};
+use tracing::Instrument as _;
 
 struct LaneHandle {
     name: String,
@@ -61,13 +62,15 @@ impl Delivery {
                     retry.clone(),
                     Arc::clone(&stats),
                 );
+                // What the lane logs names its sink.
+                let span = tracing::info_span!("lane", sink = %route.name);
                 LaneHandle {
                     name: route.name,
                     filter: route.filter,
                     room: Arc::new(Semaphore::new(lanes.capacity.max(1))),
                     tx,
                     stats,
-                    task: tokio::spawn(lane.run(rx)),
+                    task: tokio::spawn(lane.run(rx).instrument(span)),
                     sink: route.sink,
                 }
             })

@@ -297,7 +297,7 @@ where
     } else {
         Api::namespaced(client.clone(), namespace)
     };
-    watcher(api, config)
+    let stream = watcher(api, config)
         .default_backoff()
         .map(move |event| match event {
             Ok(watcher::Event::Init) => Input::Listing(index),
@@ -306,8 +306,38 @@ where
             Ok(watcher::Event::Apply(w)) => observed(index, Change::Modified, w, wrap),
             Ok(watcher::Event::Delete(w)) => observed(index, Change::Deleted, w, wrap),
             Err(err) => Input::Failed(index, err.to_string()),
-        })
-        .boxed()
+        });
+    // What the watcher and the decoding log (a dropped field, a retry) names its watch.
+    let span = tracing::info_span!(
+        "watch",
+        resource = T::PLURAL,
+        namespace = if namespace.is_empty() { "*" } else { namespace }
+    );
+    InSpan {
+        inner: stream.boxed(),
+        span,
+    }
+    .boxed()
+}
+
+/// A stream polled inside a span: a watch is no task of its own (the main loop polls it), but
+/// what happens while it is polled belongs to it.
+struct InSpan {
+    inner: BoxStream<'static, Input>,
+    span: tracing::Span,
+}
+
+impl Stream for InSpan {
+    type Item = Input;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Input>> {
+        let this = &mut *self;
+        let _entered = this.span.enter();
+        this.inner.as_mut().poll_next(cx)
+    }
 }
 
 fn observed<T>(
@@ -330,22 +360,42 @@ fn observed<T>(
 
 /// A client from `--kubeconfig`, else the usual inference (`KUBECONFIG`, `~/.kube/config`, the
 /// in-cluster service account).
-pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, String> {
+pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, ClientError> {
     let mut config = match kubeconfig {
         Some(path) => {
-            let file = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| format!("cannot read kubeconfig {}: {e}", path.display()))?;
+            let file = kube::config::Kubeconfig::read_from(path).map_err(|source| {
+                ClientError::Kubeconfig {
+                    path: path.display().to_string(),
+                    source,
+                }
+            })?;
             kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
                 .await
-                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
+                .map_err(|source| ClientError::Kubeconfig {
+                    path: path.display().to_string(),
+                    source,
+                })?
         }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| format!("no Kubernetes configuration found: {e}"))?,
+        None => kube::Config::infer().await?,
     };
     // kube's client retries 429/503/504 up to 15 times (minutes of backoff) before a caller hears
     // of it: that would hide an outage from readiness and stretch Lease renewals past their
     // deadline. The watcher, the elector and the checkpoint retry on their own terms instead.
     config.default_retry = false;
-    Client::try_from(config).map_err(|e| format!("cannot build the Kubernetes client: {e}"))
+    Ok(Client::try_from(config)?)
+}
+
+/// Why no Kubernetes client could be made; kube's error kept as the source.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: String,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("no Kubernetes configuration found: {0}")]
+    Infer(#[from] kube::config::InferConfigError),
+    #[error("cannot build the Kubernetes client: {0}")]
+    Client(#[from] kube::Error),
 }

@@ -193,13 +193,23 @@ pub fn escape_word(var: Var, value: &str, out: &mut String) {
     template::escape_token(var, value, &['.', '*', '#'], out);
 }
 
-/// Whether a broker error means the message can never be published as is: the exchange does not
-/// exist (404), or the broker refuses the content (e.g. 406 for an oversize frame).
+/// Whether a broker error means the message can never be published as is, by the AMQP reply
+/// code the broker closed the channel with: the exchange does not exist (404 NOT_FOUND), the
+/// broker refuses the content (406 PRECONDITION_FAILED, e.g. an oversize frame) or the user may
+/// not publish there (403 ACCESS_REFUSED).
 fn is_permanent(err: &lapin::Error) -> bool {
-    let text = err.to_string();
-    ["NOT_FOUND", "PRECONDITION_FAILED", "ACCESS_REFUSED"]
-        .iter()
-        .any(|code| text.contains(code))
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    match err.kind() {
+        lapin::ErrorKind::ProtocolError(amqp) => matches!(
+            amqp.kind(),
+            AMQPErrorKind::Soft(
+                AMQPSoftError::NOTFOUND
+                    | AMQPSoftError::PRECONDITIONFAILED
+                    | AMQPSoftError::ACCESSREFUSED
+            )
+        ),
+        _ => false,
+    }
 }
 
 impl Sink for AmqpSink {

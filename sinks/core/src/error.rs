@@ -141,12 +141,32 @@ impl SinkError {
         matches!(self, Self::Transient { .. })
     }
 
-    /// `transient`, `permanent` or `config`: the label used in metrics.
-    pub fn class(&self) -> &'static str {
+    /// Which of the three it is, for code that decides (retry, dead-letter, refuse to start).
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::Transient { .. } => "transient",
-            Self::Permanent { .. } => "permanent",
-            Self::Config { .. } => "config",
+            Self::Transient { .. } => ErrorKind::Transient,
+            Self::Permanent { .. } => ErrorKind::Permanent,
+            Self::Config { .. } => ErrorKind::Config,
         }
     }
+
+    /// `transient`, `permanent` or `config`: the label used in metrics.
+    pub fn class(&self) -> &'static str {
+        match self.kind() {
+            ErrorKind::Transient => "transient",
+            ErrorKind::Permanent => "permanent",
+            ErrorKind::Config => "config",
+        }
+    }
+}
+
+/// The class of a [`SinkError`], without its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// Worth retrying: the far side may take it later.
+    Transient,
+    /// This event will never go: dead-letter it.
+    Permanent,
+    /// Nothing will go: the sink is configured wrong.
+    Config,
 }

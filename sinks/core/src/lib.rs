@@ -24,7 +24,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub use cloudevents::Event;
-pub use error::SinkError;
+pub use error::{ErrorKind, SinkError};
 pub use factory::{JsonLinesFactory, Opening, Registry, SinkConfig, SinkFactory, scheme};
 pub use memory::{MemorySink, Script};
 pub use stream::JsonLinesSink;

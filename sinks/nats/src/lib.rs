@@ -262,11 +262,18 @@ fn jetstream_error(
     .with_source(err)
 }
 
-/// JetStream API errors that re-sending cannot fix: the message is larger than the stream allows
-/// (10054), or the expected stream does not hold the subject (10060).
+/// JetStream API errors that re-sending cannot fix, by the API's error code (the PubAck's
+/// `err_code`): the message is larger than the stream allows (10054), or the expected stream does
+/// not hold the subject (10060).
 fn is_permanent_api_error(err: &async_nats::jetstream::context::PublishError) -> bool {
-    let text = format!("{err:?}");
-    ["10054", "10060"].iter().any(|code| text.contains(code))
+    use async_nats::jetstream::ErrorCode;
+    use std::error::Error as _;
+    err.source()
+        .and_then(|source| source.downcast_ref::<async_nats::jetstream::Error>())
+        .is_some_and(|api| {
+            let code = api.error_code();
+            code == ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM || code == ErrorCode::STREAM_NOT_MATCH
+        })
 }
 
 fn log_event(name: &str, event: async_nats::Event) {

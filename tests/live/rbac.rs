@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-mod support;
+use crate::support;
 
 use support::bridge::{Scratch, stderr, wait};
 use support::live::{

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-mod support;
+use crate::support;
 
 use support::bridge::{
     BIN, Scratch, admin_addr, all_recordings, families, get, readyz_becomes, replayed, samples,

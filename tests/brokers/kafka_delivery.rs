@@ -1,7 +1,7 @@
 //! The Kafka sink end to end: the binary publishing to a real Kafka-protocol broker (noida-db,
 //! started per test on its own loopback port), read back by an independent consumer.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;

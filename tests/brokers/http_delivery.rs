@@ -13,7 +13,7 @@ use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-mod support;
+use crate::support;
 
 use support::bridge::{
     BIN, Scratch, all_recordings, bridge, expected, read_events, run_ok, stderr, summaries, wait,

@@ -3,7 +3,7 @@
 //! `replay`); the chat notifier posts the messages a person should read; the chain consumer makes
 //! the one KFP API call a bundled recording calls for, and none for a repeated event.
 
-mod support;
+use crate::support;
 
 use axum::Router;
 use axum::body::Bytes;

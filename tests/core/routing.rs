@@ -156,7 +156,10 @@ fn the_plan_merges_flags_over_the_file_over_defaults() {
         (vec!["--retry-multiplier", "0.5"], "retry multiplier"),
         (vec!["--max-in-flight", "0"], "lanes"),
         // Refused by the command line itself (a typed flag), naming the flag and the unit.
-        (vec!["--shutdown-timeout", "10 parsecs"], "--shutdown-timeout"),
+        (
+            vec!["--shutdown-timeout", "10 parsecs"],
+            "--shutdown-timeout",
+        ),
     ] {
         let err = plan(&args).expect_err("refused");
         assert!(err.contains(want), "{args:?}: {err}");

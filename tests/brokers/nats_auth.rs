@@ -4,7 +4,7 @@
 //! start, naming the sink, with no secret in the log. The PKI is made by the `openssl` command,
 //! the operator, account and user JWTs by the test (NKeys signing, as `nsc` does), for each run.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::Command;

@@ -1,9 +1,9 @@
 //! Golden tests: each bundled recording gives exactly the CloudEvents in `tests/golden/`.
 //!
 //! The golden files were reviewed by a person (see tests/golden/REVIEW.md). After an intended
-//! change, `BLESS=1 cargo test --test golden` rewrites them; review the diff before committing.
+//! change, `BLESS=1 cargo test --test core golden::` rewrites them; review the diff before committing.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

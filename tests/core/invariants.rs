@@ -2,7 +2,7 @@
 //! the golden files): one terminal per run and attempt, causal order, stable unique ids, no
 //! re-emission on a second pass, and the KEP-12843 warnings where they belong.
 
-mod support;
+use crate::support;
 
 use kfp_event_bridge::derive::{DeriveConfig, Deriver};
 use serde_json::Value;

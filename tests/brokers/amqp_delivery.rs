@@ -3,7 +3,7 @@
 //! the broker stopped for 30 s mid-stream; unroutable keys and a missing exchange dead-lettered or
 //! refused at start.
 
-mod support;
+use crate::support;
 
 use lapin::options::{
     BasicGetOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,

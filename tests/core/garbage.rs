@@ -2,7 +2,7 @@
 //! with random bytes, mutated real recordings and random node trees (dangling children, cycles,
 //! unknown types and phases, broken timestamps, compressedNodes that are not gzip).
 
-mod support;
+use crate::support;
 
 use kfp_event_bridge::derive::{DeriveConfig, Deriver, NodeEvents};
 use kfp_event_bridge::encode::{self, EncodeConfig};

@@ -1,7 +1,7 @@
 //! The live input end to end: the real binary watching a fake apiserver that plays recordings,
 //! publishing to a file, checkpointing to a directory.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! de-duplication; the server stopped for 30 s mid-stream; core NATS; binary mode; max_payload
 //! and unrouted subjects dead-lettered; a subject no stream captures refused at start.
 
-mod support;
+use crate::support;
 
 use async_nats::jetstream;
 use std::process::Command;
