@@ -370,6 +370,8 @@ pub enum CheckpointError {
     NoClient,
     #[error("checkpoint shard {0}: conflicting writers")]
     Conflict(usize),
+    #[error("checkpoint encode: {0}")]
+    Encode(#[from] serde_json::Error),
     /// A blocking store task did not finish (it panicked or the runtime stopped).
     #[error("checkpoint {what}: {source}")]
     Task {
@@ -395,7 +397,10 @@ impl Checkpoint {
         let (store, shards) = match spec {
             CheckpointSpec::None => (Store::None, 1),
             CheckpointSpec::File { dir, shards } => {
-                std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+                std::fs::create_dir_all(dir).map_err(|source| CheckpointError::Io {
+                    path: format!("directory {}", dir.display()),
+                    source,
+                })?;
                 (Store::File(dir.clone()), *shards)
             }
             CheckpointSpec::ConfigMap {
@@ -812,8 +817,7 @@ fn write_file(
     let path = shard_file(dir, shard);
     let temp = dir.join(format!(".shard-{shard:02}.json.tmp"));
     let fail = io_error(&path);
-    // A map of strings always serializes.
-    let bytes = serde_json::to_vec(data).unwrap_or_default();
+    let bytes = serde_json::to_vec(data)?;
     let mut file = std::fs::File::create(&temp).map_err(&fail)?;
     file.write_all(&bytes).map_err(&fail)?;
     file.sync_all().map_err(&fail)?;

@@ -1,8 +1,8 @@
 //! The command line: every flag documented, every flag with an environment twin. `--help` is the
 //! reference; the README's table follows it.
 
-use crate::derive::{DeriveConfig, NodeEvents};
-use crate::encode::{self, EncodeConfig};
+use crate::derive::NodeEvents;
+use crate::encode;
 use crate::telemetry::LogFormat;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -177,21 +177,6 @@ pub struct WatchArgs {
     pub watch_events: bool,
 }
 
-impl WatchArgs {
-    pub fn config(&self) -> crate::source::live::WatchConfig {
-        crate::source::live::WatchConfig {
-            namespaces: self
-                .namespaces
-                .iter()
-                .map(|n| n.trim().to_owned())
-                .filter(|n| !n.is_empty())
-                .collect(),
-            label_selector: self.label_selector.clone().filter(|s| !s.trim().is_empty()),
-            events: self.watch_events,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Args)]
 pub struct RecordArgs {
     /// The recording to write (appended); `-` writes standard output.
@@ -265,17 +250,6 @@ pub struct DeriveArgs {
     pub kfp_only: bool,
 }
 
-impl DeriveArgs {
-    pub fn config(&self) -> DeriveConfig {
-        DeriveConfig {
-            node_events: self.node_events,
-            kfp_only: self.kfp_only,
-            history_before: None,
-            defer_event_facts: false,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Args)]
 pub struct EncodeArgs {
     /// Prefix of the CloudEvent `type`, e.g. `<prefix>.run.succeeded`.
@@ -293,27 +267,6 @@ pub struct EncodeArgs {
     /// Knative's extension overrides, `{"extensions":{"name":"value"}}`, added to every event.
     #[arg(long, env = "K_CE_OVERRIDES")]
     pub ce_overrides: Option<String>,
-}
-
-impl EncodeArgs {
-    pub fn config(&self) -> Result<EncodeConfig, encode::EncodeError> {
-        let mut config = EncodeConfig {
-            type_prefix: self.type_prefix.clone(),
-            source_prefix: self.source_prefix.clone(),
-            dataschema: self.dataschema.clone(),
-            max_data_bytes: self.max_data_bytes,
-            overrides: Default::default(),
-        };
-        if let Some(json) = self
-            .ce_overrides
-            .as_deref()
-            .filter(|j| !j.trim().is_empty())
-        {
-            config = config.with_ce_overrides(json)?;
-        }
-        config.validate()?;
-        Ok(config)
-    }
 }
 
 /// Where events go and how hard the bridge tries. Flags and their environment twins override the

@@ -3,7 +3,9 @@
 //! and Knative's `K_SINK`. Everything is validated before anything starts; errors name the sink
 //! and the field.
 
-use crate::cli::{DeliveryArgs, RunArgs};
+use crate::cli::{DeliveryArgs, DeriveArgs, EncodeArgs, RunArgs, WatchArgs};
+use crate::derive::DeriveConfig;
+use crate::encode::EncodeConfig;
 pub use crate::pipeline::router::Filter;
 use crate::pipeline::{LaneConfig, RetryPolicy};
 use serde::Deserialize;
@@ -465,4 +467,49 @@ pub fn delivery_plan(args: &DeliveryArgs) -> Result<DeliveryPlan, ConfigError> {
         retry,
         shutdown_timeout,
     })
+}
+
+/// The watches `run` and `record` open: namespaces and selector trimmed, empty ones dropped.
+pub fn watch(args: &WatchArgs) -> crate::source::live::WatchConfig {
+    crate::source::live::WatchConfig {
+        namespaces: args
+            .namespaces
+            .iter()
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .collect(),
+        label_selector: args.label_selector.clone().filter(|s| !s.trim().is_empty()),
+        events: args.watch_events,
+    }
+}
+
+/// The derivation's settings from its flags.
+pub fn derive(args: &DeriveArgs) -> DeriveConfig {
+    DeriveConfig {
+        node_events: args.node_events,
+        kfp_only: args.kfp_only,
+        history_before: None,
+        defer_event_facts: false,
+    }
+}
+
+/// The encoder's settings from its flags, checked (type prefix, source, dataschema, the
+/// `--ce-overrides` JSON).
+pub fn encode(args: &EncodeArgs) -> Result<EncodeConfig, crate::encode::EncodeError> {
+    let mut config = EncodeConfig {
+        type_prefix: args.type_prefix.clone(),
+        source_prefix: args.source_prefix.clone(),
+        dataschema: args.dataschema.clone(),
+        max_data_bytes: args.max_data_bytes,
+        overrides: Default::default(),
+    };
+    if let Some(json) = args
+        .ce_overrides
+        .as_deref()
+        .filter(|j| !j.trim().is_empty())
+    {
+        config = config.with_ce_overrides(json)?;
+    }
+    config.validate()?;
+    Ok(config)
 }

@@ -12,7 +12,7 @@ pub async fn record(args: &RecordArgs) -> Result<(Outcome, ReplayReport), AppErr
     use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
     use kube::runtime::{WatchStreamExt, watcher};
     let client = live::client(args.watch.kubeconfig.as_deref()).await?;
-    let config = args.watch.config();
+    let config = crate::config::watch(&args.watch);
     let mut out: Box<dyn Write + Send> = if args.file.as_os_str() == "-" {
         Box::new(std::io::stdout())
     } else {

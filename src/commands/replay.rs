@@ -19,14 +19,14 @@ pub async fn replay_with(
     registry: &sink_core::Registry,
     args: &ReplayArgs,
 ) -> Result<(Outcome, ReplayReport), AppError> {
-    let encode = args.encode.config()?;
+    let encode = crate::config::encode(&args.encode)?;
     let plan = crate::config::delivery_plan(&args.delivery)?;
     let mut admin = Admin::start(&args.admin, crate::cli::AdminAddr::Off).await?;
     let metrics = admin.as_ref().map(|a| Arc::clone(&a.metrics));
     let sinks = open_sinks_with(registry, &plan).await?;
     let input = open_input(&args.file)?;
     let path = args.file.display().to_string();
-    let derive = args.derive.config();
+    let derive = crate::config::derive(&args.derive);
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<cloudevents::Event>>(256);
     let reader = std::thread::Builder::new()
         .name("replay-reader".into())

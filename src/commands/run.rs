@@ -65,7 +65,7 @@ pub async fn run_with(
     registry: &sink_core::Registry,
     args: &RunArgs,
 ) -> Result<(Outcome, ReplayReport), AppError> {
-    let encode_config = args.encode.config()?;
+    let encode_config = crate::config::encode(&args.encode)?;
     let plan = crate::config::delivery_plan(&args.delivery)?;
     let live = crate::config::live_plan(args)?;
     let (retention, flush_every, lease) = (live.retention, live.checkpoint_interval, live.lease);
@@ -133,7 +133,7 @@ pub async fn run_with(
 
     let sinks = open_sinks_with(registry, &plan).await?;
     let checkpoint = Checkpoint::open(&spec, Some(&client)).await?;
-    let mut derive_config = args.derive.config();
+    let mut derive_config = crate::config::derive(&args.derive);
     derive_config.history_before = Some(Utc::now() - retention);
     derive_config.defer_event_facts = true;
     let mut deriver = Deriver::new(derive_config);
@@ -150,7 +150,7 @@ pub async fn run_with(
     }
     let mut stage = Stage::new(deriver, encode_config, Finish::OnAck);
     let mut pipeline = Pipeline::tracked(delivery, checkpoint, plan.lanes.window, metrics.clone());
-    let (watch_ids, mut inputs) = live::watch(&client, &args.watch.config());
+    let (watch_ids, mut inputs) = live::watch(&client, &crate::config::watch(&args.watch));
     if let Some(m) = &metrics {
         m.watches(&watch_ids);
     }
@@ -163,7 +163,7 @@ pub async fn run_with(
     );
     // Objects reported as unreadable (by uid), so each is logged once.
     let mut undecodable: HashSet<String> = HashSet::new();
-    let sweep_unseen = args.watch.config().label_selector.is_none();
+    let sweep_unseen = crate::config::watch(&args.watch).label_selector.is_none();
     let mut flush = tokio::time::interval(flush_every);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sweep = tokio::time::interval(Duration::from_secs(1));

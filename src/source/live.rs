@@ -364,7 +364,7 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, Clie
     let mut config = match kubeconfig {
         Some(path) => {
             let file = kube::config::Kubeconfig::read_from(path).map_err(|source| {
-                ClientError::Kubeconfig {
+                ClientError::KubeconfigRead {
                     path: path.display().to_string(),
                     source,
                 }
@@ -388,6 +388,12 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, Clie
 /// Why no Kubernetes client could be made; kube's error kept as the source.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    #[error("cannot read kubeconfig {path}: {source}")]
+    KubeconfigRead {
+        path: String,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
     #[error("kubeconfig {path}: {source}")]
     Kubeconfig {
         path: String,

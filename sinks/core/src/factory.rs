@@ -102,7 +102,9 @@ impl Registry {
         match self.factory(config.uri) {
             Some(factory) => factory.open(config).await,
             None => Err(SinkError::config(
-                &self.redact(config.uri),
+                &config
+                    .name
+                    .map_or_else(|| self.redact(config.uri), str::to_owned),
                 format!(
                     "unsupported sink {:?}; this build has: {}",
                     scheme(config.uri),
