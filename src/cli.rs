@@ -1,5 +1,5 @@
 //! The command line: every flag documented, every flag with an environment twin. `--help` is the
-//! reference; the README's table follows it.
+//! reference; the flag table in docs/running.md follows it (a test keeps them in step).
 
 use crate::derive::NodeEvents;
 use crate::encode;

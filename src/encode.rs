@@ -27,8 +27,8 @@ pub const DEFAULT_MAX_DATA_BYTES: usize = 60 * 1024;
 /// Namespace of the name-based (v5) UUIDs used as event ids; fixed forever, or ids would change.
 const ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6b66_7065_7665_6e74_2d62_7269_6467_6501);
 
-/// Every `data` member, in the order the README documents them. A test keeps this list, the JSON
-/// Schema and the README's catalog the same.
+/// Every `data` member, in the order docs/events.md documents them. A test keeps this list, the JSON
+/// Schema and the catalog the same.
 pub const DATA_FIELDS: &[&str] = &[
     "KfpRunId",
     "WorkflowName",

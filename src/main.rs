@@ -6,7 +6,7 @@ use kfp_event_bridge::telemetry;
 use std::process::ExitCode;
 
 /// Events are parsed or derived on one thread and freed on another after delivery; glibc's
-/// malloc serialises such frees on its arena locks (see the README's performance section).
+/// malloc serialises such frees on its arena locks (see docs/performance.md).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
