@@ -203,12 +203,7 @@ impl Pipeline {
     /// A fact is done: recorded, and its run closed if that was its last (see [`Progress`]).
     pub fn done(&mut self, token: u64, stage: &mut Stage) {
         if let Some(t) = &mut self.tracking {
-            t.progress.done(
-                token,
-                &mut t.checkpoint,
-                stage.deriver_mut(),
-                Utc::now().timestamp(),
-            );
+            t.done(token, stage.deriver_mut());
         }
     }
 
@@ -244,12 +239,7 @@ impl Pipeline {
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 } else if let Some(token) = t.done_rx.recv().await {
-                    t.progress.done(
-                        token,
-                        &mut t.checkpoint,
-                        stage.deriver_mut(),
-                        Utc::now().timestamp(),
-                    );
+                    t.done(token, stage.deriver_mut());
                 }
             }
             // An offloaded run keeps its marks instead of shrinking to a tombstone.
@@ -277,15 +267,7 @@ impl Pipeline {
         self,
         give_up: impl std::future::Future<Output = ()>,
     ) -> Finished {
-        let Self { delivery, .. } = self;
-        let lanes = delivery.stats();
-        let unrouted = delivery.unrouted();
-        let unfinished = delivery.finish(give_up).await;
-        Finished {
-            lanes,
-            unfinished,
-            unrouted,
-        }
+        Finished::of(self.delivery, give_up).await
     }
 
     /// Shutdown: the lanes finish what they hold (until `give_up`), the done facts are recorded
@@ -298,17 +280,10 @@ impl Pipeline {
         let Self {
             delivery, tracking, ..
         } = self;
-        let lanes = delivery.stats();
-        let unrouted = delivery.unrouted();
-        let unfinished = delivery.finish(give_up).await;
+        let finished = Finished::of(delivery, give_up).await;
         if let Some(mut t) = tracking {
             while let Ok(token) = t.done_rx.try_recv() {
-                t.progress.done(
-                    token,
-                    &mut t.checkpoint,
-                    stage.deriver_mut(),
-                    Utc::now().timestamp(),
-                );
+                t.done(token, stage.deriver_mut());
             }
             match t.checkpoint.flush().await {
                 Ok(()) => tracing::info!(
@@ -323,11 +298,7 @@ impl Pipeline {
                 ),
             }
         }
-        Finished {
-            lanes,
-            unfinished,
-            unrouted,
-        }
+        finished
     }
 }
 
@@ -339,7 +310,27 @@ pub struct Finished {
     pub unrouted: u64,
 }
 
+impl Finished {
+    /// Stops intake and lets the lanes finish (until `give_up`); `unrouted` is read first.
+    async fn of(delivery: Delivery, give_up: impl std::future::Future<Output = ()>) -> Self {
+        let lanes = delivery.stats();
+        let unrouted = delivery.unrouted();
+        let unfinished = delivery.finish(give_up).await;
+        Self {
+            lanes,
+            unfinished,
+            unrouted,
+        }
+    }
+}
+
 impl Tracking {
+    /// A fact is done: recorded, and its run closed if it was the last (see [`Progress`]).
+    fn done(&mut self, token: u64, deriver: &mut Deriver) {
+        self.progress
+            .done(token, &mut self.checkpoint, deriver, Utc::now().timestamp());
+    }
+
     async fn flush(&mut self) {
         if let Err(err) = self.checkpoint.flush().await {
             tracing::warn!(error = %err, "checkpoint write failed; retrying at the next flush");
