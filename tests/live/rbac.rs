@@ -1,7 +1,8 @@
 //! The RBAC rules in `deploy/` cover exactly the API calls the bridge makes, no more: the binary
 //! runs against the fake API server with everything that calls the API switched on (watches,
 //! ConfigMap checkpoint, leader election, a clean shutdown releasing the Lease), and every request
-//! it made, as (API group, resource, verb), must be granted — and every grant must have been used.
+//! it made, as (API group, resource, verb), must be granted — and every grant must have been used;
+//! by the kustomize overlays' rules and by the Helm chart's, rendered with the real helm.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use crate::support;
 
 use support::bridge::{Scratch, stderr, wait};
+use support::helm;
 use support::live::{
     Cluster, FAST_LEASE, count_lines, live_bridge, many_runs, settle, sigterm, wait_synced,
 };
@@ -167,4 +169,37 @@ async fn rbac_rules_cover_exactly_the_calls_the_bridge_makes() {
         unused.is_empty(),
         "grants the bridge never used: {unused:?}"
     );
+
+    // The Helm chart's rules, rendered by the real helm (3 and 4), cluster-wide and for a list
+    // of namespaces: the same calls, no more.
+    for (bin, version) in helm::helms() {
+        for scope in [
+            vec![],
+            vec![
+                "--set",
+                "watch.scope=namespaces",
+                "--set",
+                "watch.namespaces={a,b}",
+            ],
+        ] {
+            let objects =
+                helm::render(&bin, &[], &scope).unwrap_or_else(|e| panic!("helm {version}: {e}"));
+            let mut chart = BTreeSet::new();
+            for kind in ["Role", "ClusterRole"] {
+                for role in helm::of_kind(&objects, kind) {
+                    chart.extend(helm::grants(role));
+                }
+            }
+            let missing: Vec<_> = used.difference(&chart).collect();
+            assert!(
+                missing.is_empty(),
+                "helm {version} {scope:?}: calls the chart's RBAC does not grant: {missing:?}"
+            );
+            let unused: Vec<_> = chart.difference(&used).collect();
+            assert!(
+                unused.is_empty(),
+                "helm {version} {scope:?}: chart grants the bridge never used: {unused:?}"
+            );
+        }
+    }
 }

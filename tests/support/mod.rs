@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod bridge;
+pub mod helm;
 pub mod kafka_server;
 pub mod live;
 pub mod nats_server;
