@@ -21,7 +21,10 @@ async fn the_charts_deployment_runs_the_bridge() {
         let scratch = Scratch::new("chart-run");
         let cluster = Cluster::start(&scratch).await;
         let out = scratch.path("events.jsonl");
-        let sinks = format!(r#"sinks=[{{"uri":"file:{}","name":"events"}}]"#, out.display());
+        let sinks = format!(
+            r#"sinks=[{{"uri":"file:{}","name":"events"}}]"#,
+            out.display()
+        );
         let objects = helm::render(
             &bin,
             &[],
