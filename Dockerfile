@@ -7,6 +7,14 @@ COPY . .
 RUN cargo build --release --locked
 
 FROM gcr.io/distroless/cc-debian12:nonroot
+# The crate version and the commit: docker build --build-arg REVISION="$(git rev-parse HEAD)" .
+# scripts/image.sh builds the same image without Docker; tests/live/image.rs compares the two.
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.source="https://example.invalid/kfp-event-bridge" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /src/target/release/kfp-event-bridge /usr/local/bin/kfp-event-bridge
 COPY --from=build /src/examples/recordings /usr/share/kfp-event-bridge/recordings
 USER 65532:65532

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole gate, as CI runs it: installs what the suite needs (Rust components, cargo-deny, a
 # Python venv with the official CloudEvents SDK, kubectl, Helm 3 and 4), then formatting, the licence policy, clippy
-# with -D warnings, every Rust test, and the independent CloudEvents validation of every bundled
-# recording's output.
+# with -D warnings, every Rust test, the independent CloudEvents validation of every bundled
+# recording's output, the chart and overlays validated, and the image built and run (umoci, runc).
 # Servers: the HTTP receivers are started here (loopback, ephemeral ports) and stopped on exit;
 # each NATS test starts its own nats-server, each AMQP test its own RabbitMQ with its own Erlang
 # port mapper (loopback, ephemeral ports, own data directory and pid file) and stops it when done;
@@ -157,6 +157,12 @@ for recording in examples/recordings/*.jsonl examples/recordings/retries/*.jsonl
   rm "$out/$name.again"
 done
 "$venv/bin/python" scripts/validate_events.py schemas/event-data.v1.json "$out"/*.jsonl
+
+step "image without Docker: umoci from the release binary, built twice to the same digest, checked against the Dockerfile, run with runc as 65532 on a read-only root; SBOM beside it"
+scripts/image.sh build "$state/image"
+scripts/image.sh reproduce "$state/image"
+# The same flags as the cargo test step above, so the live test binary is not built again.
+cargo test --workspace --all-features --locked --test live image:: -- --ignored
 
 step "metrics: a replay's /metrics through the Prometheus Python client's OpenMetrics parser"
 port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
