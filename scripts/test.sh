@@ -156,6 +156,13 @@ for recording in examples/recordings/*.jsonl examples/recordings/retries/*.jsonl
   cmp -s "$out/$name" "$out/$name.again" || { echo "$name: two replays differ" >&2; exit 1; }
   rm "$out/$name.again"
 done
+# With run links (RunUrl, TaskUrl), a KFP run and a plain Argo workflow.
+for recording in kfp-v2-success argo-steps-retry-skip; do
+  ./target/release/kfp-event-bridge --log warn replay "examples/recordings/$recording.jsonl" \
+    --kfp-ui-url https://kubeflow.example.com/pipeline --argo-ui-url https://argo.example.com \
+    >"$out/links-$recording.jsonl"
+  grep -q '"RunUrl":"https://' "$out/links-$recording.jsonl" || { echo "$recording: no RunUrl" >&2; exit 1; }
+done
 "$venv/bin/python" scripts/validate_events.py schemas/event-data.v1.json "$out"/*.jsonl
 
 step "image without Docker: umoci from the release binary, built twice to the same digest, checked against the Dockerfile, run with runc as 65532 on a read-only root; SBOM beside it"

@@ -267,6 +267,15 @@ pub struct EncodeArgs {
     /// Knative's extension overrides, `{"extensions":{"name":"value"}}`, added to every event.
     #[arg(long, env = "K_CE_OVERRIDES")]
     pub ce_overrides: Option<String>,
+    /// The KFP UI's address, e.g. `https://kubeflow.example.com/pipeline`: every event of a KFP
+    /// run gets `RunUrl`, the run's details page there.
+    #[arg(long, env = "KFP_BRIDGE_KFP_UI_URL")]
+    pub kfp_ui_url: Option<String>,
+    /// The Argo Workflows UI's address, e.g. `https://argo.example.com`: `RunUrl` for other
+    /// workflows (for every run without `--kfp-ui-url`) and `TaskUrl`, the node's page, on task
+    /// events.
+    #[arg(long, env = "KFP_BRIDGE_ARGO_UI_URL")]
+    pub argo_ui_url: Option<String>,
 }
 
 /// Where events go and how hard the bridge tries. Flags and their environment twins override the

@@ -502,6 +502,7 @@ pub fn encode(args: &EncodeArgs) -> Result<EncodeConfig, crate::encode::EncodeEr
         dataschema: args.dataschema.clone(),
         max_data_bytes: args.max_data_bytes,
         overrides: Default::default(),
+        links: crate::encode::Links::new(args.kfp_ui_url.as_deref(), args.argo_ui_url.as_deref())?,
     };
     if let Some(json) = args
         .ce_overrides

@@ -61,6 +61,8 @@ pub const DATA_FIELDS: &[&str] = &[
     "Parameters",
     "Lifecycle",
     "NodeStatusOffloaded",
+    "RunUrl",
+    "TaskUrl",
     "Truncated",
 ];
 
@@ -72,6 +74,7 @@ pub const EXTENSIONS: &[&str] = &[
     "workflow",
     "pipeline",
     "partitionkey",
+    "traceparent",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +87,8 @@ pub enum EncodeError {
     Overrides(String),
     #[error("dataschema {0:?} is not an absolute URI")]
     DataSchema(String),
+    #[error("{0} {1:?} is not an absolute http or https URL")]
+    UiUrl(&'static str, String),
     #[error("event could not be built: {0}")]
     Build(#[from] cloudevents::event::EventBuilderError),
     #[error("event data could not be serialized: {0}")]
@@ -99,6 +104,86 @@ pub struct EncodeConfig {
     pub max_data_bytes: usize,
     /// Extensions added to every event (Knative `K_CE_OVERRIDES`), replacing same-named ones.
     pub overrides: BTreeMap<String, String>,
+    /// Where the UIs are, for the `RunUrl` and `TaskUrl` links.
+    pub links: Links,
+}
+
+/// The KFP and Argo UIs' addresses (`--kfp-ui-url`, `--argo-ui-url`), without a trailing slash.
+#[derive(Debug, Clone, Default)]
+pub struct Links {
+    pub kfp_ui: Option<String>,
+    pub argo_ui: Option<String>,
+}
+
+impl Links {
+    /// Checks and keeps the UIs' addresses; an empty one is none.
+    pub fn new(kfp_ui: Option<&str>, argo_ui: Option<&str>) -> Result<Self, EncodeError> {
+        let check =
+            |flag: &'static str, text: Option<&str>| -> Result<Option<String>, EncodeError> {
+                let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) else {
+                    return Ok(None);
+                };
+                match url::Url::parse(text) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                        Ok(Some(text.trim_end_matches('/').to_owned()))
+                    }
+                    _ => Err(EncodeError::UiUrl(flag, text.to_owned())),
+                }
+            };
+        Ok(Self {
+            kfp_ui: check("--kfp-ui-url", kfp_ui)?,
+            argo_ui: check("--argo-ui-url", argo_ui)?,
+        })
+    }
+
+    /// The run's page: KFP's run details page for a KFP run (KFP's UI routes with a hash:
+    /// `#/runs/details/<run id>`, for v1 and v2 runs alike), else the Argo UI's workflow page.
+    fn run(&self, run: &crate::model::RunInfo) -> Option<String> {
+        match (&self.kfp_ui, &self.argo_ui) {
+            (Some(kfp), _) if !run.kfp_run_id.is_empty() => {
+                Some(format!("{kfp}/#/runs/details/{}", segment(&run.kfp_run_id)))
+            }
+            (_, Some(argo)) => Some(self::argo_workflow(argo, run)),
+            _ => None,
+        }
+    }
+
+    /// The task's page: the Argo UI's workflow page with the node selected. KFP's UI has no page
+    /// for a task the bridge can name (v2's execution page needs the metadata store's execution
+    /// id; v1's run page takes no node).
+    fn task(&self, run: &crate::model::RunInfo, node_id: &str) -> Option<String> {
+        let argo = self.argo_ui.as_ref()?;
+        Some(format!(
+            "{}?nodeId={}",
+            argo_workflow(argo, run),
+            segment(node_id)
+        ))
+    }
+}
+
+/// `<argo>/workflows/<namespace>/<name>`, the Argo UI's workflow page.
+fn argo_workflow(argo: &str, run: &crate::model::RunInfo) -> String {
+    format!(
+        "{argo}/workflows/{}/{}",
+        segment(&run.namespace),
+        segment(&run.workflow)
+    )
+}
+
+/// The CloudEvents distributed-tracing extension's `traceparent` (W3C Trace Context, version
+/// 00) for an event of a run whose trace id Argo wrote: the event's own span id, derived from its
+/// id (the same event always names the same span), flagged sampled (Argo records only sampled
+/// traces' ids).
+fn traceparent(trace_id: &str, event_id: &str) -> String {
+    let mut span: String = event_id
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(16)
+        .collect();
+    if span.bytes().all(|b| b == b'0') {
+        span.replace_range(15.., "1");
+    }
+    format!("00-{trace_id}-{span}-01")
 }
 
 impl Default for EncodeConfig {
@@ -109,6 +194,7 @@ impl Default for EncodeConfig {
             dataschema: DATA_SCHEMA.into(),
             max_data_bytes: DEFAULT_MAX_DATA_BYTES,
             overrides: BTreeMap::new(),
+            links: Links::default(),
         }
     }
 }
@@ -295,6 +381,10 @@ struct Data<'a> {
     lifecycle: Option<LifecycleData<'a>>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     node_status_offloaded: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    task_url: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     truncated: Vec<&'static str>,
 }
@@ -321,7 +411,7 @@ fn clip(text: &mut String, max: usize) -> bool {
     true
 }
 
-fn data<'a>(fact: &'a Fact) -> Data<'a> {
+fn data<'a>(fact: &'a Fact, links: &Links) -> Data<'a> {
     let run = &*fact.run;
     let task = fact.task.as_ref();
     let (started, finished) = match task {
@@ -397,6 +487,8 @@ fn data<'a>(fact: &'a Fact) -> Data<'a> {
             terminal: l.terminal,
         }),
         node_status_offloaded: run.nodes_offloaded,
+        run_url: links.run(run),
+        task_url: task.and_then(|t| links.task(run, &t.node_id)),
         truncated: Vec::new(),
     }
 }
@@ -404,8 +496,9 @@ fn data<'a>(fact: &'a Fact) -> Data<'a> {
 /// Serializes the payload, trimming it to `max` bytes: parameters go first, then long messages.
 /// `Truncated` names what was cut. The JSON goes through a tree so its members come out sorted,
 /// as they always have; its bytes are both the size measured and the event's data.
-fn bounded_data(fact: &Fact, max: usize) -> Result<Vec<u8>, serde_json::Error> {
-    let mut data = data(fact);
+fn bounded_data(fact: &Fact, config: &EncodeConfig) -> Result<Vec<u8>, serde_json::Error> {
+    let max = config.max_data_bytes;
+    let mut data = data(fact, &config.links);
     let json = |d: &Data<'_>| serde_json::to_value(d).and_then(|v| serde_json::to_vec(&v));
     let mut bytes = json(&data)?;
     if bytes.len() <= max {
@@ -448,8 +541,10 @@ pub fn encode(fact: &Fact, config: &EncodeConfig) -> Result<Event, EncodeError> 
             }
         }
     }
+    let id = fact_id(fact);
+    let trace = run.trace_id.as_deref().map(|t| traceparent(t, &id));
     let mut builder = EventBuilderV10::new()
-        .id(fact_id(fact))
+        .id(id)
         .source(source(&config.source_prefix, &run.namespace, &run.workflow))
         .ty(format!(
             "{}.{}",
@@ -471,6 +566,7 @@ pub fn encode(fact: &Fact, config: &EncodeConfig) -> Result<Event, EncodeError> 
         ("workflow", run.workflow.as_str()),
         ("pipeline", run.pipeline_name.as_str()),
         ("partitionkey", partition_key.as_str()),
+        ("traceparent", trace.as_deref().unwrap_or("")),
     ];
     for (name, value) in extensions {
         if !value.is_empty() && !config.overrides.contains_key(name) {
@@ -481,7 +577,7 @@ pub fn encode(fact: &Fact, config: &EncodeConfig) -> Result<Event, EncodeError> 
         builder = builder.extension(name, value.as_str());
     }
     // Serialized once here; every sink copies these bytes (see `structured::is_json`).
-    let data = bounded_data(fact, config.max_data_bytes)?;
+    let data = bounded_data(fact, config)?;
     Ok(builder
         .data_with_schema("application/json", config.dataschema.as_str(), data)
         .build()?)
@@ -516,7 +612,7 @@ mod tests {
             origin: Origin::Status,
         };
         let data: Value =
-            serde_json::from_slice(&bounded_data(&fact, DEFAULT_MAX_DATA_BYTES).expect("data"))
+            serde_json::from_slice(&bounded_data(&fact, &EncodeConfig::default()).expect("data"))
                 .expect("json");
         assert_eq!(data["DurationSeconds"], 0);
     }

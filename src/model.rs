@@ -97,6 +97,9 @@ pub struct RunInfo {
     /// Which attempt of the run this is: a retry (`argo retry`, KFP's retry) runs the same
     /// Workflow again.
     pub attempt: RunAttempt,
+    /// The W3C trace id Argo's controller wrote (`workflows.argoproj.io/trace-id`): 32 lower-case
+    /// hex digits, not all zero.
+    pub trace_id: Option<String>,
 }
 
 /// How a run attempt ended, as its status said.

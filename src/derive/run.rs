@@ -11,6 +11,8 @@ pub const LABEL_RUN_ID: &str = "pipeline/runid";
 const ANNOTATION_RUN_NAME: &str = "pipelines.kubeflow.org/run_name";
 const ANNOTATION_PIPELINE_SPEC: &str = "pipelines.kubeflow.org/pipeline_spec";
 const LABEL_V2_COMPONENT: &str = "pipelines.kubeflow.org/v2_component";
+/// Argo Workflows 4.1+ writes the trace id of the workflow's telemetry trace here.
+const ANNOTATION_TRACE_ID: &str = "workflows.argoproj.io/trace-id";
 
 /// Parses a Kubernetes timestamp; a malformed one counts as absent.
 pub fn timestamp(text: Option<&str>) -> Option<DateTime<Utc>> {
@@ -75,7 +77,21 @@ pub fn run_info(wf: &Workflow) -> RunInfo {
         failure,
         nodes_offloaded: !status.offload_node_status_version.is_empty(),
         attempt: crate::model::RunAttempt::default(),
+        trace_id: meta
+            .annotations
+            .get(ANNOTATION_TRACE_ID)
+            .filter(|id| is_trace_id(id))
+            .cloned(),
     }
+}
+
+/// A W3C trace id: 32 lower-case hex digits, not all zero (an all-zero id is invalid).
+fn is_trace_id(id: &str) -> bool {
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && id.bytes().any(|b| b != b'0')
 }
 
 /// KFP terminates by `activeDeadlineSeconds: 0` (backend `execution_spec.go`), Argo's CLI by

@@ -196,6 +196,14 @@ fn every_example_renders_what_it_says() {
                 .unwrap()
                 .starts_with("registry.example.com/kfp-event-bridge@sha256:")
         );
+        assert_eq!(
+            env_value(bridge, "KFP_BRIDGE_KFP_UI_URL"),
+            Some("https://kubeflow.example.com/pipeline")
+        );
+        assert_eq!(
+            env_value(bridge, "KFP_BRIDGE_ARGO_UI_URL"),
+            Some("https://argo.example.com")
+        );
         let config = check_config_file(&objects, &scratch);
         assert_eq!(
             config["dead_letter"],
@@ -283,6 +291,7 @@ fn bad_values_are_refused_with_a_message_naming_them() {
         (&["--set", "watch.scope=everywhere"], "scope"),
         (&["--set", "checkpoint.kind=file"], "kind"),
         (&["--set", "shutdownTimeout=soon"], "shutdownTimeout"),
+        (&["--set", "links.kfpUi=kubeflow.example.com"], "kfpUi"),
         (&["--set", "sinks[0].name=no-uri"], "uri"),
         (&["--set", "unknownValue=1"], "unknownValue"),
         (&["--set", "watch.namespaces={a}"], "watch.scope"),

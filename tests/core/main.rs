@@ -12,4 +12,5 @@ mod delivery;
 mod garbage;
 mod golden;
 mod invariants;
+mod links;
 mod routing;

@@ -35,6 +35,8 @@ async fn the_charts_deployment_runs_the_bridge() {
                 &format!("watch.retention={RETENTION}"),
                 "--set",
                 "checkpoint.interval=200ms",
+                "--set",
+                "links.kfpUi=https://kubeflow.example.com/pipeline",
                 "--set-json",
                 &sinks,
             ],
@@ -111,5 +113,14 @@ async fn the_charts_deployment_runs_the_bridge() {
         let status = wait(&mut bridge, Duration::from_secs(30)).await;
         assert!(status.success(), "helm {version}: {}", stderr(&mut bridge));
         assert_eq!(count_lines(&out), published);
+        // The chart's links setting reaches the events.
+        let events = support::bridge::read_events(&out);
+        assert!(
+            events
+                .iter()
+                .all(|e| e["data"]["RunUrl"].as_str().is_some_and(
+                    |u| u.starts_with("https://kubeflow.example.com/pipeline/#/runs/details/")
+                ))
+        );
     }
 }
