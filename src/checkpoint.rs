@@ -84,11 +84,15 @@ impl CheckpointSpec {
         }
         if let Some(rest) = base.strip_prefix("configmap:") {
             if let Some((namespace, name)) = rest.split_once('/') {
+                // Both are DNS labels: the namespace's name, and the value of the shards' label
+                // (label values are at most 63 characters, alphanumeric at both ends).
                 let valid = |s: &str| {
+                    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
                     !s.is_empty()
-                        && s.len() <= 240
-                        && s.bytes()
-                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                        && s.len() <= 63
+                        && s.bytes().all(|b| alnum(b) || b == b'-')
+                        && s.bytes().next().is_some_and(alnum)
+                        && s.bytes().last().is_some_and(alnum)
                 };
                 if valid(namespace) && valid(name) {
                     return Ok(Self::ConfigMap {
@@ -99,7 +103,8 @@ impl CheckpointSpec {
                 }
             }
             return Err(format!(
-                "--checkpoint {text}: want configmap:NAMESPACE/NAME with lower-case DNS names"
+                "--checkpoint {text}: want configmap:NAMESPACE/NAME, each a DNS label (lower-case \
+                 letters, digits and '-', at most 63 characters: NAME is the shards' label value)"
             ));
         }
         Err(format!(
@@ -851,6 +856,8 @@ mod tests {
             })
         );
         assert_eq!(CheckpointSpec::parse("none"), Ok(CheckpointSpec::None));
+        let longest = format!("configmap:kubeflow/{}", "a".repeat(63));
+        assert!(CheckpointSpec::parse(&longest).is_ok());
         for bad in [
             "file:",
             "configmap:Kubeflow/x",
@@ -858,6 +865,10 @@ mod tests {
             "s3://b",
             "file:/d?shards=0",
             "file:/d?x=1",
+            // The name is the shards' label value: at most 63 characters, alphanumeric ends.
+            &format!("configmap:kubeflow/{}", "a".repeat(64)),
+            "configmap:kubeflow/-x",
+            "configmap:kubeflow/x-",
         ] {
             let err = CheckpointSpec::parse(bad).expect_err(bad);
             assert!(err.contains("--checkpoint"), "{err}");

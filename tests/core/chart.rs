@@ -5,7 +5,7 @@
 
 use crate::support::helm::{
     NAMESPACE, RELEASE, bridge_container, chart_dir, ci_values, env_value, grants, helm, helms,
-    of_kind, one, render,
+    of_kind, one, render, render_as,
 };
 use serde_yaml::Value;
 use std::collections::BTreeMap;
@@ -313,6 +313,80 @@ fn bad_values_are_refused_with_a_message_naming_them() {
             ],
             "option token holds a secret",
         ),
+        (
+            &[
+                "--set-json",
+                r#"sinks=[{"uri":"kafka://k:9092/t?sasl.password=hunter2"}]"#,
+            ],
+            "parameter sasl.password holds a secret",
+        ),
+        (
+            &[
+                "--set-json",
+                r#"sinks=[{"uri":"nats://s3cr3t@nats:4222/kfp"}]"#,
+            ],
+            "NATS user or token",
+        ),
+        (
+            &["--set-json", r#"sinks=[{"uri":"KAFKA://u:p@k:9092/t"}]"#],
+            "the uri holds a password",
+        ),
+        (
+            &["--set-json", r#"sinks=[{"uri":"https://h/x?token=abc"}]"#],
+            "parameter token holds a secret",
+        ),
+        (
+            &[
+                "--set-json",
+                r#"sinks=[{"uri":"https://h/x","options":{"header":"Authorization: Bearer abc"}}]"#,
+            ],
+            "header \"Authorization\" holds a credential",
+        ),
+        (
+            &[
+                "--set-json",
+                r#"sinks=[{"uri":"kafka://k/t","options":{"sasl.jaas.config":"x"}}]"#,
+            ],
+            "option sasl.jaas.config holds a secret",
+        ),
+        (
+            &["--set", "deadLetter=amqp://u:pass@h/x"],
+            "deadLetter: the uri holds a password",
+        ),
+        (
+            &["--set", "serviceAccount.create=false"],
+            "serviceAccount.name is empty",
+        ),
+        (
+            &["--set", "env.KFP_BRIDGE_WATCH_EVENTS=false"],
+            "env.KFP_BRIDGE_WATCH_EVENTS: the chart sets",
+        ),
+        (
+            &[
+                "--set-json",
+                r#"extraEnv=[{"name":"KFP_BRIDGE_LOG","value":"debug"}]"#,
+            ],
+            "extraEnv: the chart sets KFP_BRIDGE_LOG",
+        ),
+        (&["--set", "watch.retention=5m"], "watch.retention"),
+        (
+            &["--set", "leaderElection.renewDeadline=20s"],
+            "leaseDuration (15s) must be longer than renewDeadline (20s)",
+        ),
+        (
+            &[
+                "--set",
+                "knative.sinkBinding.sink.kind=Service",
+                "--set-json",
+                r#"knative.triggers=[{"name":"t","subscriber":{"uri":"http://x"}}]"#,
+            ],
+            "name its broker",
+        ),
+        (
+            &["--set", "monitoring.serviceMonitor.interval=30"],
+            "interval",
+        ),
+        (&["--set", "fullnameOverride=Bridge_1"], "fullnameOverride"),
     ];
     for (bin, version) in helms() {
         for (args, expected) in cases {
@@ -324,13 +398,15 @@ fn bad_values_are_refused_with_a_message_naming_them() {
                 ),
             }
         }
-        // And the secrets that belong in files pass.
+        // And the secrets that belong in files pass, as does a user without a password.
         render(
             &bin,
             &[],
             &[
                 "--set-json",
-                r#"sinks=[{"uri":"kafka://k:9092/t","options":{"sasl.password_file":"/s/p"}}]"#,
+                r#"sinks=[{"uri":"kafka://k:9092/t","options":{"sasl.password_file":"/s/p"}},
+                          {"uri":"amqp://bridge@rabbit:5672/%2f?exchange=kfp&password_file=/s/a"},
+                          {"uri":"https://h/x","options":{"header":["X-Team: data"],"token_file":"/s/t"}}]"#,
             ],
         )
         .unwrap_or_else(|e| panic!("helm {version}: {e}"));
@@ -459,6 +535,23 @@ fn the_default_render_is_the_cluster_overlay_in_substance() {
         ] {
             assert_eq!(ours_c[field], theirs_c[field], "helm {version}: {field}");
         }
+        // The settings the overlay keeps in its ConfigMap (envFrom) are the chart's env, value
+        // for value (the sinks aside: the overlay's are an example, the chart's are values).
+        let settings = of_kind(&overlay, "ConfigMap")
+            .into_iter()
+            .find(|c| c["metadata"]["name"] == "kfp-event-bridge")
+            .expect("the overlay's settings");
+        for (key, value) in settings["data"].as_mapping().unwrap() {
+            let key = key.as_str().unwrap();
+            if key == "KFP_BRIDGE_SINKS" {
+                continue;
+            }
+            assert_eq!(
+                env_value(ours_c, key),
+                value.as_str(),
+                "helm {version}: {key}"
+            );
+        }
         for name in ["POD_NAME", "KFP_BRIDGE_ADMIN_ADDR"] {
             let find = |c: &Value| {
                 c["env"]
@@ -483,5 +576,177 @@ fn the_default_render_is_the_cluster_overlay_in_substance() {
             deployment(&chart)["spec"]["strategy"],
             deployment(&overlay)["spec"]["strategy"]
         );
+    }
+}
+
+/// Every binding names a role the chart renders, in its namespace, and binds the account the
+/// Deployment runs as; the state rules reach the bridge's own objects only, by name.
+#[test]
+fn bindings_name_the_rendered_roles_and_the_state_rules_name_the_bridges_objects() {
+    for (bin, version) in helms() {
+        for values in ci_values() {
+            let objects =
+                render(&bin, &[&values], &[]).unwrap_or_else(|e| panic!("helm {version}: {e}"));
+            let account = &pod_spec(&objects)["serviceAccountName"];
+            for (binding_kind, role_kind) in [
+                ("RoleBinding", "Role"),
+                ("ClusterRoleBinding", "ClusterRole"),
+            ] {
+                for binding in of_kind(&objects, binding_kind) {
+                    let role = &binding["roleRef"];
+                    assert_eq!(role["kind"], role_kind);
+                    assert!(
+                        of_kind(&objects, role_kind).iter().any(|r| {
+                            r["metadata"]["name"] == role["name"]
+                                && r["metadata"]["namespace"] == binding["metadata"]["namespace"]
+                        }),
+                        "helm {version} {values:?}: {binding_kind} {:?} names no rendered role",
+                        binding["metadata"]["name"]
+                    );
+                    assert_eq!(&binding["subjects"][0]["name"], account);
+                    assert_eq!(binding["subjects"][0]["namespace"], NAMESPACE);
+                }
+            }
+            let state = of_kind(&objects, "Role")
+                .into_iter()
+                .find(|r| r["metadata"]["name"].as_str().unwrap().ends_with("-state"))
+                .expect("state Role");
+            assert_eq!(state["metadata"]["namespace"], NAMESPACE);
+            let bridge = bridge_container(deployment(&objects));
+            let checkpoint = env_value(bridge, "KFP_BRIDGE_CHECKPOINT").unwrap();
+            for rule in state["rules"].as_sequence().unwrap() {
+                let verbs = rule["verbs"].as_sequence().unwrap();
+                let names = rule["resourceNames"].as_sequence();
+                if verbs.iter().any(|v| v == "get" || v == "update") {
+                    let names: Vec<&str> = names
+                        .expect("get and update name their objects")
+                        .iter()
+                        .map(|n| n.as_str().unwrap())
+                        .collect();
+                    if rule["resources"][0] == "configmaps" {
+                        let base = checkpoint
+                            .strip_prefix(&format!("configmap:{NAMESPACE}/"))
+                            .unwrap()
+                            .split('?')
+                            .next()
+                            .unwrap();
+                        let shards: Vec<String> =
+                            (0..32).map(|n| format!("{base}-{n:02}")).collect();
+                        assert_eq!(names, shards);
+                    } else {
+                        assert_eq!(names, [RELEASE], "the Lease");
+                    }
+                } else {
+                    assert!(
+                        names.is_none(),
+                        "list and create cannot be limited to names"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A release name as long as Helm allows (53) still gives valid names: every object's name and
+/// the checkpoint's label value (its name) fit in 63 characters, and the bridge takes the spec.
+#[test]
+fn a_long_release_name_gives_names_kubernetes_takes() {
+    let release = "team-analytics-production-pipelines-events-exporter-x";
+    assert_eq!(release.len(), 53);
+    for (bin, version) in helms() {
+        for values in ci_values() {
+            let objects = render_as(&bin, release, &[&values], &[])
+                .unwrap_or_else(|e| panic!("helm {version}: {e}"));
+            for object in &objects {
+                let name = object["metadata"]["name"].as_str().unwrap();
+                assert!(
+                    name.len() <= 63,
+                    "{}: {name}",
+                    object["kind"].as_str().unwrap()
+                );
+                for (key, value) in object["metadata"]["labels"].as_mapping().unwrap() {
+                    let value = value.as_str().unwrap();
+                    assert!(value.len() <= 63, "label {key:?}: {value}");
+                }
+            }
+            let bridge = bridge_container(deployment(&objects));
+            if let Some(checkpoint) = env_value(bridge, "KFP_BRIDGE_CHECKPOINT") {
+                kfp_event_bridge::checkpoint::CheckpointSpec::parse(checkpoint)
+                    .unwrap_or_else(|e| panic!("helm {version}: {e}"));
+            }
+        }
+    }
+}
+
+/// What values a user writes come out as the bridge reads them: whole numbers without an
+/// exponent, the chart's labels and annotations kept, the subscribers' checksum rolling the
+/// pod, the ServiceMonitor keeping the metrics' own namespace label.
+#[test]
+fn values_come_out_as_the_bridge_and_kubernetes_read_them() {
+    for (bin, version) in helms() {
+        let objects = render(
+            &bin,
+            &[],
+            &[
+                "--set-json",
+                r#"env={"KFP_BRIDGE_LANE_CAPACITY":10000000,"KFP_BRIDGE_RETRY_MULTIPLIER":1.5}"#,
+                "--set-json",
+                r#"podLabels={"app.kubernetes.io/name":"other","team":"a"}"#,
+                "--set-json",
+                r#"podAnnotations={"checksum/config":"x","example.com/a":"b"}"#,
+            ],
+        )
+        .unwrap_or_else(|e| panic!("helm {version}: {e}"));
+        let deploy = deployment(&objects);
+        let bridge = bridge_container(deploy);
+        assert_eq!(
+            env_value(bridge, "KFP_BRIDGE_LANE_CAPACITY"),
+            Some("10000000")
+        );
+        assert_eq!(
+            env_value(bridge, "KFP_BRIDGE_RETRY_MULTIPLIER"),
+            Some("1.5")
+        );
+        let meta = &deploy["spec"]["template"]["metadata"];
+        assert_eq!(meta["labels"]["app.kubernetes.io/name"], "kfp-event-bridge");
+        assert_eq!(meta["labels"]["team"], "a");
+        assert_ne!(meta["annotations"]["checksum/config"], "x");
+        assert_eq!(meta["annotations"]["example.com/a"], "b");
+        assert_eq!(meta["annotations"]["prometheus.io/scrape"], "true");
+
+        let subscribers = |url: &str| {
+            let objects = render(
+                &bin,
+                &[&ci("migration")],
+                &["--set", &format!("subscribers.create.teams-notifier={url}")],
+            )
+            .unwrap();
+            deployment(&objects)["spec"]["template"]["metadata"]["annotations"]
+                ["checksum/subscribers"]
+                .clone()
+        };
+        assert!(subscribers("http://a").is_string());
+        assert_ne!(subscribers("http://a"), subscribers("http://b"));
+
+        let objects = render(&bin, &[&ci("monitoring")], &[]).unwrap();
+        assert_eq!(
+            one(&objects, "ServiceMonitor")["spec"]["endpoints"][0]["honorLabels"],
+            true
+        );
+        let annotations = &deployment(&objects)["spec"]["template"]["metadata"]["annotations"];
+        assert!(
+            annotations["prometheus.io/scrape"].is_null(),
+            "scraped twice"
+        );
+
+        let objects = render(&bin, &[&ci("sidecar")], &[]).unwrap();
+        let ports = one(&objects, "Service")["spec"]["ports"]
+            .as_sequence()
+            .unwrap();
+        assert!(ports.iter().any(|p| p["port"] == 4222));
+        let ingress = one(&objects, "NetworkPolicy")["spec"]["ingress"]
+            .as_sequence()
+            .unwrap();
+        assert!(ingress.iter().any(|r| r["ports"][0]["port"] == 4222));
     }
 }

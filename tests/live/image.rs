@@ -461,8 +461,28 @@ fn the_sbom_lists_every_crate_of_the_binary() {
 enum Network {
     /// A namespace of its own: loopback only.
     Own,
-    /// The host's, to reach the fake apiserver on the host's loopback and be reached there.
+    /// The test's own, to reach the fake apiserver on its loopback and be reached there: the
+    /// test runs in a network namespace that has only loopback (`scripts/test.sh` runs it under
+    /// `nsenter --net`; `only_loopback` checks).
     Host,
+}
+
+/// The network interfaces this process sees are loopback only: a container sharing them reaches
+/// nothing beyond it.
+fn only_loopback() {
+    // This process's network namespace's interfaces (/sys/class/net shows the mounter's).
+    let interfaces: BTreeSet<String> = std::fs::read_to_string("/proc/self/net/dev")
+        .expect("/proc/self/net/dev")
+        .lines()
+        .skip(2)
+        .filter_map(|l| Some(l.split_once(':')?.0.trim().to_owned()))
+        .collect();
+    assert_eq!(
+        interfaces,
+        BTreeSet::from(["lo".to_owned()]),
+        "run this test in a network namespace with only loopback, e.g. \
+         ip netns add t && ip netns exec t ip link set lo up && nsenter --net=/run/netns/t cargo test …"
+    );
 }
 
 /// A runc container of the image, deleted (killed if need be) when dropped. The bundle keeps
@@ -700,6 +720,7 @@ async fn run_in_the_image_watches_the_fake_apiserver_and_stops_on_sigterm() {
         json!({"destination": "/var/lib/kfp-event-bridge", "type": "bind",
                "source": data, "options": ["rbind", "rw"]}),
     ];
+    only_loopback();
     let container = Container::new(&image, &scratch, Network::Host, &mounts);
     let admin = format!("127.0.0.1:{}", free_port());
     let mut child = container.start(

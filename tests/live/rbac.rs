@@ -200,6 +200,49 @@ async fn rbac_rules_cover_exactly_the_calls_the_bridge_makes() {
                 unused.is_empty(),
                 "helm {version} {scope:?}: chart grants the bridge never used: {unused:?}"
             );
+            // Where a grant is limited to names (the checkpoint's shards, the Lease), every
+            // object the bridge named is among them.
+            let rules: Vec<&serde_yaml::Value> = ["Role", "ClusterRole"]
+                .iter()
+                .flat_map(|kind| helm::of_kind(&objects, kind))
+                .flat_map(|role| role["rules"].as_sequence().unwrap())
+                .collect();
+            for request in cluster.api.requests().keys() {
+                let (Some((group, resource, verb)), Some(name)) =
+                    (grant_of(request), name_of(request))
+                else {
+                    continue;
+                };
+                let allowed = rules.iter().any(|rule| {
+                    let has = |field: &str, want: &str| {
+                        rule[field]
+                            .as_sequence()
+                            .is_some_and(|l| l.iter().any(|v| v == want))
+                    };
+                    has("apiGroups", &group)
+                        && has("resources", &resource)
+                        && has("verbs", &verb)
+                        && (rule["resourceNames"].is_null() || has("resourceNames", &name))
+                });
+                assert!(
+                    allowed,
+                    "helm {version}: {request}: {verb} of {resource} {name} is not granted"
+                );
+            }
         }
+    }
+}
+
+/// The object a request names (`…/<resource>/<name>`), if it names one.
+fn name_of(request: &str) -> Option<String> {
+    let path = request.split_once(' ')?.1.trim_end_matches("?watch");
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let rest = match segments.as_slice() {
+        ["api", _version, rest @ ..] | ["apis", _, _version, rest @ ..] => rest,
+        _ => return None,
+    };
+    match rest {
+        ["namespaces", _, _, name] | [_, name] => Some((*name).to_owned()),
+        _ => None,
     }
 }

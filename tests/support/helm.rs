@@ -67,10 +67,20 @@ pub fn helm(helm: &Path, args: &[&str]) -> Output {
 /// The chart rendered (`helm template`) with these values files and extra arguments (`--set …`),
 /// as its objects; the error output when helm refuses.
 pub fn render(helm_bin: &Path, values: &[&Path], extra: &[&str]) -> Result<Vec<Value>, String> {
+    render_as(helm_bin, RELEASE, values, extra)
+}
+
+/// As `render`, for a release of another name.
+pub fn render_as(
+    helm_bin: &Path,
+    release: &str,
+    values: &[&Path],
+    extra: &[&str],
+) -> Result<Vec<Value>, String> {
     let chart = chart_dir();
     let mut args = vec![
         "template",
-        RELEASE,
+        release,
         chart.to_str().expect("utf-8 path"),
         "--namespace",
         NAMESPACE,
