@@ -56,28 +56,7 @@ fn granted(path: &str) -> BTreeSet<Grant> {
     let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
     let role: serde_yaml::Value =
         serde_yaml::from_str(&std::fs::read_to_string(&file).expect("role file")).expect("YAML");
-    let list = |v: &serde_yaml::Value| -> Vec<String> {
-        v.as_sequence()
-            .expect("list")
-            .iter()
-            .map(|s| s.as_str().expect("string").to_owned())
-            .collect()
-    };
-    let mut out = BTreeSet::new();
-    for rule in role["rules"].as_sequence().expect("rules") {
-        for group in list(&rule["apiGroups"]) {
-            for resource in list(&rule["resources"]) {
-                for verb in list(&rule["verbs"]) {
-                    assert!(
-                        group != "*" && resource != "*" && verb != "*",
-                        "{path}: no wildcards"
-                    );
-                    out.insert((group.clone(), resource.clone(), verb));
-                }
-            }
-        }
-    }
-    out
+    helm::grants(&role)
 }
 
 #[test]
