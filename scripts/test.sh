@@ -164,6 +164,15 @@ for recording in kfp-v2-success argo-steps-retry-skip; do
   grep -q '"RunUrl":"https://' "$out/links-$recording.jsonl" || { echo "$recording: no RunUrl" >&2; exit 1; }
 done
 "$venv/bin/python" scripts/validate_events.py schemas/event-data.v1.json "$out"/*.jsonl
+# As CDEvents: the same SDK reads each one, the binding's attributes are the CDEvent's, the
+# custom events fit their shipped schemas (the cdevents-sdk types read the standard ones in
+# tests/core/cdevents.rs).
+mkdir -p "$out/cdevents"
+for recording in examples/recordings/*.jsonl examples/recordings/retries/*.jsonl examples/recordings/fidelity/*.jsonl; do
+  ./target/release/kfp-event-bridge --log warn replay "$recording" --format cdevents \
+    >"$out/cdevents/$(basename "$(dirname "$recording")")-$(basename "$recording")"
+done
+"$venv/bin/python" scripts/validate_cdevents.py schemas/cdevents "$out"/cdevents/*.jsonl
 
 step "image without Docker: umoci from the release binary, built twice to the same digest, checked against the Dockerfile, run with runc as 65532 on a read-only root; SBOM beside it"
 scripts/image.sh build "$state/image"

@@ -111,6 +111,10 @@ pub struct ResendArgs {
 }
 
 /// `100ms`, `30s`, `5m`, `1h`, `7d` or a bare number of seconds, as a flag's value.
+fn event_format(text: &str) -> Result<crate::encode::cdevents::Format, String> {
+    crate::encode::cdevents::Format::parse(text)
+}
+
 fn duration(text: &str) -> Result<Duration, String> {
     sink_core::parse_duration(text)
 }
@@ -300,6 +304,10 @@ pub struct DeliveryArgs {
     /// A YAML file with sinks (filters, options), dead letter, retry and lane settings.
     #[arg(long, env = "KFP_BRIDGE_CONFIG")]
     pub config: Option<PathBuf>,
+    /// What sinks that name no `format` receive: `cloudevents` (the bridge's events) or
+    /// `cdevents` (CDEvents v0.5.1 pipelineRun and taskRun events).
+    #[arg(long, env = "KFP_BRIDGE_FORMAT", default_value = "cloudevents", value_parser = event_format)]
+    pub format: crate::encode::cdevents::Format,
     /// Where events go that a sink refused for good: any sink URI, e.g. `file:/var/lib/kfp-event-bridge/dead.jsonl`.
     #[arg(long, env = "KFP_BRIDGE_DEAD_LETTER")]
     pub dead_letter: Option<String>,

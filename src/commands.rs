@@ -126,6 +126,7 @@ pub async fn open_sinks_with(
             name: spec.name.clone().unwrap_or_else(|| sink.name().to_owned()),
             sink,
             filter: spec.filter.clone(),
+            format: spec.format.unwrap_or_default(),
         });
     }
     let dead_letter = match &plan.dead_letter {

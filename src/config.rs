@@ -24,6 +24,8 @@ pub struct SinkSpec {
     pub filter: Filter,
     /// Transport options given separately (config file); `None` when they ride in the URI query.
     pub options: Option<Vec<(String, String)>>,
+    /// The events' vocabulary (`format=`); `None`: the `--format` default.
+    pub format: Option<crate::encode::cdevents::Format>,
 }
 
 impl SinkSpec {
@@ -70,6 +72,11 @@ pub fn parse_sink_arg(arg: &str) -> Result<SinkSpec, ConfigError> {
             "pipelines" => spec.filter.pipelines.extend(globs()?),
             "name" if !value.is_empty() => spec.name = Some(value),
             "name" => return Err(config_error(context(), "name: must not be empty")),
+            "format" => {
+                let format = crate::encode::cdevents::Format::parse(&value)
+                    .map_err(|m| config_error(context(), format!("format: {m}")))?;
+                spec.format = Some(format);
+            }
             _ => kept.push(param.raw),
         }
     }
@@ -119,6 +126,8 @@ pub struct SinkEntry {
     pub namespaces: Vec<String>,
     #[serde(default)]
     pub pipelines: Vec<String>,
+    /// `cloudevents` (the bridge's events) or `cdevents`; absent: the `--format` default.
+    pub format: Option<String>,
     /// Transport options, the same names as the URI query parameters; a list repeats the option.
     #[serde(default)]
     pub options: BTreeMap<String, serde_yaml::Value>,
@@ -177,6 +186,13 @@ impl ConfigFile {
                         return Err(config_error(context, format!("{field}: empty pattern")));
                     }
                 }
+                let format = match entry.format.as_deref() {
+                    Some(text) => Some(
+                        crate::encode::cdevents::Format::parse(text)
+                            .map_err(|m| config_error(&context, format!("format: {m}")))?,
+                    ),
+                    None => None,
+                };
                 let mut options = Vec::new();
                 for (key, value) in &entry.options {
                     let values = match value {
@@ -207,6 +223,7 @@ impl ConfigFile {
                         pipelines: entry.pipelines.clone(),
                     },
                     options: Some(options),
+                    format,
                 })
             })
             .collect()
@@ -252,6 +269,8 @@ pub fn subscribers(dir: &Path) -> Result<Vec<SinkSpec>, ConfigError> {
             name: Some(format!("subscriber/{name}")),
             filter: Filter::default(),
             options: Some(Vec::new()),
+            // kfp-event-handler's subscribers read its payload, whatever --format says.
+            format: Some(crate::encode::cdevents::Format::CloudEvents),
         });
     }
     Ok(specs)
@@ -345,10 +364,14 @@ pub fn delivery_plan(args: &DeliveryArgs) -> Result<DeliveryPlan, ConfigError> {
             name: Some("K_SINK".to_owned()),
             filter: Default::default(),
             options: Some(options),
+            format: None,
         });
     }
     if sinks.is_empty() {
         sinks.push(parse_sink_arg("stdout")?);
+    }
+    for spec in &mut sinks {
+        spec.format.get_or_insert(args.format);
     }
     let mut kafka_options = Vec::new();
     for option in args.kafka_options.iter().filter(|o| !o.trim().is_empty()) {

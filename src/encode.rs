@@ -4,6 +4,8 @@
 //! Pure: the same fact and configuration always give the same event, byte for byte once written
 //! by `sink_core::structured`.
 
+pub mod cdevents;
+
 use crate::model::{Fact, FactKind, FailureKind};
 use cloudevents::{Event, EventBuilder, EventBuilderV10};
 use serde::Serialize;

@@ -24,7 +24,9 @@
 //! - [`source`]: the Kubernetes object shapes read, the live watches, the recording format,
 //!   input lines, `resend` input.
 //! - [`checkpoint`]: which facts are done — spec, entry codec, shards, file and ConfigMap stores.
-//! - [`encode`]: facts → CloudEvents with deterministic ids and the KFP payload. Pure.
+//! - [`encode`]: facts → CloudEvents with deterministic ids and the KFP payload, run links and
+//!   trace context; [`encode::cdevents`]: those events as CDEvents, for the sinks that want them.
+//!   Pure.
 //! - [`model`]: facts, runs, tasks, attempts, lifecycle categories and failure kinds.
 //! - [`leader`], [`sinks`], [`telemetry`]: Lease election, the registry of sink factories (each
 //!   transport its own crate under `sinks/`, behind a cargo feature), logging.

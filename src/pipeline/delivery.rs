@@ -8,6 +8,7 @@ use super::lane::{Completion, Item, Lane, LaneConfig};
 use super::retry::RetryPolicy;
 use super::router::{Filter, Route};
 use super::stats::LaneStats;
+use crate::encode::cdevents::{self, Format};
 use cloudevents::Event;
 use cloudevents::event::ExtensionValue;
 use sink_core::Sink;
@@ -20,6 +21,7 @@ use tracing::Instrument as _;
 struct LaneHandle {
     name: String,
     filter: Filter,
+    format: Format,
     room: Arc<Semaphore>,
     tx: mpsc::UnboundedSender<Item>,
     stats: Arc<LaneStats>,
@@ -67,6 +69,7 @@ impl Delivery {
                 LaneHandle {
                     name: route.name,
                     filter: route.filter,
+                    format: route.format,
                     room: Arc::new(Semaphore::new(lanes.capacity.max(1))),
                     tx,
                     stats,
@@ -147,6 +150,8 @@ impl Delivery {
         };
         self.seq += 1;
         let mut routed = false;
+        // Made once for every lane that wants CDEvents; filters select on the bridge's event.
+        let mut cdevent: Option<Arc<Event>> = None;
         for lane in &self.lanes {
             if !lane.filter.matches(&event) {
                 continue;
@@ -156,8 +161,19 @@ impl Delivery {
                 continue;
             };
             lane.stats.routed(self.seq);
+            let event = match lane.format {
+                Format::CloudEvents => Arc::clone(&event),
+                Format::CdEvents => Arc::clone(cdevent.get_or_insert_with(|| {
+                    match cdevents::from_event(&event) {
+                        Some(converted) => Arc::new(converted),
+                        // Not one of the bridge's run or task events (a resend of another
+                        // event, or of a CDEvent): it goes out as it is.
+                        None => Arc::clone(&event),
+                    }
+                })),
+            };
             let item = Item {
-                event: Arc::clone(&event),
+                event,
                 key: Arc::clone(&key),
                 seq: self.seq,
                 attempts: 0,

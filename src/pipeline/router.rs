@@ -38,4 +38,6 @@ pub struct Route {
     pub name: String,
     pub sink: Arc<dyn Sink>,
     pub filter: Filter,
+    /// The bridge's events, or CDEvents made from them.
+    pub format: crate::encode::cdevents::Format,
 }

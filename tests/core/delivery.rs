@@ -45,6 +45,7 @@ fn route(sink: &MemorySink) -> Route {
         name: sink.name().to_owned(),
         sink: Arc::new(sink.clone()),
         filter: Filter::default(),
+        format: Default::default(),
     }
 }
 
@@ -226,6 +227,7 @@ async fn retry_after_is_honoured_up_to_its_cap() {
                 name: "ask".into(),
                 sink,
                 filter: Filter::default(),
+                format: Default::default(),
             }],
             None,
             &LaneConfig::default(),
@@ -388,6 +390,7 @@ async fn filters_choose_the_lanes() {
                     types: vec!["*.failed".into()],
                     ..Filter::default()
                 },
+                format: Default::default(),
             },
             Route {
                 name: "team-a".into(),
@@ -396,6 +399,7 @@ async fn filters_choose_the_lanes() {
                     namespaces: vec!["team-a".into()],
                     ..Filter::default()
                 },
+                format: Default::default(),
             },
         ],
         None,

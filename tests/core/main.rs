@@ -6,6 +6,7 @@
 mod support;
 
 mod catalog;
+mod cdevents;
 mod chart;
 mod cli;
 mod delivery;

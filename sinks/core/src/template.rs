@@ -68,8 +68,18 @@ pub fn escape_token(var: Var, value: &str, special: &[char], out: &mut String) {
     }
 }
 
-/// `org.kubeflow.pipelines.task.failed` → `task.failed`.
+/// `org.kubeflow.pipelines.task.failed` → `task.failed`; a CDEvent's
+/// `dev.cdevents.taskrun.finished.0.3.0` → `taskrun.finished` (its subject and predicate, without
+/// the version), `dev.cdeventsx.kfp-taskrun.skipped.0.1.0` → `kfp-taskrun.skipped`.
 pub fn short_type(ty: &str) -> &str {
+    for prefix in ["dev.cdevents.", "dev.cdeventsx."] {
+        if let Some(rest) = ty.strip_prefix(prefix) {
+            let mut parts = rest.splitn(3, '.');
+            if let (Some(subject), Some(predicate)) = (parts.next(), parts.next()) {
+                return &rest[..subject.len() + 1 + predicate.len()];
+            }
+        }
+    }
     let mut dots = ty.rmatch_indices('.').map(|(i, _)| i);
     match (dots.next(), dots.next()) {
         (Some(_), Some(second)) => &ty[second + 1..],
@@ -225,6 +235,14 @@ mod tests {
             "run.started"
         );
         assert_eq!(short_type("x.y"), "x.y");
+        assert_eq!(
+            short_type("dev.cdevents.taskrun.finished.0.3.0"),
+            "taskrun.finished"
+        );
+        assert_eq!(
+            short_type("dev.cdeventsx.kfp-taskrun.skipped.0.1.0"),
+            "kfp-taskrun.skipped"
+        );
         assert_eq!(short_type("plain"), "plain");
     }
 
