@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::Duration;
 use support::bridge::{
-    BIN, Fed, Scratch, all_recordings, assert_same_as_replay, read_events, replayed, run_ok,
-    stderr, summaries, wait,
+    BIN, Fed, Scratch, all_recordings, assert_same_as_replay, cdevents_short_type, read_events,
+    replayed, replayed_with, run_ok, stderr, summaries, wait,
 };
 use support::rabbit_server::RabbitServer;
 
@@ -66,6 +66,20 @@ async fn topology(url: &str, queues: &[(&str, &str)]) -> lapin::Channel {
 /// Drains a queue; each message rebuilt into the structured form from the binary-mode headers,
 /// after checking the binding's properties.
 async fn drain(channel: &lapin::Channel, queue: &str) -> Vec<serde_json::Value> {
+    drain_routed(channel, queue, false)
+        .await
+        .into_iter()
+        .map(|(_, event)| event)
+        .collect()
+}
+
+/// As [`drain`], with each message's routing key; `structured`: the messages are in structured
+/// mode (the JSON event as body, no `ce-` headers).
+async fn drain_routed(
+    channel: &lapin::Channel,
+    queue: &str,
+    structured: bool,
+) -> Vec<(String, serde_json::Value)> {
     let mut out = Vec::new();
     while let Some(m) = channel
         .basic_get(queue.into(), BasicGetOptions { no_ack: true })
@@ -77,39 +91,50 @@ async fn drain(channel: &lapin::Channel, queue: &str) -> Vec<serde_json::Value> 
         let headers: BTreeMap<String, String> = p
             .headers()
             .as_ref()
-            .expect("headers")
-            .inner()
-            .iter()
-            .map(|(k, v)| match v {
-                AMQPValue::LongString(s) => (k.to_string(), s.to_string()),
-                other => panic!("header {k} is not a long string: {other:?}"),
+            .map(|h| {
+                h.inner()
+                    .iter()
+                    .map(|(k, v)| match v {
+                        AMQPValue::LongString(s) => (k.to_string(), s.to_string()),
+                        other => panic!("header {k} is not a long string: {other:?}"),
+                    })
+                    .collect()
             })
-            .collect();
-        assert!(headers.keys().all(|k| k.starts_with("ce-")));
-        assert!(!headers.contains_key("ce-datacontenttype"));
-        assert_eq!(
-            p.content_type().as_ref().map(|s| s.as_str()),
-            Some("application/json")
-        );
+            .unwrap_or_default();
+        let content_type = p.content_type().as_ref().map(|s| s.as_str());
+        let event = if structured {
+            assert!(
+                headers.is_empty(),
+                "no headers in structured mode: {headers:?}"
+            );
+            assert_eq!(content_type, Some("application/cloudevents+json"));
+            serde_json::from_slice(&d.data).expect("structured JSON")
+        } else {
+            assert!(p.headers().is_some(), "headers");
+            assert!(headers.keys().all(|k| k.starts_with("ce-")));
+            assert!(!headers.contains_key("ce-datacontenttype"));
+            assert_eq!(content_type, Some("application/json"));
+            let mut event = serde_json::json!({
+                "datacontenttype": "application/json",
+                "data": serde_json::from_slice::<serde_json::Value>(&d.data).expect("data"),
+            });
+            for (k, v) in &headers {
+                event[k.trim_start_matches("ce-")] = v.clone().into();
+            }
+            event
+        };
         assert_eq!(*p.delivery_mode(), Some(2), "persistent");
         assert_eq!(
             p.message_id().as_ref().map(|s| s.as_str()),
-            headers.get("ce-id").map(String::as_str)
+            event["id"].as_str()
         );
-        let mut event = serde_json::json!({
-            "datacontenttype": "application/json",
-            "data": serde_json::from_slice::<serde_json::Value>(&d.data).expect("data"),
-        });
-        for (k, v) in &headers {
-            event[k.trim_start_matches("ce-")] = v.clone().into();
-        }
-        if let Some(time) = headers.get("ce-time") {
+        if let Some(time) = event["time"].as_str() {
             let secs = chrono::DateTime::parse_from_rfc3339(time)
                 .expect("time")
                 .timestamp();
             assert_eq!(*p.timestamp(), Some(secs as u64));
         }
-        out.push(event);
+        out.push((d.routing_key.to_string(), event));
     }
     out
 }
@@ -221,6 +246,50 @@ async fn routing_keys_route_and_every_event_arrives_as_the_binding_says_then_fai
     let lines = std::fs::read_to_string(&dead2).expect("dead letters");
     assert_eq!(lines.lines().count(), want.len());
     assert!(lines.contains("NOT_FOUND"), "the broker's reason is kept");
+}
+
+/// CDEvents through both modes, routed by `{type}` (the CDEvent's `subject.predicate`): each
+/// queue holds replay's CDEvents, each once, runs in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdevents_in_binary_and_structured_mode_equal_replays_cdevents() {
+    let scratch = Scratch::new("amqp-cdevents");
+    let input = all_recordings(&scratch);
+    let want = replayed_with(&input, &["--format", "cdevents"]);
+    let server = RabbitServer::start("cdevents");
+    let channel = topology(
+        &server.url(),
+        &[("binary", "cdb.#"), ("structured", "cds.#")],
+    )
+    .await;
+    let sink = |prefix: &str, mode: &str| {
+        format!(
+            "{}?exchange=kfp&routing_key={prefix}.{{type}}&mode={mode}&format=cdevents",
+            server.url()
+        )
+    };
+    run_ok(
+        &[
+            "replay",
+            &input.display().to_string(),
+            "--sink",
+            &sink("cdb", "binary"),
+            "--sink",
+            &sink("cds", "structured"),
+        ],
+        &[],
+    )
+    .await;
+    for (queue, prefix, structured) in [("binary", "cdb", false), ("structured", "cds", true)] {
+        let got = drain_routed(&channel, queue, structured).await;
+        for (key, event) in &got {
+            let ty = event["type"].as_str().expect("type");
+            assert_eq!(key, &format!("{prefix}.{}", cdevents_short_type(ty)));
+        }
+        let finished = format!("{prefix}.taskrun.finished");
+        assert!(got.iter().any(|(key, _)| *key == finished), "{finished}");
+        let events: Vec<serde_json::Value> = got.into_iter().map(|(_, event)| event).collect();
+        assert_same_as_replay(&events, &want);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

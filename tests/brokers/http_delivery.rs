@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use crate::support;
 
 use support::bridge::{
-    BIN, Scratch, all_recordings, bridge, expected, read_events, run_ok, stderr, summaries, wait,
+    BIN, Scratch, all_recordings, assert_same_as_replay, bridge, cdevents_short_type, expected,
+    read_events, replayed_with, run_ok, stderr, summaries, wait,
 };
 
 #[derive(Debug, Clone)]
@@ -106,6 +107,68 @@ fn assert_exactly_once_in_run_order(hits: &[Hit], want: &[(String, String)]) {
         exp.entry(key).or_default().push(id);
     }
     assert_eq!(got, exp, "a run's events arrived out of order");
+}
+
+/// A request as the structured event: in structured mode its body; in binary mode rebuilt from
+/// the `ce-` headers (percent-decoded), `Content-Type` as `datacontenttype` and the body as data.
+fn event_of(hit: &Hit, structured: bool) -> serde_json::Value {
+    let content_type = hit.headers["content-type"].to_str().expect("content-type");
+    if structured {
+        assert_eq!(content_type, "application/cloudevents+json; charset=utf-8");
+        assert!(hit.headers.keys().all(|k| !k.as_str().starts_with("ce-")));
+        return serde_json::from_slice(&hit.body).expect("structured JSON");
+    }
+    let mut event = serde_json::json!({
+        "datacontenttype": content_type,
+        "data": serde_json::from_slice::<serde_json::Value>(&hit.body).expect("data"),
+    });
+    for (name, value) in &hit.headers {
+        if let Some(attribute) = name.as_str().strip_prefix("ce-") {
+            let value = percent_encoding::percent_decode(value.as_bytes())
+                .decode_utf8()
+                .expect("utf8");
+            event[attribute] = value.into_owned().into();
+        }
+    }
+    event
+}
+
+/// CDEvents through both modes to paths by `{type}` (the CDEvent's `subject.predicate`): each
+/// path's requests rebuilt are replay's CDEvents, each once, runs in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdevents_in_binary_and_structured_mode_equal_replays_cdevents() {
+    let scratch = Scratch::new("http-cdevents");
+    let input = all_recordings(&scratch);
+    let want = replayed_with(&input, &["--format", "cdevents"]);
+    let listener = bind();
+    let base = url(&listener, "");
+    let rx = serve(listener, 200);
+    run_ok(
+        &[
+            "replay",
+            &input.display().to_string(),
+            "--sink",
+            &format!("{base}/binary/{{type}}?mode=binary&format=cdevents"),
+            "--sink",
+            &format!("{base}/structured/{{type}}?mode=structured&format=cdevents"),
+        ],
+        &[],
+    )
+    .await;
+    let hits = rx.hits();
+    for mode in ["binary", "structured"] {
+        let prefix = format!("/{mode}/");
+        let mut events = Vec::new();
+        for hit in hits.iter().filter(|h| h.path.starts_with(&prefix)) {
+            let event = event_of(hit, mode == "structured");
+            let ty = event["type"].as_str().expect("type");
+            assert_eq!(hit.path, format!("{prefix}{}", cdevents_short_type(ty)));
+            events.push(event);
+        }
+        let finished = format!("{prefix}taskrun.finished");
+        assert!(hits.iter().any(|h| h.path == finished), "{finished}");
+        assert_same_as_replay(&events, &want);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

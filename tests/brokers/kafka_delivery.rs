@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::Duration;
 use support::bridge::{
-    BIN, Fed, Scratch, admin_addr, all_recordings, get, read_events, readyz_becomes, replayed,
-    run_ok, stderr, summaries, wait,
+    BIN, Fed, Scratch, admin_addr, all_recordings, assert_same_as_replay, cdevents_short_type, get,
+    read_events, readyz_becomes, replayed, replayed_with, run_ok, stderr, summaries, wait,
 };
 use support::kafka_server::{KafkaServer, Record};
 
@@ -125,6 +125,89 @@ async fn every_event_reaches_an_independent_consumer_as_the_binding_says() {
     let mut sorted = want.clone();
     sorted.sort_by_key(|e| e["id"].as_str().map(str::to_owned));
     assert_eq!(seen, sorted, "structured values equal replay's events");
+}
+
+/// CDEvents through both modes onto one topic per CDEvent type (`{type}` is its
+/// `subject.predicate`): binary records as the binding says, structured values the JSON event;
+/// each topic holds its type's events of replay's CDEvents, each once, runs in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdevents_in_binary_and_structured_mode_equal_replays_cdevents() {
+    let scratch = Scratch::new("kafka-cdevents");
+    let input = all_recordings(&scratch);
+    let want = replayed_with(&input, &["--format", "cdevents"]);
+    let mut by_type: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+    for event in &want {
+        let ty = event["type"].as_str().expect("type");
+        by_type
+            .entry(cdevents_short_type(ty))
+            .or_default()
+            .push(event.clone());
+    }
+    assert!(by_type.contains_key("taskrun.finished"));
+    let server = KafkaServer::start("cdevents");
+    let topics: Vec<String> = by_type
+        .keys()
+        .flat_map(|short| [format!("cdb.{short}"), format!("cds.{short}")])
+        .collect();
+    server
+        .topics(&topics.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+    let binary = format!(
+        "kafka://{}/cdb.{{type}}?mode=binary&format=cdevents",
+        server.bootstrap()
+    );
+    let structured = format!(
+        "kafka://{}/cds.{{type}}?mode=structured&format=cdevents",
+        server.bootstrap()
+    );
+    run_ok(
+        &[
+            "replay",
+            &input.display().to_string(),
+            "--sink",
+            &binary,
+            "--sink",
+            &structured,
+        ],
+        &[],
+    )
+    .await;
+    for (short, of_type) in &by_type {
+        let by_id: BTreeMap<&str, &serde_json::Value> = of_type
+            .iter()
+            .map(|e| (e["id"].as_str().expect("id"), e))
+            .collect();
+        let topic = format!("cdb.{short}");
+        let mut got = Vec::new();
+        for record in server.consume(&topic, of_type.len(), Duration::from_secs(30)) {
+            let id = record.header("ce_id").expect("ce_id");
+            let event = by_id
+                .get(id)
+                .unwrap_or_else(|| panic!("{topic}: {id} is not one of replay's CDEvents"));
+            assert_binary_record(&record, event);
+            got.push((*event).clone());
+        }
+        assert_same_as_replay(&got, of_type);
+        let mut got = Vec::new();
+        for record in server.consume(
+            &format!("cds.{short}"),
+            of_type.len(),
+            Duration::from_secs(30),
+        ) {
+            assert_eq!(
+                record.header("content-type"),
+                Some("application/cloudevents+json; charset=UTF-8")
+            );
+            assert!(record.headers.iter().all(|(k, _)| !k.starts_with("ce_")));
+            let event: serde_json::Value = serde_json::from_slice(&record.value).expect("json");
+            assert_eq!(
+                record.key.as_deref(),
+                event["partitionkey"].as_str().map(str::as_bytes)
+            );
+            got.push(event);
+        }
+        assert_same_as_replay(&got, of_type);
+    }
 }
 
 /// 100 runs of 10 events, interleaved, onto a 6-partition topic: each run on one partition, in

@@ -9,8 +9,9 @@ use async_nats::jetstream;
 use std::process::Command;
 use std::time::Duration;
 use support::bridge::{
-    BIN, Fed, Scratch, admin_addr, all_recordings, assert_same_as_replay, bridge, read_events,
-    readyz_becomes, replayed, run_ok, stderr, summaries, wait,
+    BIN, Fed, Scratch, admin_addr, all_recordings, assert_same_as_replay, bridge,
+    cdevents_short_type, read_events, readyz_becomes, replayed, replayed_with, run_ok, stderr,
+    summaries, wait,
 };
 use support::nats_server::{NatsServer, create_stream};
 
@@ -148,25 +149,15 @@ async fn stream_named_existing(url: &str, name: &str) -> jetstream::stream::Stre
         .expect("stream")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn core_nats_and_binary_mode_reach_a_plain_subscriber() {
+/// The next `n` messages of a core subscription, each rebuilt into the structured form from its
+/// binary-mode headers: (subject, event).
+async fn binary_events(
+    sub: &mut async_nats::Subscriber,
+    n: usize,
+) -> Vec<(String, serde_json::Value)> {
     use futures_util::StreamExt;
-    let scratch = Scratch::new("nats-core");
-    let input = all_recordings(&scratch);
-    let want = replayed(&input);
-    let server = NatsServer::start("core", None);
-    let client = async_nats::connect(server.url()).await.expect("connects");
-    let mut sub = client.subscribe("core.>").await.expect("subscribe");
-    client.flush().await.expect("flush");
-    let sink = format!("{}/core.{{type}}?jetstream=false&mode=binary", server.url());
-    let mut child = bridge(
-        &["replay", &input.display().to_string(), "--sink", &sink],
-        &[],
-    );
-    let status = wait(&mut child, Duration::from_secs(60)).await;
-    assert!(status.success(), "{}", stderr(&mut child));
     let mut events = Vec::new();
-    while events.len() < want.len() {
+    while events.len() < n {
         let m = tokio::time::timeout(Duration::from_secs(10), sub.next())
             .await
             .expect("every event arrives")
@@ -208,9 +199,88 @@ async fn core_nats_and_binary_mode_reach_a_plain_subscriber() {
                 event[name] = v.into();
             }
         }
-        events.push(event);
+        events.push((m.subject.to_string(), event));
     }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_nats_and_binary_mode_reach_a_plain_subscriber() {
+    let scratch = Scratch::new("nats-core");
+    let input = all_recordings(&scratch);
+    let want = replayed(&input);
+    let server = NatsServer::start("core", None);
+    let client = async_nats::connect(server.url()).await.expect("connects");
+    let mut sub = client.subscribe("core.>").await.expect("subscribe");
+    client.flush().await.expect("flush");
+    let sink = format!("{}/core.{{type}}?jetstream=false&mode=binary", server.url());
+    let mut child = bridge(
+        &["replay", &input.display().to_string(), "--sink", &sink],
+        &[],
+    );
+    let status = wait(&mut child, Duration::from_secs(60)).await;
+    assert!(status.success(), "{}", stderr(&mut child));
+    let events: Vec<serde_json::Value> = binary_events(&mut sub, want.len())
+        .await
+        .into_iter()
+        .map(|(_, event)| event)
+        .collect();
     assert_same_as_replay(&events, &want);
+}
+
+/// CDEvents through both modes: binary to a core subscriber, structured into a JetStream stream
+/// (de-duplicated by the CDEvent's id); `{type}` is the CDEvent's `subject.predicate`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdevents_in_binary_and_structured_mode_equal_replays_cdevents() {
+    let scratch = Scratch::new("nats-cdevents");
+    let input = all_recordings(&scratch);
+    let want = replayed_with(&input, &["--format", "cdevents"]);
+    let server = NatsServer::start("cdevents", None);
+    let mut stream = stream_named(&server.url(), "CD", &["cds.>"]).await;
+    let client = async_nats::connect(server.url()).await.expect("connects");
+    let mut sub = client.subscribe("cdb.>").await.expect("subscribe");
+    client.flush().await.expect("flush");
+    let binary = format!(
+        "{}/cdb.{{type}}?jetstream=false&mode=binary&format=cdevents",
+        server.url()
+    );
+    let structured = format!(
+        "{}/cds.{{type}}?mode=structured&format=cdevents",
+        server.url()
+    );
+    let input = input.display().to_string();
+    run_ok(
+        &["replay", &input, "--sink", &binary, "--sink", &structured],
+        &[],
+    )
+    .await;
+    let binary = binary_events(&mut sub, want.len()).await;
+    let mut structured = Vec::new();
+    for (subject, headers, payload) in read_all(&mut stream).await {
+        let event: serde_json::Value = serde_json::from_slice(&payload).expect("structured JSON");
+        assert_eq!(
+            header(&headers, "Content-Type").as_deref(),
+            Some("application/cloudevents+json")
+        );
+        assert_eq!(
+            header(&headers, "Nats-Msg-Id").as_deref(),
+            event["id"].as_str()
+        );
+        structured.push((subject, event));
+    }
+    for (prefix, got) in [("cdb", binary), ("cds", structured)] {
+        for (subject, event) in &got {
+            let ty = event["type"].as_str().expect("type");
+            assert_eq!(subject, &format!("{prefix}.{}", cdevents_short_type(ty)));
+        }
+        let finished = format!("{prefix}.taskrun.finished");
+        assert!(
+            got.iter().any(|(subject, _)| *subject == finished),
+            "{finished}"
+        );
+        let events: Vec<serde_json::Value> = got.into_iter().map(|(_, event)| event).collect();
+        assert_same_as_replay(&events, &want);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

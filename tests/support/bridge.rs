@@ -165,8 +165,14 @@ pub fn summaries(log: &str) -> BTreeMap<String, serde_json::Value> {
 
 /// `replay`'s structured events for `input`, by id, in order.
 pub fn replayed(input: &std::path::Path) -> Vec<serde_json::Value> {
+    replayed_with(input, &[])
+}
+
+/// As [`replayed`], with more arguments for `replay` (`--format cdevents`).
+pub fn replayed_with(input: &Path, args: &[&str]) -> Vec<serde_json::Value> {
     let out = Command::new(BIN)
         .args(["replay", &input.display().to_string()])
+        .args(args)
         .env_clear()
         .output()
         .expect("replay");
@@ -176,6 +182,19 @@ pub fn replayed(input: &std::path::Path) -> Vec<serde_json::Value> {
         .lines()
         .map(|l| serde_json::from_str(l).expect("json"))
         .collect()
+}
+
+/// What `{type}` renders as in a CDEvents sink's template: the CDEvent type without its prefix
+/// and version, `dev.cdevents.taskrun.finished.0.3.0` → `taskrun.finished`,
+/// `dev.cdeventsx.kfp-taskrun.skipped.0.1.0` → `kfp-taskrun.skipped`.
+pub fn cdevents_short_type(ty: &str) -> String {
+    let rest = ty
+        .strip_prefix("dev.cdevents.")
+        .or_else(|| ty.strip_prefix("dev.cdeventsx."))
+        .unwrap_or_else(|| panic!("{ty} is not a CDEvents type"));
+    let parts: Vec<&str> = rest.split('.').collect();
+    assert_eq!(parts.len(), 5, "{ty}: subject, predicate, version");
+    format!("{}.{}", parts[0], parts[1])
 }
 
 /// Each id once, the same JSON as `replay`, each run in order.
