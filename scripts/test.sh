@@ -174,6 +174,20 @@ for recording in examples/recordings/*.jsonl examples/recordings/retries/*.jsonl
 done
 "$venv/bin/python" scripts/validate_cdevents.py schemas/cdevents "$out"/cdevents/*.jsonl
 
+step "asyncapi: the document of five configurations (a sink of each transport, templates with variables, a filtered route, CDEvents, a config file) parsed by the AsyncAPI Initiative's parser (npm, pinned by package-lock.json)"
+command -v node >/dev/null || { echo "node (Node.js 20) is needed for @asyncapi/parser" >&2; exit 1; }
+(cd scripts/asyncapi && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+docs="$state/asyncapi"
+rm -rf "$docs" && mkdir -p "$docs"
+bridge=./target/release/kfp-event-bridge
+$bridge --log warn asyncapi --sink 'kafka://kafka-1:9092,kafka-2:9092/kfp.{namespace}?security.protocol=SASL_SSL&sasl.password_file=/var/run/secrets/kfp-event-bridge/password' >"$docs/kafka.json"
+$bridge --log warn asyncapi --sink 'nats://nats:4222/kfp.{namespace}.{type}?mode=binary' --sink 'tls://nats:4222/alerts.{pipeline}?types=*.failed&jetstream=false' >"$docs/nats.json"
+$bridge --log warn asyncapi --sink 'amqps://bridge@rabbit:5671/%2f?exchange=kfp&routing_key=kfp.{namespace}.{type}&declare=topic&mode=structured&password_file=/s/amqp' >"$docs/amqp.json"
+$bridge --log warn asyncapi --sink 'https://hooks.example.com/kfp/{namespace}?types=run.*' --sink 'https://broker-ingress.knative-eventing.svc.cluster.local/kubeflow/default?mode=batch' --sink stdout >"$docs/http.json"
+printf 'sinks:\n  - uri: nats://nats:4222/cd.{type}\n    name: cdviz\n    format: cdevents\n  - uri: kafka://kafka:9092/kfp-events\n    name: analytics\n    types: ["run.*", "task.failed"]\n' >"$docs/bridge.yaml"
+$bridge --log warn asyncapi --config "$docs/bridge.yaml" >"$docs/config.json"
+node scripts/asyncapi/validate.mjs "$docs"/*.json
+
 step "image without Docker: umoci from the release binary, built twice to the same digest, checked against the Dockerfile, run with runc as 65532 on a read-only root; SBOM beside it"
 scripts/image.sh build "$state/image"
 scripts/image.sh reproduce "$state/image"

@@ -31,7 +31,7 @@ impl Cli {
 /// Inserts `run` where the subcommand belongs when none is given: after the program name and
 /// the global logging flags, before the first other argument.
 pub fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
-    const COMMANDS: [&str; 5] = ["run", "record", "replay", "resend", "help"];
+    const COMMANDS: [&str; 6] = ["run", "record", "replay", "resend", "asyncapi", "help"];
     const TAKES_VALUE: [&str; 2] = ["--log", "--log-format"];
     let mut at = 1;
     while at < args.len() {
@@ -67,6 +67,16 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Publish CloudEvents from a file (JSON lines: a dead-letter file, a replay's output) again.
     Resend(ResendArgs),
+    /// Print the AsyncAPI 3.0 document of what the configured sinks publish (nothing connects).
+    Asyncapi(AsyncapiArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AsyncapiArgs {
+    #[command(flatten)]
+    pub delivery: DeliveryArgs,
+    #[command(flatten)]
+    pub encode: EncodeArgs,
 }
 
 #[derive(Debug, Args)]

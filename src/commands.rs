@@ -2,6 +2,7 @@
 //! what they share: errors and outcomes (the exit codes), the end-of-command report, opening the
 //! sinks, delivering what a reader thread produces, signals.
 
+pub mod asyncapi;
 pub mod record;
 pub mod replay;
 pub mod resend;

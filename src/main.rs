@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         Command::Resend(_) => "resend",
         Command::Record(_) => "record",
         Command::Run(_) => "run",
+        Command::Asyncapi(_) => "asyncapi",
     };
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -39,6 +40,10 @@ fn main() -> ExitCode {
         Command::Resend(args) => ("resend", runtime.block_on(commands::resend::resend(&args))),
         Command::Record(args) => ("record", runtime.block_on(commands::record::record(&args))),
         Command::Run(args) => ("run", runtime.block_on(commands::run::run(&args))),
+        Command::Asyncapi(args) => (
+            "asyncapi",
+            runtime.block_on(commands::asyncapi::asyncapi(&args)),
+        ),
     };
     finish(what, result)
 }

@@ -64,8 +64,8 @@ pub const TYPES: &[(&str, &str)] = &[
     ),
 ];
 
-/// Which CDEvent a bridge event type (its short form) becomes.
-fn cdevent_type(short: &str) -> Option<&'static str> {
+/// Which CDEvent a bridge event type (its short form, `task.failed`) becomes.
+pub fn type_of(short: &str) -> Option<&'static str> {
     Some(match short {
         "run.started" => TYPES[0].0,
         "run.succeeded" | "run.failed" => TYPES[1].0,
@@ -77,7 +77,8 @@ fn cdevent_type(short: &str) -> Option<&'static str> {
     })
 }
 
-fn schema_of(ty: &str) -> &'static str {
+/// The schema (`dataschema`) of a CDEvents type the bridge emits; empty for another type.
+pub fn schema_of(ty: &str) -> &'static str {
     TYPES
         .iter()
         .find(|(t, _)| *t == ty)
@@ -108,7 +109,7 @@ fn urn(subject: &str) -> String {
 /// events (a `resend` of something else, or of a CDEvent: it goes out as it is).
 pub fn from_event(event: &Event) -> Option<Event> {
     let short = sink_core::template::short_type(event.ty());
-    let ty = cdevent_type(short)?;
+    let ty = type_of(short)?;
     let data: Value = match event.data()? {
         Data::Json(v) => v.clone(),
         Data::Binary(b) => serde_json::from_slice(b).ok()?,

@@ -307,4 +307,54 @@ impl sink_core::SinkFactory for Factory {
             Ok(std::sync::Arc::new(sink) as std::sync::Arc<dyn Sink>)
         })
     }
+
+    fn describe(
+        &self,
+        config: sink_core::SinkConfig<'_>,
+    ) -> Result<Option<sink_core::Description>, SinkError> {
+        let display = config.display(SHOWN_OPTIONS);
+        let (uri, o) = options::parse_reading(config.uri, config.options, false)
+            .map_err(|m| SinkError::config(&display, m))?;
+        let (scheme, rest) = uri.split_once("://").unwrap_or(("amqp", &uri));
+        let authority = rest.split(['/', '?']).next().unwrap_or_default();
+        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let vhost = rest
+            .split_once('/')
+            .map(|(_, v)| v.split('?').next().unwrap_or_default())
+            .filter(|v| !v.is_empty())
+            .map_or_else(
+                || "/".to_owned(),
+                |v| sink_core::uri::decode(v).unwrap_or_default(),
+            );
+        let kind = match &o.declare {
+            options::Declare::Kind(kind) => format!("{kind:?}").to_lowercase(),
+            // Checked at start (passive) or not at all: its type is the broker's; a routing key
+            // makes sense for topic and direct exchanges.
+            _ => "topic".to_owned(),
+        };
+        Ok(Some(sink_core::Description {
+            protocol: scheme.to_owned(),
+            host: host.to_owned(),
+            address: o.routing_key.clone(),
+            mode: match o.mode {
+                options::Mode::Binary => sink_core::ContentMode::Binary,
+                options::Mode::Structured => sink_core::ContentMode::Structured,
+            },
+            summary: "publisher confirms, mandatory, persistent (delivery mode 2): at least \
+                      once; an unroutable event is refused"
+                .into(),
+            header_prefix: o.header_prefix.clone(),
+            channel_binding: Some(serde_json::json!({
+                "is": "routingKey",
+                "exchange": {"name": o.exchange, "type": kind, "durable": o.durable, "vhost": vhost},
+                "bindingVersion": "0.3.0",
+            })),
+            operation_binding: Some(serde_json::json!({
+                "deliveryMode": 2,
+                "mandatory": true,
+                "bindingVersion": "0.3.0",
+            })),
+            message_binding: None,
+        }))
+    }
 }

@@ -170,6 +170,16 @@ pub fn parse(
     uri: &str,
     given: Option<&[(String, String)]>,
 ) -> Result<(String, AmqpOptions), String> {
+    parse_reading(uri, given, true)
+}
+
+/// [`parse`]; `read_files: false` leaves `password_file` unread (a description of the sink
+/// needs the options, not the password).
+pub fn parse_reading(
+    uri: &str,
+    given: Option<&[(String, String)]>,
+    read_files: bool,
+) -> Result<(String, AmqpOptions), String> {
     if !(uri.starts_with("amqp://") || uri.starts_with("amqps://")) {
         return Err("expected amqp://USER:PASSWORD@HOST:PORT/VHOST?exchange=…".to_owned());
     }
@@ -205,7 +215,7 @@ pub fn parse(
         apply(key, value, None)?;
     }
     let mut base = base;
-    if let Some(path) = password_file {
+    if let Some(path) = password_file.filter(|_| read_files) {
         let password = std::fs::read_to_string(&path)
             .map_err(|e| format!("password_file {}: {e}", path.display()))?;
         let encoded: String = percent_encoding::utf8_percent_encode(

@@ -27,6 +27,41 @@ impl SinkConfig<'_> {
     }
 }
 
+/// How a sink carries a CloudEvent (the CloudEvents protocol bindings' content modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentMode {
+    /// Attributes in headers (with [`Description::header_prefix`]), the data as the body.
+    Binary,
+    /// The whole event as `application/cloudevents+json`.
+    Structured,
+    /// Several events in one `application/cloudevents-batch+json` array (HTTP).
+    Batch,
+}
+
+/// What a sink publishes, as a description of the interface (an AsyncAPI document) needs it: the
+/// server, the destination as a template, the content mode and the protocol's binding objects.
+/// Made from the options `open` reads, without connecting or reading secret files.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Description {
+    /// The protocol as AsyncAPI names it: `kafka`, `nats`, `amqp`, `amqps`, `http`, `https`.
+    pub protocol: String,
+    /// `HOST[:PORT]` of the (first) server; never credentials.
+    pub host: String,
+    /// The destination template: a topic, subject, routing key or URL path, with `{namespace}`,
+    /// `{type}`… as the sink renders them.
+    pub address: String,
+    pub mode: ContentMode,
+    /// How the protocol is used, in a sentence (acknowledgements, delivery guarantee).
+    pub summary: String,
+    /// Prefix of the attribute headers in binary mode (`ce_`, `ce-`).
+    pub header_prefix: String,
+    /// AsyncAPI binding objects of the protocol (each with its `bindingVersion`), where it
+    /// defines them: for the channel, the operation and the message.
+    pub channel_binding: Option<serde_json::Value>,
+    pub operation_binding: Option<serde_json::Value>,
+    pub message_binding: Option<serde_json::Value>,
+}
+
 /// A future that resolves with an opened sink.
 pub type Opening<'a> = Pin<Box<dyn Future<Output = Result<Arc<dyn Sink>, SinkError>> + Send + 'a>>;
 
@@ -44,6 +79,12 @@ pub trait SinkFactory: Send + Sync {
     /// Opens a sink: parses and checks the options (an unknown one is a [`SinkError::Config`]),
     /// and may connect and check the far side before returning.
     fn open<'a>(&'a self, config: SinkConfig<'a>) -> Opening<'a>;
+
+    /// What the sink would publish, for an interface description; `Ok(None)` when it publishes
+    /// to no message channel (standard output, a file) or does not say.
+    fn describe(&self, _config: SinkConfig<'_>) -> Result<Option<Description>, SinkError> {
+        Ok(None)
+    }
 }
 
 /// The sinks a build knows, by scheme.

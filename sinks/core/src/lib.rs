@@ -25,7 +25,9 @@ use std::pin::Pin;
 
 pub use cloudevents::Event;
 pub use error::{ErrorKind, SinkError};
-pub use factory::{JsonLinesFactory, Opening, Registry, SinkConfig, SinkFactory, scheme};
+pub use factory::{
+    ContentMode, Description, JsonLinesFactory, Opening, Registry, SinkConfig, SinkFactory, scheme,
+};
 pub use memory::{MemorySink, Script};
 pub use stream::JsonLinesSink;
 pub use template::Template;

@@ -535,6 +535,70 @@ impl sink_core::SinkFactory for Factory {
             Ok(std::sync::Arc::new(sink) as std::sync::Arc<dyn Sink>)
         })
     }
+
+    fn describe(
+        &self,
+        config: sink_core::SinkConfig<'_>,
+    ) -> Result<Option<sink_core::Description>, SinkError> {
+        let display = config.display(SHOWN_OPTIONS);
+        let err = |message: String| SinkError::config(&display, message);
+        let mut opts = HttpOptions::default();
+        let url = match config.options {
+            Some(pairs) => {
+                for (key, value) in pairs {
+                    if !opts.set(key, value).map_err(&err)? {
+                        return Err(err(format!("unknown option {key:?}")));
+                    }
+                }
+                config.uri.to_owned()
+            }
+            None => opts.take_from_query(config.uri).map_err(&err)?,
+        };
+        let template = Template::parse(&url).map_err(|e| err(e.to_string()))?;
+        if template.is_constant() {
+            parse_url(&url).map_err(&err)?;
+        } else {
+            parse_url(&template.render_sample(|_, _, out| out.push('x'))).map_err(&err)?;
+            if opts.mode == Mode::Batch {
+                return Err(err(
+                    "batch mode needs a fixed URL (no {…} template)".to_owned()
+                ));
+            }
+        }
+        let (scheme, rest) = url.split_once("://").unwrap_or(("http", &url));
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(at) => (&rest[..at], &rest[at..]),
+            None => (rest, "/"),
+        };
+        // The endpoint's own query may hold a secret (`?code=…`): the path only; the server's
+        // description shows the URI redacted.
+        let path = path.split(['?', '#']).next().unwrap_or_default();
+        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        Ok(Some(sink_core::Description {
+            protocol: scheme.to_owned(),
+            host: host.to_owned(),
+            address: if path.starts_with('/') {
+                path.to_owned()
+            } else {
+                format!("/{path}")
+            },
+            mode: match opts.mode {
+                Mode::Binary => sink_core::ContentMode::Binary,
+                Mode::Structured => sink_core::ContentMode::Structured,
+                Mode::Batch => sink_core::ContentMode::Batch,
+            },
+            summary: "POST per event (batch mode: per array); 2xx delivers; 404, 408, 409, 429, \
+                      5xx and network errors are retried (Retry-After honoured); 410 and other \
+                      4xx are refused for good"
+                .into(),
+            header_prefix: "ce-".into(),
+            channel_binding: None,
+            operation_binding: Some(
+                serde_json::json!({"method": "POST", "bindingVersion": "0.3.0"}),
+            ),
+            message_binding: None,
+        }))
+    }
 }
 
 #[cfg(test)]

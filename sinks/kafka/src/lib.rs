@@ -116,6 +116,16 @@ struct Parsed {
 /// Reads the URI; `mode`, `key` and librdkafka properties (names with a dot, or ending in
 /// `_file` to read the value from a file) may come in its query or as `options`.
 fn parse(uri: &str, options: &[(String, String)]) -> Result<Parsed, String> {
+    parse_reading(uri, options, true)
+}
+
+/// [`parse`]; `read_files: false` leaves `NAME_file` properties unread (a description of the
+/// sink needs their names, not the secrets).
+fn parse_reading(
+    uri: &str,
+    options: &[(String, String)],
+    read_files: bool,
+) -> Result<Parsed, String> {
     let rest = uri
         .strip_prefix("kafka://")
         .ok_or("want kafka://HOST:PORT[,HOST:PORT…]/TOPIC_TEMPLATE")?;
@@ -157,6 +167,10 @@ fn parse(uri: &str, options: &[(String, String)]) -> Result<Parsed, String> {
             }
             "bootstrap.servers" => {
                 return Err("bootstrap.servers: the servers come from the URI".into());
+            }
+            file if file.ends_with("_file") && file.contains('.') && !read_files => {
+                let property = file.trim_end_matches("_file").to_owned();
+                parsed.properties.push((property, String::new()));
             }
             file if file.ends_with("_file") && file.contains('.') => {
                 let property = file.trim_end_matches("_file").to_owned();
@@ -404,6 +418,62 @@ impl sink_core::SinkFactory for Factory {
             let sink = KafkaSink::open(config.uri, config.name, config.options).await?;
             Ok(std::sync::Arc::new(sink) as std::sync::Arc<dyn Sink>)
         })
+    }
+
+    fn describe(
+        &self,
+        config: sink_core::SinkConfig<'_>,
+    ) -> Result<Option<sink_core::Description>, SinkError> {
+        let display = config.display(SHOWN_OPTIONS);
+        let parsed = parse_reading(config.uri, config.options.unwrap_or_default(), false)
+            .map_err(|m| SinkError::config(&display, m))?;
+        Template::parse(&parsed.topic)
+            .map_err(|e| SinkError::config(&display, format!("topic: {e}")))?;
+        let property = |name: &str| {
+            parsed
+                .properties
+                .iter()
+                .rev()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let security = property("security.protocol").unwrap_or("PLAINTEXT");
+        let mut channel = serde_json::json!({"bindingVersion": "0.5.0"});
+        if !parsed.topic.contains('{') {
+            channel["topic"] = parsed.topic.clone().into();
+        }
+        let message = match parsed.key {
+            Key::PartitionKey => serde_json::json!({
+                "key": {"type": "string", "description":
+                    "the partitionkey extension: the KFP run id, or the workflow uid of a plain \
+                     Argo workflow; one run's events share a partition, in order"},
+                "bindingVersion": "0.5.0",
+            }),
+            Key::None => serde_json::json!({"bindingVersion": "0.5.0"}),
+        };
+        Ok(Some(sink_core::Description {
+            protocol: "kafka".into(),
+            host: parsed
+                .servers
+                .split(',')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+            address: parsed.topic,
+            mode: match parsed.mode {
+                Mode::Binary => sink_core::ContentMode::Binary,
+                Mode::Structured => sink_core::ContentMode::Structured,
+            },
+            summary: format!(
+                "idempotent producer, acks=all (at least once; a re-send has the same id); \
+                 security.protocol {security}"
+            ),
+            header_prefix: "ce_".into(),
+            channel_binding: Some(channel),
+            operation_binding: None,
+            message_binding: Some(message),
+        }))
     }
 }
 

@@ -334,6 +334,50 @@ impl sink_core::SinkFactory for Factory {
             Ok(std::sync::Arc::new(sink) as std::sync::Arc<dyn Sink>)
         })
     }
+
+    fn describe(
+        &self,
+        config: sink_core::SinkConfig<'_>,
+    ) -> Result<Option<sink_core::Description>, SinkError> {
+        let display = config.display(SHOWN_OPTIONS);
+        let target = options::parse(config.uri, config.options)
+            .map_err(|m| SinkError::config(&display, m))?;
+        let host = target.servers[0]
+            .split_once("://")
+            .map_or(target.servers[0].as_str(), |(_, h)| h)
+            .to_owned();
+        let o = &target.options;
+        Ok(Some(sink_core::Description {
+            protocol: "nats".into(),
+            host,
+            address: target.subject,
+            mode: match o.mode {
+                Mode::Binary => sink_core::ContentMode::Binary,
+                Mode::Structured => sink_core::ContentMode::Structured,
+            },
+            summary: if o.jetstream {
+                format!(
+                    "JetStream publish: each event acknowledged by the stream{} (at least once; \
+                     Nats-Msg-Id = the event id, so the stream drops repeats within its \
+                     duplicate window){}",
+                    o.stream
+                        .as_deref()
+                        .map(|s| format!(" {s}"))
+                        .unwrap_or_default(),
+                    if o.tls { "; TLS" } else { "" }
+                )
+            } else {
+                format!(
+                    "core NATS publish (at most once: no acknowledgement){}",
+                    if o.tls { "; TLS" } else { "" }
+                )
+            },
+            header_prefix: "ce-".into(),
+            channel_binding: None,
+            operation_binding: None,
+            message_binding: None,
+        }))
+    }
 }
 
 #[cfg(test)]
