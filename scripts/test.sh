@@ -174,9 +174,10 @@ for recording in examples/recordings/*.jsonl examples/recordings/retries/*.jsonl
 done
 "$venv/bin/python" scripts/validate_cdevents.py schemas/cdevents "$out"/cdevents/*.jsonl
 
-step "asyncapi: the document of five configurations (a sink of each transport, templates with variables, a filtered route, CDEvents, a config file) parsed by the AsyncAPI Initiative's parser (npm, pinned by package-lock.json)"
+step "asyncapi: the document of five configurations (a sink of each transport, templates with variables, a filtered route, CDEvents, a config file) parsed by the AsyncAPI Initiative's parser, one rendered with its HTML generator (npm, pinned by package-lock.json)"
 command -v node >/dev/null || { echo "node (Node.js 20) is needed for @asyncapi/parser" >&2; exit 1; }
-(cd scripts/asyncapi && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+# The HTML template depends on puppeteer, which would fetch a browser: it needs none.
+(cd scripts/asyncapi && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 docs="$state/asyncapi"
 rm -rf "$docs" && mkdir -p "$docs"
 bridge=./target/release/kfp-event-bridge
@@ -187,6 +188,13 @@ $bridge --log warn asyncapi --sink 'https://hooks.example.com/kfp/{namespace}?ty
 printf 'sinks:\n  - uri: nats://nats:4222/cd.{type}\n    name: cdviz\n    format: cdevents\n  - uri: kafka://kafka:9092/kfp-events\n    name: analytics\n    types: ["run.*", "task.failed"]\n' >"$docs/bridge.yaml"
 $bridge --log warn asyncapi --config "$docs/bridge.yaml" >"$docs/config.json"
 node scripts/asyncapi/validate.mjs "$docs"/*.json
+# Rendered once with the AsyncAPI generator's HTML template: the page names every channel.
+scripts/asyncapi/node_modules/.bin/asyncapi-generator "$docs/config.json" scripts/asyncapi/node_modules/@asyncapi/html-template \
+  -o "$docs/html" --force-write --disable-warning >/dev/null
+for channel in cdviz analytics; do
+  grep -q "$channel" "$docs/html/index.html" || { echo "asyncapi HTML: channel $channel missing" >&2; exit 1; }
+done
+echo "asyncapi HTML: $(wc -c <"$docs/html/index.html") bytes in $docs/html/index.html"
 
 step "image without Docker: umoci from the release binary, built twice to the same digest, checked against the Dockerfile, run with runc as 65532 on a read-only root; SBOM beside it"
 scripts/image.sh build "$state/image"
