@@ -53,7 +53,7 @@ if ! "$venv/bin/python" -c 'import cloudevents, jsonschema, prometheus_client' 2
     apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-venv python3-pip >/dev/null
     python3 -m venv "$venv"
   fi
-  "$venv/bin/pip" install -q -r scripts/requirements.txt
+  "$venv/bin/pip" install -q --require-hashes -r scripts/requirements.txt
 fi
 
 step "kubectl (kustomize renders the overlays; a test compares the chart with the cluster overlay): the machine's, else Debian 12's, pinned"
@@ -110,7 +110,7 @@ step "deploy: Dockerfile lint (hadolint), every overlay (kubectl kustomize) and 
 deploy_venv="$root/.venv-deploy"
 if ! "$deploy_venv/bin/python" -c 'import kubernetes_validate, checkov' 2>/dev/null || [ ! -x "$deploy_venv/bin/hadolint" ]; then
   python3 -m venv "$deploy_venv"
-  "$deploy_venv/bin/pip" install -q -r scripts/requirements-deploy.txt
+  "$deploy_venv/bin/pip" install -q --require-hashes -r scripts/requirements-deploy.txt
 fi
 "$deploy_venv/bin/hadolint" Dockerfile
 rendered="$state/deploy"
