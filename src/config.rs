@@ -177,6 +177,9 @@ impl ConfigFile {
                 if entry.uri.trim().is_empty() {
                     return Err(config_error(context, "uri: must not be empty"));
                 }
+                if entry.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+                    return Err(config_error(context, "name: must not be empty"));
+                }
                 for (field, list) in [
                     ("types", &entry.types),
                     ("namespaces", &entry.namespaces),
@@ -399,6 +402,15 @@ pub fn delivery_plan(args: &DeliveryArgs) -> Result<DeliveryPlan, ConfigError> {
         .filter(|u| !u.trim().is_empty())
         .map(|u| parse_sink_arg(&u))
         .transpose()?;
+    if let Some(spec) = &dead_letter
+        && (spec.format.is_some() || spec.filter != Filter::default())
+    {
+        return Err(config_error(
+            "--dead-letter",
+            "takes no format, types, namespaces or pipelines: it keeps each refused event as the \
+             sink refused it",
+        ));
+    }
     let retry_file = file.as_ref().and_then(|(_, c)| c.retry.as_ref());
     let lanes_file = file.as_ref().and_then(|(_, c)| c.lanes.as_ref());
     let defaults = RetryPolicy::default();

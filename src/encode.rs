@@ -89,8 +89,8 @@ pub enum EncodeError {
     Overrides(String),
     #[error("dataschema {0:?} is not an absolute URI")]
     DataSchema(String),
-    #[error("{0} {1:?} is not an absolute http or https URL")]
-    UiUrl(&'static str, String),
+    #[error("{0} {1:?}: {2}")]
+    UiUrl(&'static str, String, &'static str),
     #[error("event could not be built: {0}")]
     Build(#[from] cloudevents::event::EventBuilderError),
     #[error("event data could not be serialized: {0}")]
@@ -110,28 +110,45 @@ pub struct EncodeConfig {
     pub links: Links,
 }
 
-/// The KFP and Argo UIs' addresses (`--kfp-ui-url`, `--argo-ui-url`), without a trailing slash.
+/// The KFP and Argo UIs' addresses (`--kfp-ui-url`, `--argo-ui-url`), parsed: links are built on
+/// them as URLs (their path and query kept, everything percent-encoded as a URL needs).
 #[derive(Debug, Clone, Default)]
 pub struct Links {
-    pub kfp_ui: Option<String>,
-    pub argo_ui: Option<String>,
+    pub kfp_ui: Option<url::Url>,
+    pub argo_ui: Option<url::Url>,
 }
 
 impl Links {
-    /// Checks and keeps the UIs' addresses; an empty one is none.
+    /// Checks and keeps the UIs' addresses; an empty one is none. An address must be an absolute
+    /// `http`/`https` URL with a host, without credentials (they would be in every event) and
+    /// without a fragment (KFP's UI routes in it; the bridge writes the route).
     pub fn new(kfp_ui: Option<&str>, argo_ui: Option<&str>) -> Result<Self, EncodeError> {
-        let check =
-            |flag: &'static str, text: Option<&str>| -> Result<Option<String>, EncodeError> {
-                let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) else {
-                    return Ok(None);
-                };
-                match url::Url::parse(text) {
-                    Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
-                        Ok(Some(text.trim_end_matches('/').to_owned()))
-                    }
-                    _ => Err(EncodeError::UiUrl(flag, text.to_owned())),
-                }
+        let check = |flag: &'static str,
+                     text: Option<&str>|
+         -> Result<Option<url::Url>, EncodeError> {
+            let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) else {
+                return Ok(None);
             };
+            // Shown without what could be a credential.
+            let refuse = |why| EncodeError::UiUrl(flag, sink_core::redact(text), why);
+            let absolute = "is not an absolute http or https URL";
+            let mut u = url::Url::parse(text).map_err(|_| refuse(absolute))?;
+            if !matches!(u.scheme(), "http" | "https") || u.host().is_none() {
+                return Err(refuse(absolute));
+            }
+            if !u.username().is_empty() || u.password().is_some() {
+                return Err(refuse(
+                    "holds credentials, which every event would carry: give the UI's public address",
+                ));
+            }
+            if u.fragment().is_some_and(|f| !f.is_empty() && f != "/") {
+                return Err(refuse(
+                    "has a fragment: give the UI's address, the bridge adds the run's route",
+                ));
+            }
+            u.set_fragment(None);
+            Ok(Some(u))
+        };
         Ok(Self {
             kfp_ui: check("--kfp-ui-url", kfp_ui)?,
             argo_ui: check("--argo-ui-url", argo_ui)?,
@@ -143,9 +160,15 @@ impl Links {
     fn run(&self, run: &crate::model::RunInfo) -> Option<String> {
         match (&self.kfp_ui, &self.argo_ui) {
             (Some(kfp), _) if !run.kfp_run_id.is_empty() => {
-                Some(format!("{kfp}/#/runs/details/{}", segment(&run.kfp_run_id)))
+                let mut page = kfp.clone();
+                if !page.path().ends_with('/') {
+                    let path = format!("{}/", page.path());
+                    page.set_path(&path);
+                }
+                page.set_fragment(Some(&format!("/runs/details/{}", segment(&run.kfp_run_id))));
+                Some(page.into())
             }
-            (_, Some(argo)) => Some(self::argo_workflow(argo, run)),
+            (_, Some(argo)) => Some(argo_workflow(argo, run).into()),
             _ => None,
         }
     }
@@ -154,22 +177,21 @@ impl Links {
     /// for a task the bridge can name (v2's execution page needs the metadata store's execution
     /// id; v1's run page takes no node).
     fn task(&self, run: &crate::model::RunInfo, node_id: &str) -> Option<String> {
-        let argo = self.argo_ui.as_ref()?;
-        Some(format!(
-            "{}?nodeId={}",
-            argo_workflow(argo, run),
-            segment(node_id)
-        ))
+        let mut page = argo_workflow(self.argo_ui.as_ref()?, run);
+        page.query_pairs_mut().append_pair("nodeId", node_id);
+        Some(page.into())
     }
 }
 
-/// `<argo>/workflows/<namespace>/<name>`, the Argo UI's workflow page.
-fn argo_workflow(argo: &str, run: &crate::model::RunInfo) -> String {
-    format!(
-        "{argo}/workflows/{}/{}",
-        segment(&run.namespace),
-        segment(&run.workflow)
-    )
+/// `<argo>/workflows/<namespace>/<name>`, the Argo UI's workflow page (the address's own query
+/// kept).
+fn argo_workflow(argo: &url::Url, run: &crate::model::RunInfo) -> url::Url {
+    let mut page = argo.clone();
+    if let Ok(mut path) = page.path_segments_mut() {
+        path.pop_if_empty()
+            .extend(["workflows", &run.namespace, &run.workflow]);
+    }
+    page
 }
 
 /// The CloudEvents distributed-tracing extension's `traceparent` (W3C Trace Context, version

@@ -34,7 +34,7 @@ pub fn document_with(
 ) -> Result<Value, AppError> {
     let plan = crate::config::delivery_plan(&args.delivery)?;
     let encode = crate::config::encode(&args.encode)?;
-    document(registry, &plan, &encode.type_prefix)
+    document(registry, &plan, &encode)
 }
 
 /// A component or channel key (`^[a-zA-Z0-9._-]+$`) for a sink's name.
@@ -88,8 +88,9 @@ fn types_of(spec: &SinkSpec, prefix: &str, format: Format) -> Vec<(String, Strin
     out
 }
 
-/// The attributes as headers of a binary-mode message, in the binding's form.
-fn headers(prefix: &str, ty: &str, dataschema: &str) -> Value {
+/// The attributes as headers of a binary-mode message, in the binding's form; `overrides` are
+/// `K_CE_OVERRIDES`' extensions, on every event.
+fn headers(prefix: &str, ty: &str, dataschema: &str, overrides: &[&String]) -> Value {
     let mut properties = Map::new();
     let mut attribute = |name: &str, schema: Value| {
         properties.insert(format!("{prefix}{name}"), schema);
@@ -126,16 +127,23 @@ fn headers(prefix: &str, ty: &str, dataschema: &str) -> Value {
     ] {
         attribute(name, json!({"type": "string", "description": description}));
     }
-    let required: Vec<String> = ["specversion", "id", "source", "type"]
+    let mut required: Vec<String> = ["specversion", "id", "source", "type"]
         .iter()
         .map(|a| format!("{prefix}{a}"))
         .collect();
+    for name in overrides {
+        attribute(
+            name,
+            json!({"type": "string", "description": "set by K_CE_OVERRIDES on every event"}),
+        );
+        required.push(format!("{prefix}{name}"));
+    }
     json!({"type": "object", "properties": properties, "required": required})
 }
 
 /// The structured-mode envelope: the event's attributes as members, `data` as `payload` says.
-fn envelope(ty: &str, dataschema: &str, data: Value) -> Value {
-    json!({
+fn envelope(ty: &str, dataschema: &str, data: Value, overrides: &[&String]) -> Value {
+    let mut envelope = json!({
         "type": "object",
         "required": ["specversion", "id", "source", "type", "data"],
         "properties": {
@@ -155,11 +163,17 @@ fn envelope(ty: &str, dataschema: &str, data: Value) -> Value {
             "traceparent": {"type": "string"},
             "data": data,
         }
-    })
+    });
+    for name in overrides {
+        envelope["properties"][name.as_str()] =
+            json!({"type": "string", "description": "set by K_CE_OVERRIDES on every event"});
+    }
+    envelope
 }
 
-/// The data schema of an event type, by reference to `components.schemas`.
-fn payload_ref(ty: &str) -> (Value, String) {
+/// The data schema of an event type, by reference to `components.schemas`, and the
+/// `dataschema` attribute its events carry (`--dataschema` for the bridge's own).
+fn payload_ref(ty: &str, bridge_dataschema: &str) -> (Value, String) {
     let (name, dataschema) = match ty {
         t if t.starts_with("dev.cdeventsx.kfp-taskrun.skipped") => {
             ("KfpTaskrunSkipped", cdevents::schema_of(t).to_owned())
@@ -168,7 +182,7 @@ fn payload_ref(ty: &str) -> (Value, String) {
             ("KfpTaskrunWarned", cdevents::schema_of(t).to_owned())
         }
         t if t.starts_with("dev.cdevents.") => ("CDEvent", cdevents::schema_of(t).to_owned()),
-        _ => ("EventData", crate::encode::DATA_SCHEMA.to_owned()),
+        _ => ("EventData", bridge_dataschema.to_owned()),
     };
     (
         json!({"$ref": format!("#/components/schemas/{name}")}),
@@ -200,8 +214,11 @@ fn parameters(address: &str, shorts: &[String]) -> Value {
 fn document(
     registry: &sink_core::Registry,
     plan: &DeliveryPlan,
-    prefix: &str,
+    encode: &crate::encode::EncodeConfig,
 ) -> Result<Value, AppError> {
+    let prefix = encode.type_prefix.as_str();
+    let overrides: Vec<&String> = encode.overrides.keys().collect();
+    let mut ids = std::collections::BTreeSet::new();
     let mut servers = Map::new();
     let mut channels = Map::new();
     let mut operations = Map::new();
@@ -224,11 +241,18 @@ fn document(
             continue;
         };
         let format = spec.format.unwrap_or_default();
-        // The sink's chosen name, else its scheme and place in the configuration.
-        let id = match &spec.name {
-            Some(name) => key(name),
+        // The sink's chosen name, else its scheme and place in the configuration; made unique
+        // (two names may map to one key).
+        let base = match spec.name.as_deref().map(key).filter(|k| !k.is_empty()) {
+            Some(name) => name,
             None => format!("{}-{}", key(sink_core::scheme(&spec.uri)), n + 1),
         };
+        let mut id = base.clone();
+        let mut again = 1;
+        while !ids.insert(id.clone()) {
+            again += 1;
+            id = format!("{base}-{again}");
+        }
         let Description {
             protocol,
             host,
@@ -263,20 +287,20 @@ fn document(
         for (ty, short) in &types {
             let message_key = key(short);
             let component = format!("{id}.{message_key}");
-            let (data, dataschema) = payload_ref(ty);
+            let (data, dataschema) = payload_ref(ty, &encode.dataschema);
             let mut message = match mode {
                 ContentMode::Binary => json!({
                     "contentType": "application/json",
-                    "headers": headers(&header_prefix, ty, &dataschema),
+                    "headers": headers(&header_prefix, ty, &dataschema, &overrides),
                     "payload": data,
                 }),
                 ContentMode::Structured => json!({
                     "contentType": "application/cloudevents+json",
-                    "payload": envelope(ty, &dataschema, data),
+                    "payload": envelope(ty, &dataschema, data, &overrides),
                 }),
                 ContentMode::Batch => json!({
                     "contentType": "application/cloudevents-batch+json",
-                    "payload": {"type": "array", "items": envelope(ty, &dataschema, data)},
+                    "payload": {"type": "array", "items": envelope(ty, &dataschema, data, &overrides)},
                 }),
             };
             message["name"] = json!(short);
@@ -301,6 +325,16 @@ fn document(
             "servers": [{"$ref": format!("#/servers/{id}")}],
             "messages": channel_messages,
         });
+        // What the sink's filter lets through, beyond the types its messages list.
+        let filter = &spec.filter;
+        if !(filter.types.is_empty() && filter.namespaces.is_empty() && filter.pipelines.is_empty())
+        {
+            channel["x-kfp-event-bridge-filter"] = json!({
+                "types": filter.types,
+                "namespaces": filter.namespaces,
+                "pipelines": filter.pipelines,
+            });
+        }
         let parameters = parameters(&address, &shorts);
         if parameters.as_object().is_some_and(|p| !p.is_empty()) {
             channel["parameters"] = parameters;

@@ -105,17 +105,33 @@ fn urn(subject: &str) -> String {
     format!("urn:kfp-event-bridge:{}", encoded.join("/"))
 }
 
-/// The bridge's event as a CDEvent, or `None` when it is not one of the bridge's run or task
+/// A bridge event that cannot be a CDEvent: CDEvents need a timestamp, and nothing dates it (a
+/// run known only from its Kubernetes Events, whose start was never seen).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undatable;
+
+/// The bridge's event as a CDEvent; `Ok(None)` when it is not one of the bridge's run or task
 /// events (a `resend` of something else, or of a CDEvent: it goes out as it is).
-pub fn from_event(event: &Event) -> Option<Event> {
+pub fn from_event(event: &Event) -> Result<Option<Event>, Undatable> {
     let short = sink_core::template::short_type(event.ty());
-    let ty = type_of(short)?;
-    let data: Value = match event.data()? {
-        Data::Json(v) => v.clone(),
-        Data::Binary(b) => serde_json::from_slice(b).ok()?,
-        Data::String(s) => serde_json::from_str(s).ok()?,
+    let Some(ty) = type_of(short) else {
+        return Ok(None);
     };
-    let workflow = data.get("WorkflowName")?.as_str()?;
+    let data: Value = match event.data() {
+        Some(Data::Json(v)) => v.clone(),
+        Some(Data::Binary(b)) => match serde_json::from_slice(b) {
+            Ok(v) => v,
+            Err(_) => return Ok(None),
+        },
+        Some(Data::String(s)) => match serde_json::from_str(s) {
+            Ok(v) => v,
+            Err(_) => return Ok(None),
+        },
+        None => return Ok(None),
+    };
+    let Some(workflow) = data.get("WorkflowName").and_then(Value::as_str) else {
+        return Ok(None);
+    };
     let namespace = data["Namespace"].as_str().unwrap_or("");
     // The cluster's time of the fact; a fact without one (none of its times was recorded) is
     // dated by the run's or task's times the data holds, as CDEvents needs a timestamp.
@@ -125,11 +141,17 @@ pub fn from_event(event: &Event) -> Option<Event> {
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.to_utc())
     };
+    let (first, second) = if short.ends_with(".started") {
+        ("StartedAt", "FinishedAt")
+    } else {
+        ("FinishedAt", "StartedAt")
+    };
     let time = event
         .time()
         .copied()
-        .or_else(|| parsed("FinishedAt"))
-        .or_else(|| parsed("StartedAt"))?;
+        .or_else(|| parsed(first))
+        .or_else(|| parsed(second))
+        .ok_or(Undatable)?;
     let source = event.source().to_string();
     let text = |member: &str| data[member].as_str().filter(|s| !s.is_empty());
 
@@ -228,17 +250,34 @@ pub fn from_event(event: &Event) -> Option<Event> {
     });
 
     let mut builder = EventBuilderV10::new()
-        .id(id)
+        .id(id.clone())
         .source(source)
         .ty(ty)
         .subject(subject_id)
         .time(time);
     for (name, value) in event.iter_extensions() {
-        builder = builder.extension(name, value.clone());
+        // An event of its own names a span of its own in the same trace.
+        let value = match (name, value) {
+            ("traceparent", cloudevents::event::ExtensionValue::String(parent)) => {
+                match parent.split('-').collect::<Vec<_>>().as_slice() {
+                    [version, trace, _span, flags] => {
+                        let span: String = id
+                            .chars()
+                            .filter(char::is_ascii_hexdigit)
+                            .take(16)
+                            .collect();
+                        format!("{version}-{trace}-{span}-{flags}").into()
+                    }
+                    _ => value.clone(),
+                }
+            }
+            _ => value.clone(),
+        };
+        builder = builder.extension(name, value);
     }
-    let bytes = serde_json::to_vec(&cdevent).ok()?;
-    builder
+    let bytes = serde_json::to_vec(&cdevent).expect("JSON values serialize");
+    Ok(builder
         .data_with_schema("application/json", schema, bytes)
         .build()
-        .ok()
+        .ok())
 }

@@ -151,27 +151,47 @@ impl Delivery {
         self.seq += 1;
         let mut routed = false;
         // Made once for every lane that wants CDEvents; filters select on the bridge's event.
-        let mut cdevent: Option<Arc<Event>> = None;
+        let mut cdevent: Option<Result<Arc<Event>, cdevents::Undatable>> = None;
         for lane in &self.lanes {
             if !lane.filter.matches(&event) {
                 continue;
             }
             routed = true;
+            let event = match lane.format {
+                Format::CloudEvents => Arc::clone(&event),
+                Format::CdEvents => {
+                    let converted = cdevent.get_or_insert_with(|| {
+                        match cdevents::from_event(&event) {
+                            Ok(Some(converted)) => Ok(Arc::new(converted)),
+                            // Not one of the bridge's run or task events (a resend of another
+                            // event, or of a CDEvent): it goes out as it is.
+                            Ok(None) => Ok(Arc::clone(&event)),
+                            Err(e) => Err(e),
+                        }
+                    });
+                    match converted {
+                        Ok(converted) => Arc::clone(converted),
+                        Err(cdevents::Undatable) => {
+                            // Not sent, not retried: said, counted, and done for this lane.
+                            tracing::warn!(
+                                sink = %lane.name,
+                                id = %cloudevents::AttributesReader::id(event.as_ref()),
+                                "event not sent as a CDEvent: nothing dates it (a run known \
+                                 only from its Kubernetes Events, its start never seen)"
+                            );
+                            lane.stats.undeliverable.fetch_add(1, Ordering::Relaxed);
+                            if let Some(done) = &done {
+                                done.lane_done();
+                            }
+                            continue;
+                        }
+                    }
+                }
+            };
             let Ok(permit) = Arc::clone(&lane.room).acquire_owned().await else {
                 continue;
             };
             lane.stats.routed(self.seq);
-            let event = match lane.format {
-                Format::CloudEvents => Arc::clone(&event),
-                Format::CdEvents => Arc::clone(cdevent.get_or_insert_with(|| {
-                    match cdevents::from_event(&event) {
-                        Some(converted) => Arc::new(converted),
-                        // Not one of the bridge's run or task events (a resend of another
-                        // event, or of a CDEvent): it goes out as it is.
-                        None => Arc::clone(&event),
-                    }
-                })),
-            };
             let item = Item {
                 event,
                 key: Arc::clone(&key),

@@ -65,7 +65,7 @@ pub(super) struct Completion {
 }
 
 impl Completion {
-    fn lane_done(&self) {
+    pub(super) fn lane_done(&self) {
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
             // The receiver is gone only when the caller stopped caring (shutdown).
             let _ = self.tx.send(self.token);

@@ -288,7 +288,9 @@ fn every_option_that_changes_what_is_published_changes_the_document() {
         ("kafka://k:9092/t", "kafka://k:9092/t?format=cdevents"),
         ("kafka://k:9092/t", "kafka://k:9092/t?types=run.*"),
         ("kafka://k:9092/t", "kafka://k2:9092/t"),
-        ("nats://n:4222/s", "nats://n:4222/s?mode=structured"),
+        ("nats://n:4222/s", "nats://n:4222/s?mode=binary"),
+        ("nats://n:4222/s", "nats://n:4222/s?namespaces=team-*"),
+        ("nats://n:4222/s", "nats://n:4222/s?pipelines=etl"),
         ("nats://n:4222/s", "nats://n:4222/s?jetstream=false"),
         ("nats://n:4222/s", "nats://n:4222/s.{namespace}"),
         ("nats://n:4222/s", "tls://n:4222/s"),
@@ -310,6 +312,10 @@ fn every_option_that_changes_what_is_published_changes_the_document() {
         ),
         (
             "amqp://u@r/%2f?exchange=e&routing_key=k",
+            "amqp://u@r/%2f?exchange=e&routing_key=k&declare=topic",
+        ),
+        (
+            "amqp://u@r/%2f?exchange=e&routing_key=k&declare=topic",
             "amqp://u@r/%2f?exchange=e&routing_key=k&durable=false&declare=topic",
         ),
         ("https://h/x", "https://h/x?mode=structured"),
@@ -322,8 +328,10 @@ fn every_option_that_changes_what_is_published_changes_the_document() {
     // published.
     let described = |uri: &str| {
         let mut doc = sinks(&[uri]);
-        for server in doc["servers"].as_object_mut().unwrap().values_mut() {
-            server.as_object_mut().unwrap().remove("description");
+        for part in ["servers", "channels"] {
+            for object in doc[part].as_object_mut().unwrap().values_mut() {
+                object.as_object_mut().unwrap().remove("description");
+            }
         }
         doc
     };
@@ -334,9 +342,53 @@ fn every_option_that_changes_what_is_published_changes_the_document() {
             "{b} publishes differently from {a}, the document must say so"
         );
     }
+    // A sanity check of the comparison itself: the same sink under another name is the same.
+    assert_eq!(
+        described("nats://n:4222/s?name=a"),
+        described("nats://n:4222/s?name=a")
+    );
+    // The encoding flags that change the events change the document: the dataschema the events
+    // carry, K_CE_OVERRIDES' extensions.
+    let with = |extra: &[&str]| {
+        let mut args = vec!["--sink", "nats://n:4222/s?mode=binary"];
+        args.extend(extra);
+        asyncapi(&args)
+    };
+    let doc = with(&["--dataschema", "https://example.com/my-schema"]);
+    let text = doc.to_string();
+    assert!(text.contains("https://example.com/my-schema"));
+    assert!(!text.contains("urn:kfp-event-bridge:schema:event-data:v1\"}"));
+    let doc = with(&["--ce-overrides", r#"{"extensions":{"cluster":"east"}}"#]);
+    let (_, channel) = only_channel(&doc);
+    for m in messages(&doc, channel) {
+        assert!(m["headers"]["properties"]["ce-cluster"].is_object());
+    }
     // The type prefix is what consumers match on.
     assert_ne!(
         sinks(&["nats://n:4222/s"]),
         asyncapi(&["--sink", "nats://n:4222/s", "--type-prefix", "org.example"])
     );
+}
+
+#[test]
+fn sinks_whose_names_map_to_one_key_are_all_described() {
+    let doc = sinks(&[
+        "nats://n:4222/s?name=my%20sink!",
+        "nats://n:4222/t?name=my_sink_",
+        "nats://n:4222/u?name=nats-4",
+        "nats://n:4222/v",
+    ]);
+    let channels = doc["channels"].as_object().unwrap();
+    assert_eq!(
+        channels.len(),
+        4,
+        "{:?}",
+        channels.keys().collect::<Vec<_>>()
+    );
+    let addresses: BTreeSet<&str> = channels
+        .values()
+        .map(|c| c["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(addresses, BTreeSet::from(["s", "t", "u", "v"]));
+    assert_eq!(doc["servers"].as_object().unwrap().len(), 4);
 }

@@ -361,6 +361,7 @@ fn the_format_is_chosen_per_sink_in_the_config_file_and_by_default() {
     assert!(is_cd(&read("cd.jsonl")));
     // The filter selects on the bridge's types, before the CDEvent is made.
     let failed = read("file-cd.jsonl");
+    assert!(!failed.is_empty(), "the recording has failed tasks");
     assert!(
         failed
             .iter()
@@ -396,5 +397,97 @@ fn the_format_is_chosen_per_sink_in_the_config_file_and_by_default() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("cloudevents, cdevents"), "{stderr}");
     }
+    // The dead-letter sink keeps refused events as they were refused: no format of its own.
+    let out = Command::new(BIN)
+        .args([
+            "replay",
+            "x.jsonl",
+            "--dead-letter",
+            "file:/tmp/dead.jsonl?format=cdevents",
+        ])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--dead-letter: takes no format"));
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A bridge event nothing dates (a run known only from its Kubernetes Events, its start never
+/// seen) cannot be a CDEvent: never sent as the bridge's own to a CDEvents sink, said in the log,
+/// counted as not delivered (replay's exit code 4).
+#[test]
+fn an_undatable_event_is_not_sent_to_a_cdevents_sink_and_is_said() {
+    let recording = crate::support::recordings_dir().join("offloaded-and-deleted-workflows.jsonl");
+    let text = std::fs::read_to_string(&recording).unwrap();
+    // The deleted workflow's Events only (lines 18 to 23: no Workflow object, no WorkflowRunning).
+    let lines: Vec<&str> = text.lines().skip(17).take(6).collect();
+    assert!(
+        lines.iter().all(|l| l.contains("\"kind\":\"Event\"")),
+        "{lines:?}"
+    );
+    let input = lines.join("\n") + "\n";
+    let mut child = Command::new(BIN)
+        .args(["--log", "warn", "replay", "-", "--format", "cdevents"])
+        .env_clear()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(!stdout.is_empty());
+    for line in stdout.lines() {
+        let e: Value = serde_json::from_str(line).unwrap();
+        assert!(
+            e["type"].as_str().unwrap().starts_with("dev.cdevents."),
+            "a non-CDEvent reached the CDEvents sink: {e}"
+        );
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("event not sent as a CDEvent"), "{stderr}");
+    assert_eq!(out.status.code(), Some(4), "not delivered: {stderr}");
+}
+
+/// A CDEvent is an event of its own: in a traced run, it names a span of its own in Argo's trace.
+#[test]
+fn a_cdevent_names_its_own_span_in_the_runs_trace() {
+    let recording = crate::support::recordings_dir().join("kfp-v2-success.jsonl");
+    let mut input = String::new();
+    for line in std::fs::read_to_string(&recording).unwrap().lines() {
+        let mut v: Value = serde_json::from_str(line).unwrap();
+        if v["object"]["kind"] == "Workflow" {
+            v["object"]["metadata"]["annotations"]["workflows.argoproj.io/trace-id"] =
+                "4bf92f3577b34da6a3ce929d0e0e4736".into();
+        }
+        input.push_str(&v.to_string());
+        input.push('\n');
+    }
+    let traced = std::env::temp_dir().join(format!("kfp-traced-{}.jsonl", std::process::id()));
+    std::fs::write(&traced, input).unwrap();
+    let ours = replay(&traced, &[]);
+    let cd = replay(&traced, &["--format", "cdevents"]);
+    for (a, b) in ours.iter().zip(&cd) {
+        let (pa, pb) = (
+            a["traceparent"].as_str().unwrap(),
+            b["traceparent"].as_str().unwrap(),
+        );
+        assert_eq!(pa.split('-').nth(1), pb.split('-').nth(1), "the same trace");
+        assert_ne!(
+            pa.split('-').nth(2),
+            pb.split('-').nth(2),
+            "a span of its own"
+        );
+        let id = b["id"].as_str().unwrap().replace('-', "");
+        assert_eq!(pb.split('-').nth(2).unwrap(), &id[..16]);
+    }
+    std::fs::remove_file(&traced).ok();
 }

@@ -229,3 +229,62 @@ fn a_traced_workflows_events_carry_a_w3c_traceparent() {
         }
     }
 }
+
+#[test]
+fn ui_addresses_keep_their_path_and_query_and_links_are_urls() {
+    let input = recording("kfp-v2-success.jsonl");
+    let first = |args: &[&str]| replay(&input, args).remove(0);
+    // The central dashboard's form: the namespace query stays before KFP's route.
+    let e = first(&["--kfp-ui-url", "https://h/_/pipeline/?ns=kubeflow-user"]);
+    let id = e["data"]["KfpRunId"].as_str().unwrap().to_owned();
+    assert_eq!(
+        e["data"]["RunUrl"],
+        format!("https://h/_/pipeline/?ns=kubeflow-user#/runs/details/{id}")
+    );
+    // Normalized as URLs: scheme and host lower-case, a space percent-encoded, a bare "#/" kept
+    // as the route's place.
+    for (given, want) in [
+        ("HTTPS://KF.Example.com", "https://kf.example.com/"),
+        ("https://h/pipe line", "https://h/pipe%20line/"),
+        ("https://h/#/", "https://h/"),
+    ] {
+        let e = first(&["--kfp-ui-url", given]);
+        assert_eq!(
+            e["data"]["RunUrl"],
+            format!("{want}#/runs/details/{id}"),
+            "{given}"
+        );
+    }
+    // Argo's page under a base path, its query kept, the node added to it.
+    let argo = replay(
+        &recording("argo-steps-retry-skip.jsonl"),
+        &["--argo-ui-url", "https://argo.example.com/base/?x=1"],
+    );
+    let task = argo.iter().find(|e| is_task(e)).unwrap();
+    let page = format!(
+        "https://argo.example.com/base/workflows/{}/{}?x=1",
+        task["data"]["Namespace"].as_str().unwrap(),
+        task["data"]["WorkflowName"].as_str().unwrap()
+    );
+    assert_eq!(task["data"]["RunUrl"], page.as_str());
+    assert_eq!(
+        task["data"]["TaskUrl"],
+        format!("{page}&nodeId={}", task["data"]["NodeId"].as_str().unwrap())
+    );
+    // Credentials would be in every event, a fragment is KFP's route: refused, the password not
+    // echoed.
+    for (value, why) in [
+        ("https://user:hunter2@h/", "holds credentials"),
+        ("https://h/#/runs", "has a fragment"),
+    ] {
+        let out = Command::new(BIN)
+            .args(["replay", "x.jsonl", "--kfp-ui-url", value])
+            .env_clear()
+            .output()
+            .expect("binary runs");
+        assert_eq!(out.status.code(), Some(2), "{value}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(why), "{stderr}");
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+    }
+}
