@@ -48,7 +48,7 @@ cargo deny --version 2>/dev/null | grep -qx "cargo-deny $deny_version" || cargo 
 
 step "python venv with the CloudEvents SDK"
 venv="$root/.venv"
-if ! "$venv/bin/python" -c 'import cloudevents, jsonschema, prometheus_client' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import cloudevents, jsonschema, prometheus_client, rfc3987' 2>/dev/null; then
   if ! python3 -m venv "$venv" 2>/dev/null; then
     apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-venv python3-pip >/dev/null
     python3 -m venv "$venv"
