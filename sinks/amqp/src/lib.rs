@@ -326,12 +326,13 @@ impl sink_core::SinkFactory for Factory {
                 || "/".to_owned(),
                 |v| sink_core::uri::decode(v).unwrap_or_default(),
             );
-        let kind = match &o.declare {
-            options::Declare::Kind(kind) => format!("{kind:?}").to_lowercase(),
-            // Checked at start (passive) or not at all: its type is the broker's; a routing key
-            // makes sense for topic and direct exchanges.
-            _ => "topic".to_owned(),
-        };
+        // The exchange's type and durability are the bridge's to say only when it declares the
+        // exchange; otherwise they are the broker's (checked to exist, or not at all).
+        let mut exchange = serde_json::json!({"name": o.exchange, "vhost": vhost});
+        if let options::Declare::Kind(kind) = &o.declare {
+            exchange["type"] = format!("{kind:?}").to_lowercase().into();
+            exchange["durable"] = o.durable.into();
+        }
         Ok(Some(sink_core::Description {
             protocol: scheme.to_owned(),
             host: host.to_owned(),
@@ -346,7 +347,7 @@ impl sink_core::SinkFactory for Factory {
             header_prefix: o.header_prefix.clone(),
             channel_binding: Some(serde_json::json!({
                 "is": "routingKey",
-                "exchange": {"name": o.exchange, "type": kind, "durable": o.durable, "vhost": vhost},
+                "exchange": exchange,
                 "bindingVersion": "0.3.0",
             })),
             operation_binding: Some(serde_json::json!({
