@@ -17,23 +17,10 @@ fn recordings() -> Vec<std::path::PathBuf> {
 
 /// `replay FILE ARGS…`, as parsed events.
 fn replay(file: &std::path::Path, args: &[&str]) -> Vec<Value> {
-    let out = Command::new(BIN)
-        .args(["--log", "error", "replay"])
-        .arg(file)
-        .args(args)
-        .env_clear()
-        .output()
-        .expect("binary runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("event JSON"))
-        .collect()
+    let file = file.to_str().expect("utf-8 path");
+    let mut all = vec!["--log", "error", "replay", file];
+    all.extend(args);
+    crate::support::bridge::json_lines(&all, None)
 }
 
 fn keys(v: &Value) -> BTreeSet<&str> {

@@ -6,8 +6,7 @@
 
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_kfp-event-bridge");
 const KFP: &str = "https://kubeflow.example.com/pipeline";
@@ -23,32 +22,9 @@ fn recording(name: &str) -> Vec<u8> {
 
 /// `replay -` of `input` with `args`, as parsed events.
 fn replay(input: &[u8], args: &[&str]) -> Vec<Value> {
-    let mut child = Command::new(BIN)
-        .args(["--log", "warn", "replay", "-"])
-        .args(args)
-        .env_clear()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("binary runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input)
-        .expect("write");
-    let out = child.wait_with_output().expect("finishes");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("event JSON"))
-        .collect()
+    let mut all = vec!["--log", "warn", "replay", "-"];
+    all.extend(args);
+    crate::support::bridge::json_lines(&all, Some(input))
 }
 
 fn is_task(event: &Value) -> bool {

@@ -11,6 +11,42 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_kfp-event-bridge");
 
+/// The binary with `args` (and `stdin`, when given) in a clean environment, expected to succeed:
+/// each line it prints, as JSON.
+pub fn json_lines(args: &[&str], stdin: Option<&[u8]>) -> Vec<serde_json::Value> {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_clear()
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input)
+            .expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("finishes");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
+
 pub struct Scratch(pub PathBuf);
 
 impl Scratch {
