@@ -17,7 +17,7 @@ import jsonschema
 from cloudevents.core.formats.json import JSONFormat
 
 sys.path.insert(0, os.path.dirname(__file__))
-from validate_events import RFC3339_UTC, Strict  # noqa: E402
+from validate_events import RFC3339_UTC, Strict, validate_files  # noqa: E402
 
 
 def check(line, schemas):
@@ -55,21 +55,7 @@ def main():
         schema = json.load(open(path))
         jsonschema.Draft202012Validator.check_schema(schema)
         schemas[schema["$id"]] = schema
-    ok = bad = 0
-    for path in sys.argv[2:]:
-        seen = set()
-        for number, line in enumerate(open(path, encoding="utf-8"), 1):
-            try:
-                key = check(line, schemas)
-                if key in seen:
-                    raise ValueError(f"id {key} repeats")
-                seen.add(key)
-                ok += 1
-            except Exception as e:  # noqa: BLE001 - report every failure, keep going
-                bad += 1
-                print(f"{path}:{number}: {e}")
-    print(f"{ok} passed, {bad} failed")
-    sys.exit(1 if bad or not ok else 0)
+    validate_files(sys.argv[2:], lambda line: check(line, schemas))
 
 
 if __name__ == "__main__":

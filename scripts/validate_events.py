@@ -49,17 +49,18 @@ def check(line, schema):
     return raw["source"], raw["id"]
 
 
-def main():
-    schema = json.load(open(sys.argv[1]))
-    jsonschema.Draft202012Validator.check_schema(schema)
+def validate_files(paths, check):
+    """Runs `check(line)` (returning the event's key) on every line of every file; a key seen twice
+    in one file is a failure. Prints each failure and `N passed, N failed`; exits non-zero on any
+    failure or when nothing passed."""
     ok = bad = 0
-    for path in sys.argv[2:]:
+    for path in paths:
         seen = set()
         for number, line in enumerate(open(path, encoding="utf-8"), 1):
             try:
-                key = check(line, schema)
+                key = check(line)
                 if key in seen:
-                    raise ValueError(f"duplicate source+id {key}")
+                    raise ValueError(f"duplicate key {key}")
                 seen.add(key)
                 ok += 1
             except Exception as exc:  # report every failure, keep going
@@ -67,6 +68,12 @@ def main():
                 print(f"{path}:{number}: {type(exc).__name__}: {exc}", file=sys.stderr)
     print(f"{ok} passed, {bad} failed")
     sys.exit(1 if bad or not ok else 0)
+
+
+def main():
+    schema = json.load(open(sys.argv[1]))
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validate_files(sys.argv[2:], lambda line: check(line, schema))
 
 
 if __name__ == "__main__":

@@ -56,6 +56,28 @@ fn assert_binary_record(record: &Record, event: &serde_json::Value) {
     );
 }
 
+/// `count` structured-mode records of `topic`, each checked as the binding says (the JSON event
+/// as the value, no `ce_` headers, the partition key as the record key), as events.
+fn structured_events(server: &KafkaServer, topic: &str, count: usize) -> Vec<serde_json::Value> {
+    server
+        .consume(topic, count, Duration::from_secs(30))
+        .into_iter()
+        .map(|record| {
+            assert_eq!(
+                record.header("content-type"),
+                Some("application/cloudevents+json; charset=UTF-8")
+            );
+            assert!(record.headers.iter().all(|(k, _)| !k.starts_with("ce_")));
+            let event: serde_json::Value = serde_json::from_slice(&record.value).expect("json");
+            assert_eq!(
+                record.key.as_deref(),
+                event["partitionkey"].as_str().map(str::as_bytes)
+            );
+            event
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_reaches_an_independent_consumer_as_the_binding_says() {
     let scratch = Scratch::new("kafka-binding");
@@ -107,19 +129,11 @@ async fn every_event_reaches_an_independent_consumer_as_the_binding_says() {
         .collect::<BTreeSet<_>>()
     {
         let count = want.iter().filter(|e| e["namespace"] == namespace).count();
-        for record in server.consume(&format!("kfp.{namespace}"), count, Duration::from_secs(30)) {
-            assert_eq!(
-                record.header("content-type"),
-                Some("application/cloudevents+json; charset=UTF-8")
-            );
-            assert!(record.headers.iter().all(|(k, _)| !k.starts_with("ce_")));
-            let event: serde_json::Value = serde_json::from_slice(&record.value).expect("json");
-            assert_eq!(
-                record.key.as_deref(),
-                event["partitionkey"].as_str().map(str::as_bytes)
-            );
-            seen.push(event);
-        }
+        seen.extend(structured_events(
+            &server,
+            &format!("kfp.{namespace}"),
+            count,
+        ));
     }
     seen.sort_by_key(|e| e["id"].as_str().map(str::to_owned));
     let mut sorted = want.clone();
@@ -188,24 +202,7 @@ async fn cdevents_in_binary_and_structured_mode_equal_replays_cdevents() {
             got.push((*event).clone());
         }
         assert_same_as_replay(&got, of_type);
-        let mut got = Vec::new();
-        for record in server.consume(
-            &format!("cds.{short}"),
-            of_type.len(),
-            Duration::from_secs(30),
-        ) {
-            assert_eq!(
-                record.header("content-type"),
-                Some("application/cloudevents+json; charset=UTF-8")
-            );
-            assert!(record.headers.iter().all(|(k, _)| !k.starts_with("ce_")));
-            let event: serde_json::Value = serde_json::from_slice(&record.value).expect("json");
-            assert_eq!(
-                record.key.as_deref(),
-                event["partitionkey"].as_str().map(str::as_bytes)
-            );
-            got.push(event);
-        }
+        let got = structured_events(&server, &format!("cds.{short}"), of_type.len());
         assert_same_as_replay(&got, of_type);
     }
 }
