@@ -270,7 +270,13 @@ pub fn subscribers(dir: &Path) -> Result<Vec<SinkSpec>, ConfigError> {
         specs.push(SinkSpec {
             uri: url.to_owned(),
             name: Some(format!("subscriber/{name}")),
-            filter: Filter::default(),
+            // What kfp-event-handler forwarded (Argo's Events: no queued run).
+            filter: Filter {
+                types: ["run.started", "run.succeeded", "run.failed", "task.*"]
+                    .map(String::from)
+                    .into(),
+                ..Filter::default()
+            },
             options: Some(Vec::new()),
             // kfp-event-handler's subscribers read its payload, whatever --format says.
             format: Some(crate::encode::cdevents::Format::CloudEvents),

@@ -711,7 +711,7 @@ fn sort_causally(facts: &mut [Fact]) {
         .collect();
     facts.sort_by_cached_key(|f| {
         let group = match f.kind {
-            FactKind::RunStarted => 0,
+            FactKind::RunQueued | FactKind::RunStarted => 0,
             FactKind::RunSucceeded | FactKind::RunFailed => 2,
             _ => 1,
         };
@@ -739,6 +739,18 @@ fn run_facts(run: &Arc<RunInfo>) -> Vec<Fact> {
     let started = run.started_at;
     let finished = run.finished_at.or(started);
     let mut out = Vec::new();
+    // Every run is queued first, at its creation: the Workflow exists before it runs. Only a
+    // run's first attempt (a retry re-runs the same Workflow, it is not queued again). Reported
+    // whenever the Workflow is first seen, even after its start came from its Events: what is
+    // reported must not depend on which object the watch happened to see first.
+    if let Some(created) = run.created_at.filter(|_| run.attempt.retries == 0) {
+        out.push(fact(
+            FactKind::RunQueued,
+            Some(created),
+            "WorkflowPending",
+            "Workflow Pending".into(),
+        ));
+    }
     if matches!(
         run.phase.as_str(),
         "Running" | "Succeeded" | "Failed" | "Error"

@@ -443,6 +443,8 @@ fn data<'a>(fact: &'a Fact, links: &Links) -> Data<'a> {
         None => (run.started_at, run.finished_at),
     };
     let finished = finished.filter(|_| fact.kind.is_terminal());
+    // A queued run has not started, whenever its queued event is reported.
+    let started = started.filter(|_| fact.kind != FactKind::RunQueued);
     let node_name = task.map_or("", |t| t.node_name.rsplit('.').next().unwrap_or(""));
     Data {
         kfp_run_id: &run.kfp_run_id,
@@ -456,7 +458,7 @@ fn data<'a>(fact: &'a Fact, links: &Links) -> Data<'a> {
         recurring_run_id: &run.recurring_run_id,
         phase: match fact.kind {
             FactKind::RunStarted | FactKind::TaskStarted => "Running",
-            FactKind::TaskWarning => "Pending",
+            FactKind::RunQueued | FactKind::TaskWarning => "Pending",
             FactKind::RunSucceeded => "Succeeded",
             FactKind::RunFailed if run.phase.is_empty() => "Failed",
             FactKind::RunFailed => &run.phase,

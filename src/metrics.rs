@@ -380,6 +380,7 @@ impl Metrics {
                 labels.push(("category", category.to_owned()));
                 self.kfp.warnings.get_or_create(&labels).inc();
             }
+            FactKind::RunQueued => {}
             FactKind::RunStarted => {
                 if run.attempt.retries > 0 {
                     let labels = self.labels(&run.namespace, &run.pipeline_name, None);

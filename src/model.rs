@@ -9,6 +9,9 @@ use std::sync::Arc;
 /// The kinds of fact, one per CloudEvent type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum FactKind {
+    /// The Workflow exists and waits: reported once per run (its first attempt), at its creation
+    /// time, when the Workflow is first seen.
+    RunQueued,
     RunStarted,
     RunSucceeded,
     RunFailed,
@@ -20,7 +23,8 @@ pub enum FactKind {
 }
 
 impl FactKind {
-    pub const ALL: [FactKind; 8] = [
+    pub const ALL: [FactKind; 9] = [
+        Self::RunQueued,
         Self::RunStarted,
         Self::RunSucceeded,
         Self::RunFailed,
@@ -34,6 +38,7 @@ impl FactKind {
     /// The CloudEvent type after the configurable prefix, e.g. `run.started`.
     pub fn type_suffix(self) -> &'static str {
         match self {
+            Self::RunQueued => "run.queued",
             Self::RunStarted => "run.started",
             Self::RunSucceeded => "run.succeeded",
             Self::RunFailed => "run.failed",
@@ -48,27 +53,28 @@ impl FactKind {
     pub fn is_run(self) -> bool {
         matches!(
             self,
-            Self::RunStarted | Self::RunSucceeded | Self::RunFailed
+            Self::RunQueued | Self::RunStarted | Self::RunSucceeded | Self::RunFailed
         )
     }
 
     pub fn is_terminal(self) -> bool {
         !matches!(
             self,
-            Self::RunStarted | Self::TaskStarted | Self::TaskWarning
+            Self::RunQueued | Self::RunStarted | Self::TaskStarted | Self::TaskWarning
         )
     }
 
     /// Order of facts that carry the same timestamp within one subject.
     pub fn causal_rank(self) -> u8 {
         match self {
-            Self::RunStarted => 0,
-            Self::TaskStarted => 1,
-            Self::TaskWarning => 2,
-            Self::TaskSucceeded | Self::TaskFailed => 3,
+            Self::RunQueued => 0,
+            Self::RunStarted => 1,
+            Self::TaskStarted => 2,
+            Self::TaskWarning => 3,
+            Self::TaskSucceeded | Self::TaskFailed => 4,
             // A skip at the moment a task ended is the effect of that end (`depends` not met).
-            Self::TaskSkipped => 4,
-            Self::RunSucceeded | Self::RunFailed => 5,
+            Self::TaskSkipped => 5,
+            Self::RunSucceeded | Self::RunFailed => 6,
         }
     }
 }
@@ -86,6 +92,8 @@ pub struct RunInfo {
     pub recurring_run_id: String,
     pub phase: String,
     pub message: String,
+    /// When the Workflow was created (`metadata.creationTimestamp`): when the run was queued.
+    pub created_at: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     /// Run parameters: v1 `spec.arguments.parameters`, v2 the root driver's `parameterValues`.
@@ -365,6 +373,8 @@ impl Fact {
 /// Which of an attempt's (or run's) at-most-once slots a fact fills.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Slot {
+    /// The run's queued fact (on the run's own node, where no warning ever is).
+    Queued,
     Started,
     /// One terminal fact per run or attempt, whatever the outcome.
     Terminal,
@@ -375,6 +385,7 @@ pub enum Slot {
 impl Slot {
     pub fn of(kind: FactKind, lifecycle: Option<&Lifecycle>) -> Self {
         match kind {
+            FactKind::RunQueued => Self::Queued,
             FactKind::RunStarted | FactKind::TaskStarted => Self::Started,
             FactKind::TaskWarning => Self::Warning(lifecycle.map(|l| l.category)),
             _ => Self::Terminal,
@@ -389,6 +400,9 @@ impl Slot {
         match self {
             Self::Started => 1,
             Self::Terminal => 2,
+            // The first warning bit: warnings are task facts, the run's node never has one, so
+            // the bit is free there (and checkpoints written before it read as "not queued").
+            Self::Queued => 4,
             Self::Warning(category) => {
                 let index = category.map_or(13, |c| c.bit());
                 4 << index.min(13)

@@ -67,6 +67,7 @@ pub fn run_info(wf: &Workflow) -> RunInfo {
             .unwrap_or_default(),
         phase: status.phase.clone(),
         message: status.message.clone(),
+        created_at: timestamp(meta.creation_timestamp.as_deref()),
         started_at: timestamp(status.started_at.as_deref()),
         finished_at: timestamp(status.finished_at.as_deref()),
         parameters: if v2 {

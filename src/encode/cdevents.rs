@@ -1,5 +1,5 @@
 //! The bridge's events as CDEvents v0.5.1 (the CD Foundation's vocabulary for pipeline and task
-//! runs), for the sinks that ask for them (`format=cdevents`): `pipelinerun.started|finished`
+//! runs), for the sinks that ask for them (`format=cdevents`): `pipelinerun.queued|started|finished`
 //! and `taskrun.started|finished` (`0.3.0`), and two custom events for what CDEvents has no type
 //! for, `dev.cdeventsx.kfp-taskrun.skipped|warned.0.1.0`, with the schemas in
 //! `schemas/cdevents/`. Carried as CloudEvents per the CDEvents binding: `type`, `source` and
@@ -62,11 +62,16 @@ pub const TYPES: &[(&str, &str)] = &[
         "dev.cdeventsx.kfp-taskrun.warned.0.1.0",
         "urn:kfp-event-bridge:schema:cdevents:kfp-taskrun-warned:0.1.0",
     ),
+    (
+        "dev.cdevents.pipelinerun.queued.0.3.0",
+        "https://cdevents.dev/0.5.1/schema/pipelinerun-queued-event",
+    ),
 ];
 
 /// Which CDEvent a bridge event type (its short form, `task.failed`) becomes.
 pub fn type_of(short: &str) -> Option<&'static str> {
     Some(match short {
+        "run.queued" => TYPES[6].0,
         "run.started" => TYPES[0].0,
         "run.succeeded" | "run.failed" => TYPES[1].0,
         "task.started" => TYPES[2].0,

@@ -118,11 +118,11 @@ fn each_transport_gets_a_server_a_channel_and_its_messages() {
                     .as_array()
                     .unwrap()
                     .len(),
-                8
+                9
             );
         }
         let messages = messages(&doc, channel);
-        assert_eq!(messages.len(), 8, "{uri}: one message per event type");
+        assert_eq!(messages.len(), 9, "{uri}: one message per event type");
         let titles: BTreeSet<&str> = messages
             .iter()
             .map(|m| m["title"].as_str().unwrap())
@@ -178,6 +178,7 @@ fn filters_formats_and_modes_shape_the_messages() {
     assert_eq!(
         titles,
         [
+            "org.kubeflow.pipelines.run.queued",
             "org.kubeflow.pipelines.run.started",
             "org.kubeflow.pipelines.run.succeeded",
             "org.kubeflow.pipelines.run.failed",

@@ -158,6 +158,7 @@ fn every_cdevent_reads_back_strictly_and_carries_the_binding() {
     }
     assert!(count > 200, "{count} events");
     let want: BTreeSet<String> = [
+        "dev.cdevents.pipelinerun.queued.0.3.0",
         "dev.cdevents.pipelinerun.started.0.3.0",
         "dev.cdevents.pipelinerun.finished.0.3.0",
         "dev.cdevents.taskrun.started.0.3.0",
@@ -198,6 +199,7 @@ fn facts_map_to_cdevents_field_by_field() {
             let d = &source["data"];
             let content = &ce["data"]["subject"]["content"];
             let expected_type = match short.as_str() {
+                "run.queued" => "dev.cdevents.pipelinerun.queued.0.3.0",
                 "run.started" => "dev.cdevents.pipelinerun.started.0.3.0",
                 "run.succeeded" | "run.failed" => "dev.cdevents.pipelinerun.finished.0.3.0",
                 "task.started" => "dev.cdevents.taskrun.started.0.3.0",

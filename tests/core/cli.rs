@@ -54,7 +54,7 @@ fn bad_lines_are_reported_by_number_skipped_and_set_the_exit_code() {
     let events = String::from_utf8(out.stdout).expect("utf-8");
     assert_eq!(
         events.lines().count(),
-        6,
+        7,
         "the good lines still produce their events"
     );
 }
@@ -85,7 +85,7 @@ fn file_sink_appends_and_stdout_stays_empty() {
         assert!(out.stdout.is_empty());
     }
     let text = std::fs::read_to_string(&out_file).expect("sink file");
-    assert_eq!(text.lines().count(), 16, "two replays of 8 events appended");
+    assert_eq!(text.lines().count(), 18, "two replays of 9 events appended");
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
 

@@ -68,8 +68,20 @@ fn one_terminal_per_run_and_attempt_in_causal_order() {
                 terminals, 1,
                 "{name}: {run} has {terminals} run-terminal events: {kinds:?}"
             );
+            // The first attempt is queued first (once; a run known only from its Events is
+            // not), then started; later attempts start.
+            let queued = kinds.iter().filter(|k| **k == "run.queued").count();
+            let first_attempt = run.ends_with("#1");
+            assert!(
+                queued <= usize::from(first_attempt),
+                "{name}: {run} queued {queued} times: {kinds:?}"
+            );
+            let start = queued;
+            if queued == 1 {
+                assert_eq!(kinds.first(), Some(&"run.queued"), "{name}: {run}");
+            }
             assert_eq!(
-                kinds.first(),
+                kinds.get(start),
                 Some(&"run.started"),
                 "{name}: {run} does not start with run.started"
             );
@@ -324,4 +336,88 @@ fn a_subject_names_one_task_instance() {
         }
     }
     assert!(nested > 0, "some recording has tasks inside groups");
+}
+
+/// `run.queued`: once per run that has a Workflow object, for its first attempt only, at the
+/// Workflow's `creationTimestamp`, Pending and not started — and the same event whether the watch
+/// saw the Workflow first or its Kubernetes Events (live, the two watches race; a replay of the
+/// final states after a restart lists the Events first), so neither order loses or adds one.
+#[test]
+fn a_run_is_queued_once_at_its_creation_whichever_object_came_first() {
+    let (mut checked, mut reordered) = (0, 0);
+    for path in support::all_recording_files() {
+        let name = path.display();
+        let text = std::fs::read_to_string(&path).expect("recording");
+        let lines: Vec<&str> = text.lines().collect();
+        let parsed: Vec<Value> = lines
+            .iter()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
+        // Each Workflow's creation time, by namespace/name.
+        let mut created: HashMap<String, String> = HashMap::new();
+        for v in &parsed {
+            let o = &v["object"];
+            if o["kind"] == "Workflow"
+                && let Some(t) = o["metadata"]["creationTimestamp"].as_str()
+            {
+                let key = format!(
+                    "{}/{}",
+                    o["metadata"]["namespace"].as_str().unwrap_or(""),
+                    o["metadata"]["name"].as_str().unwrap_or("")
+                );
+                created.insert(key, t.to_owned());
+            }
+        }
+        let queued = |order: Vec<&str>| -> Vec<Value> {
+            let input = order.join("\n") + "\n";
+            let mut deriver = Deriver::new(DeriveConfig::default());
+            support::replay_bytes(input.as_bytes(), &mut deriver)
+                .1
+                .iter()
+                .map(|l| serde_json::from_str::<Value>(l).expect("event"))
+                .filter(|e| kind(e) == "run.queued")
+                .collect()
+        };
+        let as_recorded = queued(lines.clone());
+        let is_event = |v: &Value| v["object"]["kind"] == "Event";
+        let pick = |event: bool| -> Vec<&str> {
+            lines
+                .iter()
+                .zip(&parsed)
+                .filter(|(_, v)| is_event(v) == event)
+                .map(|(l, _)| *l)
+                .collect()
+        };
+        let (events, rest) = (pick(true), pick(false));
+        reordered += usize::from(!events.is_empty());
+        let events_first = queued(events.iter().chain(&rest).copied().collect());
+        let mut subjects = HashSet::new();
+        for e in &as_recorded {
+            let subject = e["subject"].as_str().expect("subject");
+            assert!(subjects.insert(subject), "{name}: {subject} queued twice");
+            assert_eq!(
+                e["time"].as_str(),
+                created.get(subject).map(|t| t.as_str()),
+                "{name}: {subject} queued at its creation"
+            );
+            assert_eq!(e["data"]["Phase"], "Pending", "{name}: {e}");
+            assert_eq!(e["data"]["EventType"], "WorkflowPending", "{name}: {e}");
+            assert!(e["data"].get("StartedAt").is_none(), "{name}: {e}");
+            assert!(e["data"].get("RunAttempt").is_none(), "{name}: {e}");
+        }
+        // Every Workflow is queued (a run known only from its Events has no creation time).
+        let mut workflows: Vec<&String> = created.keys().collect();
+        workflows.sort();
+        let mut got: Vec<&str> = subjects.iter().copied().collect();
+        got.sort();
+        assert_eq!(
+            got,
+            workflows.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+            "{name}"
+        );
+        assert_eq!(as_recorded, events_first, "{name}: Events first");
+        checked += as_recorded.len();
+    }
+    assert!(checked >= 30, "{checked} queued runs");
+    assert!(reordered >= 10, "{reordered} recordings with Events");
 }
