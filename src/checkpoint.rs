@@ -329,6 +329,8 @@ fn add_mark(marks: &mut Vec<Mark>, mark: Mark) {
 pub struct CheckpointStats {
     pub writes: u64,
     pub failures: u64,
+    /// Bytes of the shards written (their encoded data).
+    pub bytes: u64,
 }
 
 enum Store {
@@ -342,15 +344,43 @@ enum Store {
     },
 }
 
-/// The done-facts store.
+/// Encoded shards to write, by index.
+type Batch = Vec<(usize, BTreeMap<String, String>)>;
+
+/// What the writer task did with a batch.
+#[derive(Default)]
+struct WriteReport {
+    /// Shards not written: dirty again.
+    failed: Vec<usize>,
+    error: Option<CheckpointError>,
+    writes: u64,
+    failures: u64,
+    bytes: u64,
+    /// Shards another writer had written in between, as read back (merged into what was
+    /// written): memory takes them in too.
+    theirs: Shards,
+}
+
+/// The writer task: batches go in, one at a time and in order (a shard's writes never overtake
+/// each other), and a report comes back for each.
+struct Writer {
+    batches: tokio::sync::mpsc::UnboundedSender<Batch>,
+    reports: tokio::sync::mpsc::UnboundedReceiver<WriteReport>,
+}
+
+/// The done-facts store: in memory, written to its store by a task of its own, so recording
+/// never waits for a write.
 pub struct Checkpoint {
     /// Per shard, its entries: a write touches only its shard's.
     entries: Vec<HashMap<Arc<str>, Stored>>,
     shards: usize,
     dirty: BTreeSet<usize>,
-    /// Changes since the last successful flush.
+    /// Changes since the last write began.
     unflushed: usize,
-    store: Store,
+    /// Changes in the write under way (`None`: no write is).
+    writing: Option<usize>,
+    /// `None` without a store (`--checkpoint none`).
+    writer: Option<Writer>,
     stats: CheckpointStats,
 }
 
@@ -375,6 +405,9 @@ pub enum CheckpointError {
     NoClient,
     #[error("checkpoint shard {0}: conflicting writers")]
     Conflict(usize),
+    /// The writer task stopped (the runtime is shutting down).
+    #[error("checkpoint writer stopped")]
+    WriterGone,
     #[error("checkpoint encode: {0}")]
     Encode(#[from] serde_json::Error),
     /// A blocking store task did not finish (it panicked or the runtime stopped).
@@ -424,15 +457,31 @@ impl Checkpoint {
                 )
             }
         };
+        let mut store = store;
+        let loaded = store.load().await?;
+        let writer = (!matches!(store, Store::None)).then(|| {
+            let (batches, mut batches_rx) = tokio::sync::mpsc::unbounded_channel::<Batch>();
+            let (reports_tx, reports) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(async move {
+                while let Some(batch) = batches_rx.recv().await {
+                    let report = store.write(batch, shards).await;
+                    if reports_tx.send(report).is_err() {
+                        break;
+                    }
+                }
+            });
+            Writer { batches, reports }
+        });
         let mut checkpoint = Self {
             entries: vec![HashMap::new(); shards],
             shards,
             dirty: BTreeSet::new(),
             unflushed: 0,
-            store,
+            writing: None,
+            writer,
             stats: CheckpointStats::default(),
         };
-        for (index, data) in checkpoint.load().await? {
+        for (index, data) in loaded {
             checkpoint.take_in(index, data);
         }
         Ok(checkpoint)
@@ -462,47 +511,6 @@ impl Checkpoint {
                 None => {
                     self.entries[home].insert(Arc::from(uid), entry);
                 }
-            }
-        }
-    }
-
-    async fn load(&mut self) -> Result<Shards, CheckpointError> {
-        match &mut self.store {
-            Store::None => Ok(Vec::new()),
-            Store::File(dir) => {
-                let dir = dir.clone();
-                tokio::task::spawn_blocking(move || load_dir(&dir))
-                    .await
-                    .map_err(|source| CheckpointError::Task {
-                        what: "load",
-                        source,
-                    })?
-            }
-            Store::ConfigMap {
-                api,
-                name,
-                versions,
-            } => {
-                let selector = format!("{CONFIGMAP_LABEL}={name}");
-                let list = api
-                    .list(&ListParams::default().labels(&selector))
-                    .await
-                    .map_err(|source| CheckpointError::Kube {
-                        what: format!("ConfigMaps {name}-*"),
-                        source,
-                    })?;
-                let mut out = Vec::new();
-                for cm in list.items {
-                    let Some(index) = shard_index(cm.metadata.name.as_deref().unwrap_or(""), name)
-                    else {
-                        continue;
-                    };
-                    if let Some(rv) = cm.metadata.resource_version.clone() {
-                        versions.insert(index, rv);
-                    }
-                    out.push((index, cm.data.unwrap_or_default()));
-                }
-                Ok(out)
             }
         }
     }
@@ -637,134 +645,320 @@ impl Checkpoint {
         &self.stats
     }
 
-    /// Changes recorded in memory and not yet written.
+    /// Changes recorded in memory and not yet being written.
     pub fn unflushed(&self) -> usize {
         self.unflushed
     }
 
-    /// Writes every shard that changed since the last flush. A shard that fails stays dirty
-    /// and is written at the next flush; the error is returned for the caller to log.
-    pub async fn flush(&mut self) -> Result<(), CheckpointError> {
-        if matches!(self.store, Store::None) {
+    /// Changes not durable yet: not yet written, or in the write under way.
+    pub fn undurable(&self) -> usize {
+        self.unflushed + self.writing.unwrap_or(0)
+    }
+
+    /// A write is under way.
+    pub fn is_writing(&self) -> bool {
+        self.writing.is_some()
+    }
+
+    /// Begins writing every shard that changed (unless a write is under way: one at a time);
+    /// the writer task does the work, recording goes on meanwhile. Returns whether a write is
+    /// under way now. Without a store, everything is "written" at once.
+    pub fn start_flush(&mut self) -> bool {
+        if self.writing.is_some() {
+            return true;
+        }
+        let Some(writer) = &self.writer else {
             self.dirty.clear();
             self.unflushed = 0;
-            return Ok(());
+            return false;
+        };
+        if self.dirty.is_empty() {
+            return false;
         }
-        let mut first_error = None;
-        for shard in std::mem::take(&mut self.dirty) {
-            match self.write_shard(shard).await {
-                Ok(()) => self.stats.writes += 1,
-                Err(err) => {
-                    self.stats.failures += 1;
-                    self.dirty.insert(shard);
-                    first_error.get_or_insert(err);
-                }
-            }
+        let dirty = std::mem::take(&mut self.dirty);
+        let batch: Batch = dirty
+            .iter()
+            .map(|&shard| (shard, self.shard_data(shard)))
+            .collect();
+        if writer.batches.send(batch).is_err() {
+            // The writer task is gone (the runtime is stopping): nothing is written.
+            self.dirty = dirty;
+            return false;
         }
-        if first_error.is_none() {
-            self.unflushed = 0;
+        self.writing = Some(std::mem::take(&mut self.unflushed));
+        true
+    }
+
+    /// Waits for the write under way and takes in how it went: a shard that failed is dirty
+    /// again (and its changes count as not written), the error returned for the caller to log.
+    /// Never resolves while no write is under way. Cancel-safe.
+    pub async fn written(&mut self) -> Result<(), CheckpointError> {
+        let Some(writer) = self.writer.as_mut().filter(|_| self.writing.is_some()) else {
+            return std::future::pending().await;
+        };
+        let report = writer.reports.recv().await.unwrap_or_else(|| WriteReport {
+            error: Some(CheckpointError::WriterGone),
+            ..WriteReport::default()
+        });
+        let changes = self.writing.take().unwrap_or(0);
+        self.stats.writes += report.writes;
+        self.stats.failures += report.failures;
+        self.stats.bytes += report.bytes;
+        for (shard, theirs) in report.theirs {
+            self.take_in(shard, theirs);
         }
-        first_error.map_or(Ok(()), Err)
+        if report.error.is_some() {
+            self.dirty.extend(report.failed);
+            self.unflushed += changes;
+        }
+        report.error.map_or(Ok(()), Err)
+    }
+
+    /// Writes every shard that changed and waits for it (after the write under way, if any).
+    pub async fn flush(&mut self) -> Result<(), CheckpointError> {
+        if self.writing.is_some() {
+            // What fails now is dirty again and written below.
+            let _ = self.written().await;
+        }
+        if self.start_flush() {
+            self.written().await
+        } else {
+            Ok(())
+        }
     }
 
     fn shard_data(&self, shard: usize) -> BTreeMap<String, String> {
-        self.entries[shard]
+        let data: BTreeMap<String, String> = self.entries[shard]
             .iter()
             .map(|(uid, stored)| (uid.to_string(), stored.encode()))
-            .collect()
+            .collect();
+        let size = data_size(&data);
+        if size > SHARD_WARN_BYTES {
+            tracing::warn!(
+                shard,
+                bytes = size,
+                "checkpoint shard near the 1 MiB object limit; raise ?shards="
+            );
+        }
+        data
+    }
+}
+
+/// A shard's size as stored: keys, values and a little framing per entry.
+fn data_size(data: &BTreeMap<String, String>) -> usize {
+    data.iter().map(|(k, v)| k.len() + v.len() + 6).sum()
+}
+
+/// Takes another writer's copy of `shard` into `ours` (encoded entries): the union, per
+/// [`Stored::merge`], of the entries that belong to this shard.
+fn merge_encoded(
+    ours: &mut BTreeMap<String, String>,
+    theirs: &BTreeMap<String, String>,
+    shard: usize,
+    shards: usize,
+) {
+    for (uid, value) in theirs {
+        if (node_hash(uid) % shards as u64) as usize != shard {
+            continue;
+        }
+        let Some(their) = Stored::decode(value) else {
+            continue;
+        };
+        let merged = match ours.get(uid).and_then(|v| Stored::decode(v)) {
+            Some(mut mine) => {
+                mine.merge(their);
+                mine
+            }
+            None => their,
+        };
+        ours.insert(uid.clone(), merged.encode());
+    }
+}
+
+impl Store {
+    async fn load(&mut self) -> Result<Shards, CheckpointError> {
+        match self {
+            Store::None => Ok(Vec::new()),
+            Store::File(dir) => {
+                let dir = dir.clone();
+                tokio::task::spawn_blocking(move || load_dir(&dir))
+                    .await
+                    .map_err(|source| CheckpointError::Task {
+                        what: "load",
+                        source,
+                    })?
+            }
+            Store::ConfigMap {
+                api,
+                name,
+                versions,
+            } => {
+                let selector = format!("{CONFIGMAP_LABEL}={name}");
+                let list = api
+                    .list(&ListParams::default().labels(&selector))
+                    .await
+                    .map_err(|source| CheckpointError::Kube {
+                        what: format!("ConfigMaps {name}-*"),
+                        source,
+                    })?;
+                let mut out = Vec::new();
+                for cm in list.items {
+                    let Some(index) = shard_index(cm.metadata.name.as_deref().unwrap_or(""), name)
+                    else {
+                        continue;
+                    };
+                    if let Some(rv) = cm.metadata.resource_version.clone() {
+                        versions.insert(index, rv);
+                    }
+                    out.push((index, cm.data.unwrap_or_default()));
+                }
+                Ok(out)
+            }
+        }
     }
 
-    async fn write_shard(&mut self, shard: usize) -> Result<(), CheckpointError> {
-        // A conflicting writer's shard is merged in and the write retried.
-        for _ in 0..3 {
-            let data = self.shard_data(shard);
-            let size: usize = data.iter().map(|(k, v)| k.len() + v.len() + 6).sum();
-            if size > SHARD_WARN_BYTES {
-                tracing::warn!(
-                    shard,
-                    bytes = size,
-                    "checkpoint shard near the 1 MiB object limit; raise ?shards="
-                );
+    /// Writes a batch of shards, each whole; reports what was written and what failed.
+    async fn write(&mut self, batch: Batch, shards: usize) -> WriteReport {
+        let mut report = WriteReport::default();
+        let outcome = |report: &mut WriteReport, shard, bytes, result| match result {
+            Ok(()) => {
+                report.writes += 1;
+                report.bytes += bytes as u64;
             }
-            match &mut self.store {
-                Store::None => return Ok(()),
-                Store::File(dir) => {
-                    let dir = dir.clone();
-                    return tokio::task::spawn_blocking(move || write_file(&dir, shard, &data))
-                        .await
-                        .map_err(|source| CheckpointError::Task {
+            Err(err) => {
+                report.failures += 1;
+                report.failed.push(shard);
+                report.error.get_or_insert(err);
+            }
+        };
+        match self {
+            Store::None => {}
+            Store::File(dir) => {
+                let dir = dir.clone();
+                let shards_in: Vec<usize> = batch.iter().map(|(shard, _)| *shard).collect();
+                let written = tokio::task::spawn_blocking(move || {
+                    batch
+                        .into_iter()
+                        .map(|(shard, data)| {
+                            (shard, data_size(&data), write_file(&dir, shard, &data))
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .await;
+                match written {
+                    Ok(results) => {
+                        for (shard, bytes, result) in results {
+                            outcome(&mut report, shard, bytes, result);
+                        }
+                    }
+                    Err(source) => {
+                        report.failures += shards_in.len() as u64;
+                        report.failed = shards_in;
+                        report.error = Some(CheckpointError::Task {
                             what: "write",
                             source,
-                        })?;
-                }
-                Store::ConfigMap {
-                    api,
-                    name,
-                    versions,
-                } => {
-                    let cm_name = shard_name(name, shard);
-                    let cm = ConfigMap {
-                        metadata: ObjectMeta {
-                            name: Some(cm_name.clone()),
-                            resource_version: versions.get(&shard).cloned(),
-                            labels: Some(BTreeMap::from([
-                                (CONFIGMAP_LABEL.to_owned(), name.clone()),
-                                (
-                                    "app.kubernetes.io/managed-by".to_owned(),
-                                    "kfp-event-bridge".to_owned(),
-                                ),
-                            ])),
-                            ..ObjectMeta::default()
-                        },
-                        data: Some(data),
-                        ..ConfigMap::default()
-                    };
-                    let result = if cm.metadata.resource_version.is_some() {
-                        api.replace(&cm_name, &PostParams::default(), &cm).await
-                    } else {
-                        api.create(&PostParams::default(), &cm).await
-                    };
-                    match result {
-                        Ok(written) => {
-                            if let Some(rv) = written.metadata.resource_version {
-                                versions.insert(shard, rv);
-                            }
-                            return Ok(());
-                        }
-                        Err(kube::Error::Api(status))
-                            if status.code == 409 || status.code == 404 =>
-                        {
-                            // Someone else wrote it (or it was deleted): read, merge, retry.
-                            versions.remove(&shard);
-                            match api.get_opt(&cm_name).await {
-                                Ok(Some(current)) => {
-                                    if let Some(rv) = current.metadata.resource_version.clone() {
-                                        versions.insert(shard, rv);
-                                    }
-                                    let theirs = current.data.unwrap_or_default();
-                                    self.take_in(shard, theirs);
-                                }
-                                Ok(None) => {}
-                                Err(source) => {
-                                    return Err(CheckpointError::Kube {
-                                        what: cm_name,
-                                        source,
-                                    });
-                                }
-                            }
-                        }
-                        Err(source) => {
-                            return Err(CheckpointError::Kube {
-                                what: cm_name,
-                                source,
-                            });
-                        }
+                        });
                     }
                 }
             }
+            Store::ConfigMap {
+                api,
+                name,
+                versions,
+            } => {
+                for (shard, data) in batch {
+                    let bytes = data_size(&data);
+                    let result = write_configmap(
+                        api,
+                        name,
+                        versions,
+                        shard,
+                        data,
+                        shards,
+                        &mut report.theirs,
+                    )
+                    .await;
+                    outcome(&mut report, shard, bytes, result);
+                }
+            }
         }
-        Err(CheckpointError::Conflict(shard))
+        report
     }
+}
+
+/// Replaces a shard's ConfigMap under optimistic concurrency (creates it the first time). A
+/// conflicting writer's copy is read, merged in and the write retried; the copy is kept in
+/// `theirs` for memory to take in.
+async fn write_configmap(
+    api: &Api<ConfigMap>,
+    name: &str,
+    versions: &mut HashMap<usize, String>,
+    shard: usize,
+    mut data: BTreeMap<String, String>,
+    shards: usize,
+    theirs: &mut Shards,
+) -> Result<(), CheckpointError> {
+    let cm_name = shard_name(name, shard);
+    for _ in 0..3 {
+        let mut cm = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(cm_name.clone()),
+                resource_version: versions.get(&shard).cloned(),
+                labels: Some(BTreeMap::from([
+                    (CONFIGMAP_LABEL.to_owned(), name.to_owned()),
+                    (
+                        "app.kubernetes.io/managed-by".to_owned(),
+                        "kfp-event-bridge".to_owned(),
+                    ),
+                ])),
+                ..ObjectMeta::default()
+            },
+            data: Some(std::mem::take(&mut data)),
+            ..ConfigMap::default()
+        };
+        let result = if cm.metadata.resource_version.is_some() {
+            api.replace(&cm_name, &PostParams::default(), &cm).await
+        } else {
+            api.create(&PostParams::default(), &cm).await
+        };
+        data = cm.data.take().unwrap_or_default();
+        match result {
+            Ok(written) => {
+                if let Some(rv) = written.metadata.resource_version {
+                    versions.insert(shard, rv);
+                }
+                return Ok(());
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => {
+                // Someone else wrote it (or it was deleted): read, merge, retry.
+                versions.remove(&shard);
+                match api.get_opt(&cm_name).await {
+                    Ok(Some(current)) => {
+                        if let Some(rv) = current.metadata.resource_version.clone() {
+                            versions.insert(shard, rv);
+                        }
+                        let copy = current.data.unwrap_or_default();
+                        merge_encoded(&mut data, &copy, shard, shards);
+                        theirs.push((shard, copy));
+                    }
+                    Ok(None) => {}
+                    Err(source) => {
+                        return Err(CheckpointError::Kube {
+                            what: cm_name,
+                            source,
+                        });
+                    }
+                }
+            }
+            Err(source) => {
+                return Err(CheckpointError::Kube {
+                    what: cm_name,
+                    source,
+                });
+            }
+        }
+    }
+    Err(CheckpointError::Conflict(shard))
 }
 
 fn shard_name(name: &str, shard: usize) -> String {
@@ -1056,6 +1250,62 @@ mod tests {
             .await
             .expect("reopen with 8 shards");
         assert_eq!(again.len(), 100);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Recording goes on while a write is under way: what changes meanwhile is counted apart and
+    /// written by the next write; a failed write leaves its shards dirty and its changes
+    /// unwritten, and the next write that succeeds puts everything on disk.
+    #[tokio::test]
+    async fn recording_goes_on_during_a_write_and_a_failed_write_is_redone() {
+        let dir = std::env::temp_dir().join(format!("kfp-ckpt-bg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let spec = CheckpointSpec::File {
+            dir: dir.clone(),
+            shards: 4,
+        };
+        let mut checkpoint = Checkpoint::open(&spec, None).await.expect("open");
+        let mark = Mark { node: 7, slots: 1 };
+        for n in 0..50 {
+            checkpoint.record(&format!("uid-{n}"), mark, 100);
+        }
+        assert!(checkpoint.start_flush(), "a write begins");
+        assert!(checkpoint.is_writing());
+        assert!(
+            checkpoint.start_flush(),
+            "one at a time: still the same write"
+        );
+        for n in 50..80 {
+            checkpoint.record(&format!("uid-{n}"), mark, 100);
+        }
+        assert_eq!((checkpoint.unflushed(), checkpoint.undurable()), (30, 80));
+        checkpoint.written().await.expect("written");
+        assert_eq!((checkpoint.unflushed(), checkpoint.undurable()), (30, 30));
+        assert!(!checkpoint.is_writing());
+        assert_eq!(
+            Checkpoint::open(&spec, None).await.expect("reopen").len(),
+            50,
+            "the first write holds what was recorded before it began"
+        );
+
+        // The directory replaced by a file: the write fails, nothing is lost from memory.
+        std::fs::remove_dir_all(&dir).expect("remove");
+        std::fs::write(&dir, b"not a directory").expect("file");
+        assert!(checkpoint.start_flush());
+        assert!(checkpoint.written().await.is_err());
+        assert_eq!(checkpoint.undurable(), 30, "still not written");
+        assert!(checkpoint.stats().failures > 0);
+        std::fs::remove_file(&dir).expect("remove file");
+        std::fs::create_dir_all(&dir).expect("dir");
+        checkpoint.flush().await.expect("flush");
+        assert_eq!(checkpoint.undurable(), 0);
+        let reopened = Checkpoint::open(&spec, None).await.expect("reopen");
+        // Every shard the failed write touched was written again (the first write's shards are
+        // gone with the directory unless they were touched since).
+        for n in 50..80 {
+            assert!(reopened.entry(&format!("uid-{n}")).is_some(), "uid-{n}");
+        }
+        assert!(checkpoint.stats().bytes > 0);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

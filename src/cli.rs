@@ -211,6 +211,12 @@ pub struct RunArgs {
     /// How often changed checkpoint shards are written.
     #[arg(long, env = "KFP_BRIDGE_CHECKPOINT_INTERVAL", default_value = "1s", value_parser = duration)]
     pub checkpoint_interval: Duration,
+    /// While catching up after a start (until every watch has listed once), at most this many
+    /// facts are sent and not yet in the checkpoint — what a `kill -9` then can make the next
+    /// start send again; the checkpoint is written each time half of them are done. After the
+    /// catch-up the bound is --max-in-flight.
+    #[arg(long, env = "KFP_BRIDGE_CATCH_UP_BOUND", default_value_t = 100_000)]
+    pub catch_up_bound: usize,
     /// Runs that finished longer ago are history: never published, their tombstones dropped.
     #[arg(long, env = "KFP_BRIDGE_RETENTION", default_value = "24h", value_parser = duration)]
     pub retention: Duration,

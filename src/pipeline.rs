@@ -132,11 +132,29 @@ struct Tracking {
     progress: Progress,
     done_tx: tokio::sync::mpsc::UnboundedSender<u64>,
     done_rx: tokio::sync::mpsc::UnboundedReceiver<u64>,
-    /// Facts sent but not durably recorded as done (in flight, or done since the last checkpoint
-    /// write) are kept at most this many: what a `kill -9` can make the next start send again.
+    /// Facts sent but not durably recorded as done (in flight, done and not written, or in the
+    /// write under way) are kept at most this many: what a `kill -9` can make the next start
+    /// send again. The catch-up bound until [`Pipeline::caught_up`], then `steady_max`.
     undurable_max: usize,
+    steady_max: usize,
+    /// Catching up (the bound is the catch-up's): a restart's backlog costs checkpoint writes by
+    /// the interval and the catch-up bound, not one per `steady_max / 2` facts.
+    catching_up: bool,
+    /// After a failed write, no other begins before this.
+    retry_at: Option<tokio::time::Instant>,
     metrics: Option<Arc<Metrics>>,
 }
+
+/// What [`Pipeline::next_completion`] woke for.
+pub enum Completion {
+    /// Every sink finished with a fact (its completion token).
+    Done(u64),
+    /// The checkpoint write under way ended.
+    Written(Result<(), crate::checkpoint::CheckpointError>),
+}
+
+/// A failed checkpoint write is tried again after this, not at once.
+const WRITE_RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 impl Pipeline {
     /// Events go to the lanes and are forgotten (`replay`, `resend`).
@@ -149,14 +167,17 @@ impl Pipeline {
     }
 
     /// Each fact is tracked until every sink finished with it, then recorded in `checkpoint`;
-    /// at most `undurable_max` are sent and not durably recorded (`run`).
+    /// at most `undurable_max` are sent and not durably recorded (`run`), `catch_up_max` while
+    /// catching up (until [`Pipeline::caught_up`]).
     pub fn tracked(
         delivery: Delivery,
         checkpoint: Checkpoint,
         undurable_max: usize,
+        catch_up_max: usize,
         metrics: Option<Arc<Metrics>>,
     ) -> Self {
         let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
+        let undurable_max = undurable_max.max(1);
         Self {
             delivery,
             tracking: Some(Tracking {
@@ -164,7 +185,10 @@ impl Pipeline {
                 progress: Progress::default(),
                 done_tx,
                 done_rx,
-                undurable_max,
+                undurable_max: catch_up_max.max(undurable_max),
+                steady_max: undurable_max,
+                catching_up: true,
+                retry_at: None,
                 metrics,
             }),
             sent: 0,
@@ -191,26 +215,41 @@ impl Pipeline {
         self.delivery.send(event).await;
     }
 
-    /// The next completion token of a fact every sink finished with (tracked; never resolves
-    /// untracked).
-    pub async fn next_done(&mut self) -> Option<u64> {
+    /// The next fact every sink finished with, or the end of the checkpoint write under way
+    /// (tracked; never resolves untracked). Cancel-safe; hand it to [`Pipeline::complete`].
+    pub async fn next_completion(&mut self) -> Completion {
         match &mut self.tracking {
-            Some(tracking) => tracking.done_rx.recv().await,
+            Some(t) => t.next_completion().await,
             None => std::future::pending().await,
         }
     }
 
-    /// A fact is done: recorded, and its run closed if that was its last (see [`Progress`]).
-    pub fn done(&mut self, token: u64, stage: &mut Stage) {
+    /// Takes in a completion: a done fact is recorded, its run closed if that was its last (see
+    /// [`Progress`]); a checkpoint write's outcome is taken in.
+    pub fn complete(&mut self, completion: Completion, stage: &mut Stage) {
         if let Some(t) = &mut self.tracking {
-            t.done(token, stage.deriver_mut());
+            t.complete(completion, stage.deriver_mut());
         }
     }
 
-    /// Writes the checkpoint (a failure is said and retried at the next flush).
-    pub async fn flush(&mut self) {
+    /// The checkpoint interval: begins writing what changed, in the background (not while a
+    /// write is under way, nor right after one failed).
+    pub fn flush_due(&mut self) {
         if let Some(t) = &mut self.tracking {
-            t.flush().await;
+            t.start_write();
+        }
+    }
+
+    /// The catch-up is over (every watch listed once). What it left undurable is written now;
+    /// the steady bound holds once no more than it is undurable (until then the catch-up's
+    /// facts finish under the catch-up's bound, written on the interval, not per half window).
+    pub fn caught_up(&mut self) {
+        if let Some(t) = &mut self.tracking
+            && t.catching_up
+        {
+            t.catching_up = false;
+            t.start_write();
+            t.settle_bound();
         }
     }
 
@@ -226,21 +265,20 @@ impl Pipeline {
                 self.send(event).await;
                 continue;
             };
-            while t.progress.in_flight() + t.checkpoint.unflushed() >= t.undurable_max {
-                // Write once at least half the bound is done-but-unwritten (or nothing is in
-                // flight): writes cover many facts each, and the bound still holds.
-                let unflushed = t.checkpoint.unflushed();
-                if unflushed > 0
-                    && (unflushed >= t.undurable_max.div_ceil(2) || t.progress.in_flight() == 0)
-                {
-                    t.flush().await;
-                    if t.checkpoint.unflushed() > 0 {
-                        // The store refuses writes: wait a little rather than spin.
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+            // Only at the bound does publishing wait: for facts to be done or for the write
+            // under way to end (a write begins once half the bound is done and unwritten, so
+            // it normally ends while the other half fills).
+            while t.progress.in_flight() + t.checkpoint.undurable() >= t.undurable_max {
+                if !t.checkpoint.is_writing() && t.progress.in_flight() == 0 {
+                    // Everything is done and unwritten: write it now (after a failed write's
+                    // pause).
+                    if let Some(at) = t.retry_at.take() {
+                        tokio::time::sleep_until(at).await;
                     }
-                } else if let Some(token) = t.done_rx.recv().await {
-                    t.done(token, stage.deriver_mut());
+                    t.start_write();
                 }
+                let completion = t.next_completion().await;
+                t.complete(completion, stage.deriver_mut());
             }
             // An offloaded run keeps its marks instead of shrinking to a tombstone.
             let run_end = fact.closes_run().then(|| {
@@ -283,13 +321,19 @@ impl Pipeline {
         let finished = Finished::of(delivery, give_up).await;
         if let Some(mut t) = tracking {
             while let Ok(token) = t.done_rx.try_recv() {
-                t.done(token, stage.deriver_mut());
+                t.progress.done(
+                    token,
+                    &mut t.checkpoint,
+                    stage.deriver_mut(),
+                    Utc::now().timestamp(),
+                );
             }
             match t.checkpoint.flush().await {
                 Ok(()) => tracing::info!(
                     entries = t.checkpoint.len(),
                     writes = t.checkpoint.stats().writes,
                     failures = t.checkpoint.stats().failures,
+                    bytes = t.checkpoint.stats().bytes,
                     "checkpoint written"
                 ),
                 Err(err) => tracing::error!(
@@ -325,19 +369,56 @@ impl Finished {
 }
 
 impl Tracking {
-    /// A fact is done: recorded, and its run closed if it was the last (see [`Progress`]).
-    fn done(&mut self, token: u64, deriver: &mut Deriver) {
-        self.progress
-            .done(token, &mut self.checkpoint, deriver, Utc::now().timestamp());
+    async fn next_completion(&mut self) -> Completion {
+        tokio::select! {
+            Some(token) = self.done_rx.recv() => Completion::Done(token),
+            result = self.checkpoint.written() => Completion::Written(result),
+        }
     }
 
-    async fn flush(&mut self) {
-        if let Err(err) = self.checkpoint.flush().await {
-            tracing::warn!(error = %err, "checkpoint write failed; retrying at the next flush");
+    fn complete(&mut self, completion: Completion, deriver: &mut Deriver) {
+        match completion {
+            Completion::Done(token) => {
+                // Recorded, and its run closed if it was the last (see [`Progress`]); a write
+                // begins once half the bound is done and unwritten.
+                self.progress
+                    .done(token, &mut self.checkpoint, deriver, Utc::now().timestamp());
+                if self.checkpoint.unflushed() >= self.undurable_max.div_ceil(2) {
+                    self.start_write();
+                }
+            }
+            Completion::Written(result) => {
+                if let Err(err) = result {
+                    tracing::warn!(error = %err, "checkpoint write failed; trying again");
+                    self.retry_at = Some(tokio::time::Instant::now() + WRITE_RETRY_PAUSE);
+                }
+                if let Some(m) = &self.metrics {
+                    let stats = self.checkpoint.stats();
+                    m.checkpoint(stats.writes, stats.failures);
+                }
+            }
         }
-        if let Some(m) = &self.metrics {
-            let stats = self.checkpoint.stats();
-            m.checkpoint(stats.writes, stats.failures);
+        self.settle_bound();
+    }
+
+    /// After the catch-up, the steady bound takes over once it holds.
+    fn settle_bound(&mut self) {
+        if !self.catching_up
+            && self.undurable_max > self.steady_max
+            && self.progress.in_flight() + self.checkpoint.undurable() <= self.steady_max
+        {
+            self.undurable_max = self.steady_max;
+        }
+    }
+
+    /// Begins writing what changed, unless a write failed a moment ago.
+    fn start_write(&mut self) {
+        if self
+            .retry_at
+            .is_none_or(|at| tokio::time::Instant::now() >= at)
+        {
+            self.retry_at = None;
+            self.checkpoint.start_flush();
         }
     }
 }

@@ -149,7 +149,13 @@ pub async fn run_with(
         admin.watch_delivery(&delivery);
     }
     let mut stage = Stage::new(deriver, encode_config, Finish::OnAck);
-    let mut pipeline = Pipeline::tracked(delivery, checkpoint, plan.lanes.window, metrics.clone());
+    let mut pipeline = Pipeline::tracked(
+        delivery,
+        checkpoint,
+        plan.lanes.window,
+        args.catch_up_bound,
+        metrics.clone(),
+    );
     let (watch_ids, mut inputs) = live::watch(&client, &crate::config::watch(&args.watch));
     if let Some(m) = &metrics {
         m.watches(&watch_ids);
@@ -163,6 +169,8 @@ pub async fn run_with(
     );
     // Objects reported as unreadable (by uid), so each is logged once.
     let mut undecodable: HashSet<String> = HashSet::new();
+    // Watches listed once so far; the catch-up ends when all have been.
+    let (mut synced, mut caught_up) = (0, false);
     let sweep_unseen = crate::config::watch(&args.watch).label_selector.is_none();
     let mut flush = tokio::time::interval(flush_every);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -190,12 +198,12 @@ pub async fn run_with(
                 report.interrupted = true;
                 break;
             }
-            Some(token) = pipeline.next_done() => {
-                pipeline.done(token, &mut stage);
+            completion = pipeline.next_completion() => {
+                pipeline.complete(completion, &mut stage);
                 continue;
             }
             _ = flush.tick() => {
-                pipeline.flush().await;
+                pipeline.flush_due();
                 continue;
             }
             // With a label selector an unseen workflow may just be filtered out, not deleted:
@@ -228,6 +236,11 @@ pub async fn run_with(
                 let (facts, first) = presence.listed(i, stage.deriver_mut());
                 if first {
                     tracing::info!(watch = %watch_ids[i], "watch synced");
+                    synced += 1;
+                    if synced == watch_ids.len() {
+                        // Published after this list's facts, which are the catch-up's last.
+                        caught_up = true;
+                    }
                 }
                 if let Some(m) = &metrics {
                     m.watch_listed(i);
@@ -296,6 +309,13 @@ pub async fn run_with(
                 break;
             }
             None => {}
+        }
+        if std::mem::take(&mut caught_up) {
+            tracing::info!(
+                in_flight = pipeline.in_flight(),
+                "caught up: every watch listed; the checkpoint bound is --max-in-flight from now"
+            );
+            pipeline.caught_up();
         }
     }
 

@@ -222,7 +222,10 @@ async fn nats_durable_consumer_sees_only_failed_tasks_and_resumes() {
 async fn rabbitmq_queue_prints_what_its_binding_selects() {
     let scratch = Scratch::new("example-rabbit");
     let input = all_recordings(&scratch);
-    let want = ids(&input, &["run.started", "run.succeeded", "run.failed"]);
+    let want = ids(
+        &input,
+        &["run.queued", "run.started", "run.succeeded", "run.failed"],
+    );
     let server = RabbitServer::start("example");
     let count = want.len().to_string();
     let mut consumer = Example::start(

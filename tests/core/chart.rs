@@ -116,6 +116,11 @@ fn every_example_renders_what_it_says() {
             env_value(bridge, "KFP_BRIDGE_CHECKPOINT"),
             Some("configmap:kubeflow/kfp-event-bridge-checkpoint?shards=32")
         );
+        assert_eq!(
+            env_value(bridge, "KFP_BRIDGE_CATCH_UP_BOUND"),
+            Some("100000"),
+            "as the bridge reads an integer"
+        );
         assert_eq!(bridge["image"], "kfp-event-bridge:0.1.0");
         one(&objects, "ClusterRole");
         for kind in [

@@ -62,8 +62,12 @@ async fn kill_9_at_any_point_loses_nothing_and_repeats_at_most_the_window() {
     cluster.feed(&lines[..half]);
     let state = scratch.path("state");
     let window = WINDOW.to_string();
+    // The catch-up's bound set to the window too: every kill, during a first list or after,
+    // repeats at most the window (the catch-up's own bound has its own test).
     let extra = [
         "--max-in-flight",
+        window.as_str(),
+        "--catch-up-bound",
         window.as_str(),
         "--checkpoint-interval",
         "50ms",
@@ -184,6 +188,281 @@ async fn kill_9_at_any_point_loses_nothing_and_repeats_at_most_the_window() {
     assert!(
         duplicates <= 6 * WINDOW,
         "{duplicates} duplicates for 6 kills, window {WINDOW}"
+    );
+}
+
+/// ConfigMap writes (creates and replaces) the fake API server has served so far.
+fn configmap_writes(api: &fake_apiserver::FakeApiServer) -> u64 {
+    api.costs()
+        .iter()
+        .filter(|((verb, resource), _)| {
+            resource == "configmaps" && (verb == "create" || verb == "update")
+        })
+        .map(|(_, c)| c.requests)
+        .sum()
+}
+
+/// A restart's backlog — 190 finished workflows present when `run` starts, ~1,700 facts — costs
+/// ConfigMap writes by shard, not by facts: with `--max-in-flight 32` a write per 16 done facts
+/// would be over a hundred batches of several shards each; the catch-up writes each of the 8
+/// shards about once when every watch has listed, and once more at shutdown. A restart then
+/// publishes nothing: the checkpoint holds every fact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catch_up_writes_each_checkpoint_shard_a_few_times_not_per_window() {
+    let scratch = Scratch::new("live-catch-up");
+    let cluster = Cluster::start(&scratch).await;
+    // Without the workflows known only from their Events: those come out 10 s after the lists
+    // (`presence::UNSEEN_GRACE`), after the catch-up, under the steady bound.
+    let all = final_states(&many_runs(19));
+    let object = |l: &String| serde_json::from_str::<serde_json::Value>(l).expect("json");
+    let workflows: BTreeSet<String> = all
+        .iter()
+        .map(object)
+        .filter(|v| v["object"]["kind"] == "Workflow")
+        .map(|v| {
+            v["object"]["metadata"]["uid"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
+    let lines: Vec<String> = all
+        .into_iter()
+        .filter(|l| {
+            let v = object(l);
+            v["object"]["kind"] != "Event"
+                || workflows.contains(v["object"]["involvedObject"]["uid"].as_str().unwrap_or(""))
+        })
+        .collect();
+    let want = replay_ids(&scratch, &lines);
+    cluster.feed(&lines);
+    let out = scratch.path("out.jsonl");
+    let extra = [
+        "--checkpoint",
+        "configmap:default/catch-up?shards=8",
+        "--max-in-flight",
+        "32",
+        "--checkpoint-interval",
+        "30s",
+    ];
+    let mut bridge = live_bridge(&cluster, &out, &scratch.path("state"), &extra);
+    wait_synced(&mut bridge, Duration::from_secs(30)).await;
+    settle(
+        &out,
+        want.len(),
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+    )
+    .await;
+    sigterm(&bridge);
+    assert!(wait(&mut bridge, Duration::from_secs(30)).await.success());
+    let counts = id_counts(&out);
+    assert_eq!(counts.keys().cloned().collect::<BTreeSet<_>>(), want);
+    assert!(counts.values().all(|n| *n == 1), "an id twice");
+    let writes = configmap_writes(&cluster.api);
+    eprintln!(
+        "{} facts caught up with {writes} ConfigMap writes",
+        want.len()
+    );
+    assert!(want.len() > 1500, "{} facts", want.len());
+    assert!(
+        writes <= 2 * 8,
+        "{writes} ConfigMap writes for {} facts over 8 shards",
+        want.len()
+    );
+    // The same catch-up under the steady bound (`--catch-up-bound` = `--max-in-flight`) writes
+    // per half window, as every catch-up did before.
+    let small = scratch.path("out-small.jsonl");
+    let mut steady = live_bridge(
+        &cluster,
+        &small,
+        &scratch.path("state"),
+        &[
+            "--checkpoint",
+            "configmap:default/catch-up-small?shards=8",
+            "--max-in-flight",
+            "32",
+            "--catch-up-bound",
+            "32",
+            "--checkpoint-interval",
+            "30s",
+        ],
+    );
+    wait_synced(&mut steady, Duration::from_secs(30)).await;
+    settle(
+        &small,
+        want.len(),
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+    )
+    .await;
+    sigterm(&steady);
+    assert!(wait(&mut steady, Duration::from_secs(30)).await.success());
+    let per_window = configmap_writes(&cluster.api) - writes;
+    eprintln!("under the steady bound: {per_window} ConfigMap writes");
+    assert!(per_window > 5 * writes, "{per_window} vs {writes}");
+    // Everything is in the checkpoint: a restart publishes nothing more.
+    let mut again = live_bridge(&cluster, &out, &scratch.path("state"), &extra);
+    wait_synced(&mut again, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    sigterm(&again);
+    assert!(wait(&mut again, Duration::from_secs(30)).await.success());
+    assert_eq!(
+        count_lines(&out),
+        want.len(),
+        "published again after a restart"
+    );
+}
+
+/// `kill -9` in the middle of a catch-up repeats at most `--catch-up-bound` facts — and the
+/// bound is not vacuous: set far below the backlog, the kill repeats some, never more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_a_catch_up_repeats_at_most_the_catch_up_bound() {
+    const BOUND: usize = 300;
+    let scratch = Scratch::new("live-catch-up-kill");
+    let cluster = Cluster::start(&scratch).await;
+    let lines = final_states(&many_runs(19));
+    let want = replay_ids(&scratch, &lines);
+    cluster.feed(&lines);
+    let state = scratch.path("state");
+    let bound = BOUND.to_string();
+    let extra = [
+        "--max-in-flight",
+        "16",
+        "--catch-up-bound",
+        bound.as_str(),
+        "--checkpoint-interval",
+        "30s",
+    ];
+    let first = scratch.path("out-1.jsonl");
+    let mut bridge = live_bridge(&cluster, &first, &state, &extra);
+    let t0 = std::time::Instant::now();
+    while count_lines(&first) < want.len() / 2 && t0.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    kill9(&mut bridge);
+    let published = count_lines(&first);
+    assert!(
+        published < want.len(),
+        "the catch-up was over before the kill"
+    );
+    let second = scratch.path("out-2.jsonl");
+    let mut bridge = live_bridge(&cluster, &second, &state, &extra);
+    wait_synced(&mut bridge, Duration::from_secs(30)).await;
+    // Until every fact is out (the workflows known only from their Events come out once no
+    // list has shown them for a while), then quiet.
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < Duration::from_secs(60) {
+        let seen: BTreeSet<String> = read_outputs(&[first.clone(), second.clone()])
+            .iter()
+            .map(|e| e["id"].as_str().expect("id").to_owned())
+            .collect();
+        if seen.is_superset(&want) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    settle(&second, 0, Duration::from_secs(1), Duration::from_secs(30)).await;
+    sigterm(&bridge);
+    let status = wait(&mut bridge, Duration::from_secs(30)).await;
+    assert!(
+        status.success(),
+        "{status:?} {}",
+        stderr(&mut bridge)
+            .lines()
+            .rev()
+            .take(8)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let events = read_outputs(&[first.clone(), second.clone()]);
+    let ids: BTreeSet<String> = events
+        .iter()
+        .map(|e| e["id"].as_str().expect("id").to_owned())
+        .collect();
+    let lost = want.difference(&ids).count();
+    if lost > 0 {
+        let all = replayed(&scratch.path("recording.jsonl"));
+        let mut kinds = std::collections::BTreeMap::<String, usize>::new();
+        for e in all
+            .iter()
+            .filter(|e| !ids.contains(e["id"].as_str().unwrap()))
+        {
+            *kinds
+                .entry(format!("{} {}", e["type"], e["data"]["EventType"]))
+                .or_default() += 1;
+        }
+        eprintln!("LOST {kinds:#?}");
+        eprintln!(
+            "LOG {}",
+            stderr(&mut bridge)
+                .lines()
+                .rev()
+                .take(15)
+                .collect::<Vec<_>>()
+                .join("\nLOG ")
+        );
+    }
+    assert_eq!(lost, 0, "facts lost across the kill");
+    assert!(ids.is_subset(&want));
+    let repeated = events.len() - ids.len();
+    eprintln!(
+        "kill -9 after {published} of {} facts: {repeated} repeated",
+        want.len()
+    );
+    assert!(repeated <= BOUND, "{repeated} repeated, bound {BOUND}");
+}
+
+/// Publishing does not wait for checkpoint writes: with an API server that takes 0.3 s per
+/// request (so per shard a checkpoint write touches), workflows created one by one each reach
+/// the sink in a fraction of that (the write goes on beside intake; only the bound would make
+/// intake wait).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_do_not_wait_for_a_slow_checkpoint_write() {
+    let scratch = Scratch::new("live-slow-checkpoint");
+    let cluster = Cluster::start(&scratch).await;
+    let out = scratch.path("out.jsonl");
+    let extra = [
+        "--checkpoint",
+        "configmap:default/slow?shards=4",
+        "--checkpoint-interval",
+        "100ms",
+    ];
+    let mut bridge = live_bridge(&cluster, &out, &scratch.path("state"), &extra);
+    wait_synced(&mut bridge, Duration::from_secs(30)).await;
+    cluster.api.set_cost(fake_apiserver::Cost {
+        per_request: Duration::from_millis(300),
+        write_bytes_per_sec: None,
+    });
+    let mut latencies = Vec::new();
+    for i in 0..20 {
+        let name = format!("slow-ckpt-{i}");
+        let uid = format!("00000000-0000-4000-8000-{i:012}");
+        let before = count_lines(&out);
+        let t0 = std::time::Instant::now();
+        cluster.api.apply(fake_apiserver::synthetic::workflow(
+            "team-a", &name, &uid, 3,
+        ));
+        while count_lines(&out) == before && t0.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        latencies.push(t0.elapsed());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    cluster.api.set_cost(fake_apiserver::Cost::default());
+    sigterm(&bridge);
+    assert!(wait(&mut bridge, Duration::from_secs(30)).await.success());
+    latencies.sort();
+    let writes = configmap_writes(&cluster.api);
+    eprintln!("latencies {latencies:?}; {writes} ConfigMap writes");
+    assert!(
+        writes >= 10,
+        "the checkpoint was written while workflows arrived"
+    );
+    let worst = *latencies.last().expect("latencies");
+    assert!(
+        worst < Duration::from_millis(150),
+        "an event waited {worst:?} (a checkpoint write takes ≥ 300 ms a shard)"
     );
 }
 

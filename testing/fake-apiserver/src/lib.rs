@@ -16,10 +16,20 @@
 //! - get, create (409 `AlreadyExists`), replace (409 `Conflict` on a stale
 //!   `metadata.resourceVersion`, unconditional without one) and delete.
 //!
-//! Test controls: [`FakeApiServer::apply`], [`FakeApiServer::delete`] and
-//! [`FakeApiServer::feed_line`] (a recording line played live), [`FakeApiServer::compact`]
-//! (history dropped: resuming watches get 410), [`FakeApiServer::cut_watches`],
-//! [`FakeApiServer::set_unavailable`] (every request 503), and request counts.
+//! Test controls:
+//! - [`FakeApiServer::apply`], [`FakeApiServer::delete`] and [`FakeApiServer::feed_line`] (a
+//!   recording line played live);
+//! - [`FakeApiServer::compact`] (history dropped: resuming watches get 410),
+//!   [`FakeApiServer::force_410`], [`FakeApiServer::cut_watches`];
+//! - [`FakeApiServer::set_unavailable`] (every request 503);
+//! - [`FakeApiServer::set_cost`]: a cost model for a real apiserver with etcd behind it — a
+//!   latency added to every request (for a watch, before its stream starts) and, for writes
+//!   (`POST`, `PUT`, `PATCH`, `DELETE`), a bandwidth: the request body's bytes at
+//!   `write_bytes_per_sec`, writes taking turns as etcd applies them one after the other. Zero
+//!   by default;
+//! - [`FakeApiServer::requests`] (counts by `METHOD path`) and [`FakeApiServer::costs`]
+//!   (requests, request body bytes and response body bytes by verb and resource — a watch's
+//!   response bytes are those streamed so far), [`FakeApiServer::reset_costs`].
 //!
 //! The resource version is a global counter, as etcd's revision is; clients must treat it as
 //! opaque, and the bridge does.
@@ -38,6 +48,41 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
+
+/// What a request costs the server, set with [`FakeApiServer::set_cost`]; zero by default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cost {
+    /// Added to every request before it is served (a watch: before its stream starts).
+    pub per_request: Duration,
+    /// Writes (`POST`, `PUT`, `PATCH`, `DELETE`) also take their body's bytes at this rate,
+    /// one write at a time (etcd applies writes in order); `None` or 0: no write cost.
+    pub write_bytes_per_sec: Option<u64>,
+}
+
+impl Cost {
+    /// The extra time a write of `bytes` body bytes takes.
+    pub fn write_delay(&self, bytes: usize) -> Duration {
+        match self.write_bytes_per_sec {
+            Some(rate) if rate > 0 => Duration::from_secs_f64(bytes as f64 / rate as f64),
+            _ => Duration::ZERO,
+        }
+    }
+}
+
+/// What the requests of one verb on one resource cost ([`FakeApiServer::costs`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub requests: u64,
+    /// Request body bytes.
+    pub request_bytes: u64,
+    /// Response body bytes; for a watch, what it has streamed so far.
+    pub response_bytes: u64,
+}
+
+/// `(verb, resource)`: the verb `get`, `list`, `watch`, `create`, `update`, `patch` or
+/// `delete`; the resource as its path names it (`workflows`, `events`, `configmaps`, `leases`,
+/// …), `discovery` for `/version`, `/api` and `/apis…`.
+pub type CostKey = (String, String);
 
 /// The resources served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -133,11 +178,23 @@ struct Shared {
     unavailable: AtomicBool,
     bookmark_every: Duration,
     requests: Mutex<BTreeMap<String, u64>>,
+    cost: Mutex<Cost>,
+    costs: Mutex<BTreeMap<CostKey, Counters>>,
+    /// Held while a write's bandwidth cost elapses: writes take turns.
+    disk: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn count(&self, key: &CostKey, update: impl FnOnce(&mut Counters)) {
+        let mut costs = self.costs.lock().unwrap_or_else(|p| p.into_inner());
+        match costs.get_mut(key) {
+            Some(counters) => update(counters),
+            None => update(costs.entry(key.clone()).or_default()),
+        }
     }
 }
 
@@ -181,6 +238,9 @@ impl FakeApiServer {
             unavailable: AtomicBool::new(false),
             bookmark_every,
             requests: Mutex::new(BTreeMap::new()),
+            cost: Mutex::new(Cost::default()),
+            costs: Mutex::new(BTreeMap::new()),
+            disk: tokio::sync::Mutex::new(()),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -332,6 +392,34 @@ impl FakeApiServer {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+
+    /// Sets the cost model for the requests from now on.
+    pub fn set_cost(&self, cost: Cost) {
+        *self.shared.cost.lock().unwrap_or_else(|p| p.into_inner()) = cost;
+    }
+
+    /// The cost model in force.
+    pub fn cost(&self) -> Cost {
+        *self.shared.cost.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Requests and bytes so far by `(verb, resource)` (see [`CostKey`]).
+    pub fn costs(&self) -> BTreeMap<CostKey, Counters> {
+        self.shared
+            .costs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Sets every [`FakeApiServer::costs`] counter back to zero (open watches count on).
+    pub fn reset_costs(&self) {
+        self.shared
+            .costs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
 }
 
 fn key_of(kind: Kind, object: &Value) -> Key {
@@ -418,6 +506,34 @@ fn query_params(query: Option<&str>) -> HashMap<String, String> {
         .collect()
 }
 
+/// The verb and resource of a request, for [`FakeApiServer::costs`].
+fn cost_key(method: &Method, segments: &[&str], watching: bool) -> CostKey {
+    let rest = match segments {
+        ["version"] | ["api"] | ["apis"] | ["api", _] | ["apis", _] | ["apis", _, _] => {
+            return ("get".into(), "discovery".into());
+        }
+        ["api", _, rest @ ..] | ["apis", _, _, rest @ ..] => rest,
+        _ => &[][..],
+    };
+    let (resource, named) = match rest {
+        [plural] | ["namespaces", _, plural] => (*plural, false),
+        ["namespaces", _, plural, _] => (*plural, true),
+        _ => ("unknown", false),
+    };
+    let verb = match *method {
+        Method::GET if named => "get",
+        Method::GET if watching => "watch",
+        Method::GET => "list",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        ref other => return (other.as_str().to_ascii_lowercase(), resource.to_owned()),
+    };
+    (verb.to_owned(), resource.to_owned())
+}
+
+/// Counts the request, makes it cost what the model says, serves it and counts its response.
 async fn handle(
     State(shared): State<Arc<Shared>>,
     method: Method,
@@ -427,6 +543,10 @@ async fn handle(
 ) -> Response {
     let params = query_params(query.as_deref());
     let watching = matches!(params.get("watch").map(String::as_str), Some("true" | "1"));
+    let key = {
+        let segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
+        cost_key(&method, &segments, watching)
+    };
     {
         let mut requests = shared.requests.lock().unwrap_or_else(|p| p.into_inner());
         let label = format!(
@@ -436,6 +556,50 @@ async fn handle(
         );
         *requests.entry(label).or_default() += 1;
     }
+    shared.count(&key, |c| {
+        c.requests += 1;
+        c.request_bytes += body.len() as u64;
+    });
+    let cost = *shared.cost.lock().unwrap_or_else(|p| p.into_inner());
+    if !cost.per_request.is_zero() {
+        tokio::time::sleep(cost.per_request).await;
+    }
+    let write_delay = match method {
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE => cost.write_delay(body.len()),
+        _ => Duration::ZERO,
+    };
+    if !write_delay.is_zero() {
+        let _turn = shared.disk.lock().await;
+        tokio::time::sleep(write_delay).await;
+    }
+    let response = route(&shared, method, &uri, &params, watching, &body);
+    let (parts, body) = response.into_parts();
+    if watching {
+        let shared = Arc::clone(&shared);
+        let counted = body.into_data_stream().map(move |chunk| {
+            if let Ok(bytes) = &chunk {
+                shared.count(&key, |c| c.response_bytes += bytes.len() as u64);
+            }
+            chunk
+        });
+        return Response::from_parts(parts, Body::from_stream(counted));
+    }
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    shared.count(&key, |c| c.response_bytes += bytes.len() as u64);
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+/// Serves a request (counted, its cost paid).
+fn route(
+    shared: &Arc<Shared>,
+    method: Method,
+    uri: &Uri,
+    params: &HashMap<String, String>,
+    watching: bool,
+    body: &[u8],
+) -> Response {
     if shared.unavailable.load(Ordering::SeqCst) {
         return status(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -478,8 +642,8 @@ async fn handle(
         );
     };
     match (method, name) {
-        (Method::GET, None) if watching => watch_stream(&shared, kind, namespace, &params),
-        (Method::GET, None) => list(&shared, kind, namespace, &params),
+        (Method::GET, None) if watching => watch_stream(shared, kind, namespace, params),
+        (Method::GET, None) => list(shared, kind, namespace, params),
         (Method::GET, Some(name)) => {
             let key = (kind, namespace.unwrap_or("").to_owned(), name.to_owned());
             match shared.lock().objects.get(&key) {
@@ -487,15 +651,15 @@ async fn handle(
                 None => not_found(kind, name),
             }
         }
-        (Method::POST, None) => create(&shared, kind, namespace.unwrap_or(""), &body),
-        (Method::PUT, Some(name)) => replace(&shared, kind, namespace.unwrap_or(""), name, &body),
+        (Method::POST, None) => create(shared, kind, namespace.unwrap_or(""), body),
+        (Method::PUT, Some(name)) => replace(shared, kind, namespace.unwrap_or(""), name, body),
         (Method::DELETE, Some(name)) => {
             let key = (kind, namespace.unwrap_or("").to_owned(), name.to_owned());
             let mut inner = shared.lock();
             let Some(old) = inner.objects.get(&key).cloned() else {
                 return not_found(kind, name);
             };
-            commit(&shared, &mut inner, kind, key, "DELETED", (*old).clone());
+            commit(shared, &mut inner, kind, key, "DELETED", (*old).clone());
             json_response(
                 &json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Success"}),
             )
@@ -958,5 +1122,326 @@ pub mod synthetic {
             },
             "status": {"phase": "Running", "startedAt": "2026-03-14T09:00:00Z", "nodes": nodes},
         })
+    }
+
+    /// Ends task `task` (0-based) of a [`workflow`] in `phase` (`Succeeded`, `Failed`, …) at
+    /// `at` (RFC 3339): one more fact (its end). `false` if it has no such task.
+    pub fn finish_task(workflow: &mut Value, task: usize, phase: &str, at: &str) -> bool {
+        let name = workflow["metadata"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        let node = &mut workflow["status"]["nodes"][format!("{name}-{}", 1_000_000 + task)];
+        if !node.is_object() {
+            return false;
+        }
+        node["phase"] = json!(phase);
+        node["finishedAt"] = json!(at);
+        node["progress"] = json!("1/1");
+        if phase != "Succeeded" {
+            node["message"] = json!(format!("task-{task} {phase}: exit code 1"));
+        }
+        true
+    }
+
+    /// Ends a [`workflow`]: every task still running `Succeeded` at `at`, then the workflow (and
+    /// its DAG node) in `phase`; a `Failed` or `Error` workflow has its first task end so.
+    pub fn finish(workflow: &mut Value, phase: &str, at: &str) {
+        let name = workflow["metadata"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        let tasks = workflow["status"]["nodes"]
+            .as_object()
+            .map_or(0, |n| n.len().saturating_sub(1));
+        for task in 0..tasks {
+            let node = &workflow["status"]["nodes"][format!("{name}-{}", 1_000_000 + task)];
+            if node["phase"] == "Running" {
+                let ended = if task == 0 && phase != "Succeeded" {
+                    phase
+                } else {
+                    "Succeeded"
+                };
+                finish_task(workflow, task, ended, at);
+            }
+        }
+        let root = &mut workflow["status"]["nodes"][name.as_str()];
+        if root.is_object() {
+            root["phase"] = json!(phase);
+            root["finishedAt"] = json!(at);
+        }
+        let status = &mut workflow["status"];
+        status["phase"] = json!(phase);
+        status["finishedAt"] = json!(at);
+        status["progress"] = json!(format!("{tasks}/{tasks}"));
+        if phase != "Succeeded" {
+            status["message"] = json!("child 'task-0' failed");
+        }
+        let labels = &mut workflow["metadata"]["labels"];
+        labels["workflows.argoproj.io/phase"] = json!(phase);
+        labels["workflows.argoproj.io/completed"] = json!("true");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::time::Instant;
+
+    /// One HTTP/1.1 exchange over a fresh connection, blocking: status, body (de-chunked) and
+    /// the time until the response's head arrived.
+    fn exchange(
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> (u16, Vec<u8>, Duration) {
+        let t0 = Instant::now();
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: fake\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).expect("write");
+        stream.write_all(body).expect("write body");
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 65536];
+        let mut head_at = None;
+        loop {
+            let n = stream.read(&mut buf).expect("read");
+            if n == 0 {
+                break;
+            }
+            raw.extend_from_slice(&buf[..n]);
+            if head_at.is_none() && raw.windows(4).any(|w| w == b"\r\n\r\n") {
+                head_at = Some(t0.elapsed());
+            }
+        }
+        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("head");
+        let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+        let code = head[9..12].parse().expect("status code");
+        let mut rest = &raw[split + 4..];
+        let body = if head.contains("transfer-encoding: chunked") {
+            let mut out = Vec::new();
+            loop {
+                let eol = rest
+                    .windows(2)
+                    .position(|w| w == b"\r\n")
+                    .expect("chunk size");
+                let size =
+                    usize::from_str_radix(std::str::from_utf8(&rest[..eol]).expect("hex"), 16)
+                        .expect("chunk size");
+                if size == 0 {
+                    break out;
+                }
+                out.extend_from_slice(&rest[eol + 2..eol + 2 + size]);
+                rest = &rest[eol + 2 + size + 2..];
+            }
+        } else {
+            rest.to_vec()
+        };
+        (code, body, head_at.expect("a response head"))
+    }
+
+    async fn call(
+        api: &FakeApiServer,
+        method: &'static str,
+        path: &str,
+        body: Vec<u8>,
+    ) -> (u16, Vec<u8>, Duration) {
+        let (addr, path) = (api.addr, path.to_owned());
+        tokio::task::spawn_blocking(move || exchange(addr, method, &path, &body))
+            .await
+            .expect("client thread")
+    }
+
+    fn configmap(name: &str, bytes: usize) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name},
+            "data": {"blob": "x".repeat(bytes)},
+        }))
+        .expect("json")
+    }
+
+    const CMS: &str = "/api/v1/namespaces/ns/configmaps";
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_latency_is_added_to_every_request_and_to_a_watch_start() {
+        let api = FakeApiServer::start().await;
+        let (_, _, fast) = call(&api, "GET", "/version", Vec::new()).await;
+        assert!(fast < Duration::from_millis(150), "no cost set: {fast:?}");
+        api.set_cost(Cost {
+            per_request: Duration::from_millis(300),
+            write_bytes_per_sec: None,
+        });
+        for path in ["/version", CMS, &format!("{CMS}/missing")] {
+            let (_, _, took) = call(&api, "GET", path, Vec::new()).await;
+            assert!(took >= Duration::from_millis(300), "{path}: {took:?}");
+        }
+        let (code, _, took) = call(&api, "POST", CMS, configmap("a", 10)).await;
+        assert_eq!(code, 201);
+        assert!(took >= Duration::from_millis(300), "create: {took:?}");
+        // A watch's head comes after the latency; the stream then runs its course.
+        let watch = format!("{CMS}?watch=true&timeoutSeconds=1");
+        let (code, body, head) = call(&api, "GET", &watch, Vec::new()).await;
+        assert_eq!(code, 200);
+        assert!(head >= Duration::from_millis(300), "watch start: {head:?}");
+        assert!(String::from_utf8_lossy(&body).contains("\"ADDED\""));
+        api.set_cost(Cost::default());
+        let (_, _, fast) = call(&api, "GET", "/version", Vec::new()).await;
+        assert!(fast < Duration::from_millis(150), "cost reset: {fast:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_write_cost_scales_with_the_body_and_writes_take_turns() {
+        let api = FakeApiServer::start().await;
+        api.set_cost(Cost {
+            per_request: Duration::ZERO,
+            write_bytes_per_sec: Some(100_000),
+        });
+        let (code, _, small) = call(&api, "POST", CMS, configmap("small", 10_000)).await;
+        assert_eq!(code, 201);
+        let (code, _, large) = call(&api, "POST", CMS, configmap("large", 50_000)).await;
+        assert_eq!(code, 201);
+        assert!(small >= Duration::from_millis(100), "10 KB: {small:?}");
+        assert!(small < Duration::from_millis(400), "10 KB: {small:?}");
+        assert!(large >= Duration::from_millis(500), "50 KB: {large:?}");
+        assert!(large > small * 3, "50 KB {large:?} against 10 KB {small:?}");
+        // Reads are not writes: the 50 KB object comes back without the bandwidth cost.
+        let (code, body, read) = call(&api, "GET", &format!("{CMS}/large"), Vec::new()).await;
+        assert_eq!(code, 200);
+        assert!(body.len() > 50_000);
+        assert!(read < Duration::from_millis(250), "read: {read:?}");
+        // An update pays for its body as a create does; two writes at once take turns.
+        let update = {
+            let mut cm: Value = serde_json::from_slice(&configmap("small", 20_000)).expect("json");
+            cm["metadata"]["resourceVersion"] = json!(api.get(Kind::ConfigMap, "ns", "small")
+                .expect("stored")["metadata"]["resourceVersion"]
+                .clone());
+            serde_json::to_vec(&cm).expect("json")
+        };
+        let small_path = format!("{CMS}/small");
+        let t0 = Instant::now();
+        let (first, second) = tokio::join!(
+            call(&api, "PUT", &small_path, update),
+            call(&api, "POST", CMS, configmap("other", 20_000)),
+        );
+        assert_eq!((first.0, second.0), (200, 201));
+        assert!(
+            t0.elapsed() >= Duration::from_millis(400),
+            "two 20 KB writes at once: {:?}",
+            t0.elapsed()
+        );
+        let (code, _, delete) = call(&api, "DELETE", &format!("{CMS}/other"), Vec::new()).await;
+        assert_eq!(code, 200);
+        assert!(
+            delete < Duration::from_millis(250),
+            "bodiless delete: {delete:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_counters_count_requests_and_bytes_by_verb_and_resource() {
+        let api = FakeApiServer::start().await;
+        api.apply(synthetic::workflow("ns", "wf-1", "u-1", 3));
+        let created = configmap("c", 100);
+        let (_, create_response, _) = call(&api, "POST", CMS, created.clone()).await;
+        let mut update: Value = serde_json::from_slice(&create_response).expect("json");
+        update["data"]["blob"] = json!("y");
+        let update = serde_json::to_vec(&update).expect("json");
+        let (code, update_response, _) =
+            call(&api, "PUT", &format!("{CMS}/c"), update.clone()).await;
+        assert_eq!(code, 200);
+        let (_, got, _) = call(&api, "GET", &format!("{CMS}/c"), Vec::new()).await;
+        let (_, listed, _) = call(&api, "GET", CMS, Vec::new()).await;
+        let (_, listed_workflows, _) = call(
+            &api,
+            "GET",
+            "/apis/argoproj.io/v1alpha1/workflows?limit=10",
+            Vec::new(),
+        )
+        .await;
+        let (_, deleted, _) = call(&api, "DELETE", &format!("{CMS}/c"), Vec::new()).await;
+        let (_, watched, _) = call(
+            &api,
+            "GET",
+            "/apis/argoproj.io/v1alpha1/namespaces/ns/workflows?watch=true&timeoutSeconds=1",
+            Vec::new(),
+        )
+        .await;
+        let (_, version, _) = call(&api, "GET", "/version", Vec::new()).await;
+        let len = |b: &[u8]| b.len() as u64;
+        let counters = |requests, request_bytes, response_bytes| Counters {
+            requests,
+            request_bytes,
+            response_bytes,
+        };
+        let key = |verb: &str, resource: &str| (verb.to_owned(), resource.to_owned());
+        let want = BTreeMap::from([
+            (
+                key("create", "configmaps"),
+                counters(1, len(&created), len(&create_response)),
+            ),
+            (
+                key("update", "configmaps"),
+                counters(1, len(&update), len(&update_response)),
+            ),
+            (key("get", "configmaps"), counters(1, 0, len(&got))),
+            (key("list", "configmaps"), counters(1, 0, len(&listed))),
+            (
+                key("list", "workflows"),
+                counters(1, 0, len(&listed_workflows)),
+            ),
+            (key("delete", "configmaps"), counters(1, 0, len(&deleted))),
+            (key("watch", "workflows"), counters(1, 0, len(&watched))),
+            (key("get", "discovery"), counters(1, 0, len(&version))),
+        ]);
+        assert_eq!(api.costs(), want);
+        assert!(String::from_utf8_lossy(&watched).contains("wf-1"));
+        // The older per-path counts go on.
+        assert_eq!(api.requests()["POST /api/v1/namespaces/ns/configmaps"], 1);
+        assert_eq!(
+            api.requests()["GET /apis/argoproj.io/v1alpha1/namespaces/ns/workflows?watch"],
+            1
+        );
+        api.reset_costs();
+        assert!(api.costs().is_empty());
+    }
+
+    #[test]
+    fn finished_synthetic_workflows_end_every_node() {
+        let mut wf = synthetic::workflow("ns", "wf", "u", 3);
+        assert!(synthetic::finish_task(
+            &mut wf,
+            1,
+            "Succeeded",
+            "2026-03-14T09:00:30Z"
+        ));
+        assert!(!synthetic::finish_task(
+            &mut wf,
+            3,
+            "Succeeded",
+            "2026-03-14T09:00:30Z"
+        ));
+        synthetic::finish(&mut wf, "Failed", "2026-03-14T09:01:00Z");
+        let nodes = wf["status"]["nodes"].as_object().expect("nodes");
+        let phases: Vec<&str> = (0..3)
+            .map(|i| {
+                nodes[&format!("wf-{}", 1_000_000 + i)]["phase"]
+                    .as_str()
+                    .unwrap_or("")
+            })
+            .collect();
+        assert_eq!(phases, ["Failed", "Succeeded", "Succeeded"]);
+        assert_eq!(nodes["wf-1000001"]["finishedAt"], "2026-03-14T09:00:30Z");
+        assert_eq!(nodes["wf"]["phase"], "Failed");
+        assert_eq!(wf["status"]["phase"], "Failed");
+        assert_eq!(wf["status"]["finishedAt"], "2026-03-14T09:01:00Z");
+        assert_eq!(
+            wf["metadata"]["labels"]["workflows.argoproj.io/completed"],
+            "true"
+        );
     }
 }
