@@ -88,13 +88,14 @@ async fn registered_next_to_the_built_in_sinks_it_gets_what_replay_publishes() {
     assert_eq!(
         types,
         [
+            "org.kubeflow.pipelines.run.queued",
             "org.kubeflow.pipelines.run.started",
             "org.kubeflow.pipelines.run.succeeded"
         ],
         "the router's filter applies to it as to any sink"
     );
     assert_eq!(report.sinks.len(), 1);
-    assert_eq!(report.sinks[0].delivered, 2);
+    assert_eq!(report.sinks[0].delivered, 3);
     assert!(
         report.sinks[0].name.starts_with("spool:"),
         "{}",
