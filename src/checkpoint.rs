@@ -5,9 +5,12 @@
 //! Per workflow uid it keeps either the [`Mark`]s of its done facts (10 bytes per node: a hash of
 //! the node id and a mask of slots) or, once the run has finished and all its facts are done, a
 //! tombstone with the finish time. Entries are spread over shards by a hash of the uid; a flush
-//! rewrites only the shards that changed, each as a whole: a file written beside the old one and
-//! renamed over it (`file:DIR`), or a ConfigMap replaced under optimistic concurrency
-//! (`configmap:NAMESPACE/NAME`). A crash leaves every shard either old or new, never torn.
+//! encodes only the entries that changed and hands them to a writer task, which writes them as
+//! one journal slot when they fit, and otherwise rewrites the shards changed since the last such
+//! compaction: files written beside the old ones and renamed over them (`file:DIR`), or
+//! ConfigMaps replaced under optimistic concurrency (`configmap:NAMESPACE/NAME`; a shard is split
+//! into parts by content, each under 256 KiB, and only changed parts are rewritten). A crash
+//! leaves every object either old or new, never torn; a restart reads all of them as a union.
 //!
 //! Tombstones are dropped past the retention; entries of running workflows only once the
 //! workflow is gone and the retention has passed since their last change.
@@ -25,14 +28,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Shards when the checkpoint URI does not say: 10,000 running workflows of 50 nodes take about
-/// 7 MB, so about 220 KB per ConfigMap, far below the 1 MiB object limit.
+/// 7 MB, so about 220 KB per shard. A ConfigMap shard larger than [`PART_BYTES`] is split into
+/// parts, so no object nears the API server's 1 MiB limit whatever the count.
 pub const DEFAULT_SHARDS: usize = 32;
 
-/// A shard this large is logged: the API server refuses objects over 1 MiB.
-const SHARD_WARN_BYTES: usize = 768 * 1024;
-
-/// Stored shards as read: shard index and its entries.
-type Shards = Vec<(usize, BTreeMap<String, String>)>;
+/// Stored objects as read: shard index (`None`: a journal slot) and entries.
+type Shards = Vec<(Option<usize>, BTreeMap<String, String>)>;
 
 /// Label on every checkpoint ConfigMap, valued with the checkpoint's name.
 pub const CONFIGMAP_LABEL: &str = "kfp-event-bridge/checkpoint";
@@ -329,28 +330,63 @@ fn add_mark(marks: &mut Vec<Mark>, mark: Mark) {
 pub struct CheckpointStats {
     pub writes: u64,
     pub failures: u64,
-    /// Bytes of the shards written (their encoded data).
+    /// Bytes of the objects written (their encoded data).
     pub bytes: u64,
 }
 
+/// Where the writer task puts shards.
 enum Store {
     None,
     File(PathBuf),
     ConfigMap {
         api: Box<Api<ConfigMap>>,
         name: String,
-        /// `resourceVersion` of each shard's ConfigMap as last read or written.
-        versions: HashMap<usize, String>,
+        /// Per shard, its ConfigMaps as last read or written.
+        objects: HashMap<usize, Objects>,
+        /// `resourceVersion` of each journal slot's ConfigMap.
+        slots: BTreeMap<usize, String>,
     },
 }
 
-/// Encoded shards to write, by index.
-type Batch = Vec<(usize, BTreeMap<String, String>)>;
+/// The ConfigMaps of one shard: part 0 is `NAME-NN`, part P ≥ 1 `NAME-NN-P`. A shard is split
+/// into as many parts (a power of two) as keep each under [`PART_BYTES`], by a hash of the uid.
+#[derive(Default)]
+struct Objects {
+    /// `resourceVersion` of each part's ConfigMap (present: the object exists).
+    versions: BTreeMap<usize, String>,
+    /// Parts as last written (0: never written by this process).
+    parts: usize,
+    /// Parts whose last write failed: written again with the shard's next write.
+    unwritten: BTreeSet<usize>,
+    /// Parts known to be empty (emptied when the shard shrank, or found so).
+    empty: BTreeSet<usize>,
+}
+
+/// A ConfigMap part is kept under this many bytes of data: the API server refuses a ConfigMap
+/// over 1 MiB, and a change rewrites only the part holding it.
+const PART_BYTES: usize = 256 * 1024;
+
+/// At most this many parts per shard (names an RBAC rule can list): 8 MiB a shard, 256 MiB for
+/// the default 32 shards — far beyond what 50,000 running workflows take (about 37 MB).
+const MAX_PARTS: usize = 8;
+
+/// Journal slots: a write whose changed entries fit one object goes to the next free slot
+/// (`NAME-jNN`, `journal-NN.json`) instead of rewriting every shard it touches; once all are used,
+/// or the changes are too many for one, the shards changed since are written (a compaction) and
+/// the slots are free again. A restart reads shards and slots as one union.
+const JOURNAL_SLOTS: usize = 16;
+
+/// What changed in one shard since its last write began: uid → its encoded entry (`None`:
+/// dropped).
+struct ShardChange {
+    shard: usize,
+    changes: Vec<(String, Option<String>)>,
+}
 
 /// What the writer task did with a batch.
 #[derive(Default)]
 struct WriteReport {
-    /// Shards not written: dirty again.
+    /// Shards not (wholly) written: dirty again.
     failed: Vec<usize>,
     error: Option<CheckpointError>,
     writes: u64,
@@ -364,8 +400,24 @@ struct WriteReport {
 /// The writer task: batches go in, one at a time and in order (a shard's writes never overtake
 /// each other), and a report comes back for each.
 struct Writer {
-    batches: tokio::sync::mpsc::UnboundedSender<Batch>,
+    batches: tokio::sync::mpsc::UnboundedSender<Vec<ShardChange>>,
     reports: tokio::sync::mpsc::UnboundedReceiver<WriteReport>,
+}
+
+/// The writer task's own state: the store and, per shard, its entries encoded as they are
+/// written. Only changed entries cross from the recording side (encoded there, a few bytes each);
+/// whole shards are serialized here, off the publish path.
+struct Disk {
+    store: Store,
+    images: Vec<BTreeMap<String, String>>,
+    /// Shards to be written whole by the next compaction (entries moved between shards, or
+    /// found in a journal slot at start: the slots are overwritten next).
+    whole: BTreeSet<usize>,
+    /// Per shard, the uids changed since the last compaction (in journal slots only, or not
+    /// written at all yet).
+    pending: BTreeMap<usize, BTreeSet<String>>,
+    /// The next journal slot; [`JOURNAL_SLOTS`]: none free, the next write compacts.
+    slot: usize,
 }
 
 /// The done-facts store: in memory, written to its store by a task of its own, so recording
@@ -374,7 +426,8 @@ pub struct Checkpoint {
     /// Per shard, its entries: a write touches only its shard's.
     entries: Vec<HashMap<Arc<str>, Stored>>,
     shards: usize,
-    dirty: BTreeSet<usize>,
+    /// Per shard, the uids changed since its last write began (empty: written again as it is).
+    dirty: BTreeMap<usize, BTreeSet<Arc<str>>>,
     /// Changes since the last write began.
     unflushed: usize,
     /// Changes in the write under way (`None`: no write is).
@@ -432,7 +485,7 @@ impl Checkpoint {
         spec: &CheckpointSpec,
         client: Option<&Client>,
     ) -> Result<Self, CheckpointError> {
-        let (store, shards) = match spec {
+        let (mut store, shards) = match spec {
             CheckpointSpec::None => (Store::None, 1),
             CheckpointSpec::File { dir, shards } => {
                 std::fs::create_dir_all(dir).map_err(|source| CheckpointError::Io {
@@ -451,38 +504,40 @@ impl Checkpoint {
                     Store::ConfigMap {
                         api: Box::new(Api::namespaced(client.clone(), namespace)),
                         name: name.clone(),
-                        versions: HashMap::new(),
+                        objects: HashMap::new(),
+                        slots: BTreeMap::new(),
                     },
                     *shards,
                 )
             }
         };
-        let mut store = store;
         let loaded = store.load().await?;
-        let writer = (!matches!(store, Store::None)).then(|| {
-            let (batches, mut batches_rx) = tokio::sync::mpsc::unbounded_channel::<Batch>();
-            let (reports_tx, reports) = tokio::sync::mpsc::unbounded_channel();
-            tokio::spawn(async move {
-                while let Some(batch) = batches_rx.recv().await {
-                    let report = store.write(batch, shards).await;
-                    if reports_tx.send(report).is_err() {
-                        break;
-                    }
-                }
-            });
-            Writer { batches, reports }
-        });
         let mut checkpoint = Self {
             entries: vec![HashMap::new(); shards],
             shards,
-            dirty: BTreeSet::new(),
+            dirty: BTreeMap::new(),
             unflushed: 0,
             writing: None,
-            writer,
+            writer: None,
             stats: CheckpointStats::default(),
         };
+        let mut journaled = BTreeSet::new();
         for (index, data) in loaded {
+            if index.is_none() {
+                journaled.extend(data.keys().map(|uid| checkpoint.shard_of(uid)));
+            }
             checkpoint.take_in(index, data);
+        }
+        if !matches!(store, Store::None) {
+            journaled.extend(checkpoint.dirty.keys().copied());
+            let disk = Disk {
+                store,
+                images: (0..shards).map(|s| checkpoint.encoded(s)).collect(),
+                whole: journaled,
+                pending: BTreeMap::new(),
+                slot: 0,
+            };
+            checkpoint.writer = Some(disk.spawn());
         }
         Ok(checkpoint)
     }
@@ -491,19 +546,30 @@ impl Checkpoint {
         (node_hash(uid) % self.shards as u64) as usize
     }
 
-    /// Merges a stored shard into memory; entries found in another shard than theirs (the shard
-    /// count changed) make both shards dirty so the next flush moves them.
-    fn take_in(&mut self, index: usize, data: BTreeMap<String, String>) {
+    /// Notes a changed entry for the next write.
+    fn touch(&mut self, shard: usize, uid: &str) {
+        let key = match self.entries[shard].get_key_value(uid) {
+            Some((key, _)) => Arc::clone(key),
+            None => Arc::from(uid),
+        };
+        self.dirty.entry(shard).or_default().insert(key);
+        self.unflushed += 1;
+    }
+
+    /// Merges a stored shard (or journal slot: `None`) into memory; entries found in another
+    /// shard than theirs (the shard count changed) make both shards dirty so the next flush
+    /// moves them.
+    fn take_in(&mut self, index: Option<usize>, data: BTreeMap<String, String>) {
         for (uid, value) in data {
             let Some(entry) = Stored::decode(&value) else {
                 tracing::warn!(workflow_uid = %uid, "checkpoint entry unreadable; ignored");
                 continue;
             };
             let home = self.shard_of(&uid);
-            if home != index {
-                self.dirty.insert(home);
+            if let Some(index) = index.filter(|&index| index != home) {
+                self.dirty.entry(home).or_default();
                 if index < self.shards {
-                    self.dirty.insert(index);
+                    self.dirty.entry(index).or_default();
                 }
             }
             match self.entries[home].get_mut(uid.as_str()) {
@@ -569,8 +635,7 @@ impl Checkpoint {
                 self.entries[shard].insert(Arc::from(uid), fresh);
             }
         }
-        self.dirty.insert(shard);
-        self.unflushed += 1;
+        self.touch(shard, uid);
     }
 
     /// Every fact of a finished run (never retried) is done: its entry shrinks to a tombstone.
@@ -596,9 +661,13 @@ impl Checkpoint {
             },
             outcome,
         };
-        self.entries[shard].insert(Arc::from(uid), stored);
-        self.dirty.insert(shard);
-        self.unflushed += 1;
+        match self.entries[shard].get_mut(uid) {
+            Some(known) => *known = stored,
+            None => {
+                self.entries[shard].insert(Arc::from(uid), stored);
+            }
+        }
+        self.touch(shard, uid);
     }
 
     /// The run attempt an entry is about (a tombstone's: the attempt that ended).
@@ -623,7 +692,10 @@ impl Checkpoint {
                 keep
             });
             if gone.len() > before_len {
-                self.dirty.insert(shard);
+                self.dirty
+                    .entry(shard)
+                    .or_default()
+                    .extend(gone[before_len..].iter().cloned());
             }
         }
         gone
@@ -661,8 +733,9 @@ impl Checkpoint {
     }
 
     /// Begins writing every shard that changed (unless a write is under way: one at a time);
-    /// the writer task does the work, recording goes on meanwhile. Returns whether a write is
-    /// under way now. Without a store, everything is "written" at once.
+    /// the writer task does the work, recording goes on meanwhile. Only the changed entries are
+    /// encoded here. Returns whether a write is under way now. Without a store, everything is
+    /// "written" at once.
     pub fn start_flush(&mut self) -> bool {
         if self.writing.is_some() {
             return true;
@@ -676,9 +749,18 @@ impl Checkpoint {
             return false;
         }
         let dirty = std::mem::take(&mut self.dirty);
-        let batch: Batch = dirty
+        let batch: Vec<ShardChange> = dirty
             .iter()
-            .map(|&shard| (shard, self.shard_data(shard)))
+            .map(|(&shard, uids)| ShardChange {
+                shard,
+                changes: uids
+                    .iter()
+                    .map(|uid| {
+                        let value = self.entries[shard].get(&**uid).map(Stored::encode);
+                        (uid.to_string(), value)
+                    })
+                    .collect(),
+            })
             .collect();
         if writer.batches.send(batch).is_err() {
             // The writer task is gone (the runtime is stopping): nothing is written.
@@ -708,7 +790,10 @@ impl Checkpoint {
             self.take_in(shard, theirs);
         }
         if report.error.is_some() {
-            self.dirty.extend(report.failed);
+            // The writer keeps what it has not written; the shard only needs to be sent again.
+            for shard in report.failed {
+                self.dirty.entry(shard).or_default();
+            }
             self.unflushed += changes;
         }
         report.error.map_or(Ok(()), Err)
@@ -727,20 +812,12 @@ impl Checkpoint {
         }
     }
 
-    fn shard_data(&self, shard: usize) -> BTreeMap<String, String> {
-        let data: BTreeMap<String, String> = self.entries[shard]
+    /// A shard's entries, encoded.
+    fn encoded(&self, shard: usize) -> BTreeMap<String, String> {
+        self.entries[shard]
             .iter()
             .map(|(uid, stored)| (uid.to_string(), stored.encode()))
-            .collect();
-        let size = data_size(&data);
-        if size > SHARD_WARN_BYTES {
-            tracing::warn!(
-                shard,
-                bytes = size,
-                "checkpoint shard near the 1 MiB object limit; raise ?shards="
-            );
-        }
-        data
+            .collect()
     }
 }
 
@@ -749,14 +826,44 @@ fn data_size(data: &BTreeMap<String, String>) -> usize {
     data.iter().map(|(k, v)| k.len() + v.len() + 6).sum()
 }
 
+/// Parts a shard of `bytes` is written as: a power of two, each part under [`PART_BYTES`], at
+/// most [`MAX_PARTS`].
+fn parts_for(bytes: usize) -> usize {
+    bytes
+        .div_ceil(PART_BYTES)
+        .max(1)
+        .next_power_of_two()
+        .min(MAX_PARTS)
+}
+
+/// Every ConfigMap a `configmap:NAMESPACE/NAME` checkpoint of `shards` may write, in order: per
+/// shard its parts (`NAME-NN`, `NAME-NN-1` … `NAME-NN-7`), then the journal slots (`NAME-j00` …):
+/// what an RBAC rule limited to names must list.
+pub fn object_names(name: &str, shards: usize) -> Vec<String> {
+    let mut names = Vec::with_capacity(shards * MAX_PARTS + JOURNAL_SLOTS);
+    for shard in 0..shards {
+        for part in 0..MAX_PARTS {
+            names.push(part_name(name, shard, part));
+        }
+    }
+    names.extend((0..JOURNAL_SLOTS).map(|slot| journal_name(name, slot)));
+    names
+}
+
+/// The part of a shard of `parts` an entry is written in (independent of its shard).
+fn part_of(uid: &str, shards: usize, parts: usize) -> usize {
+    ((node_hash(uid) / shards as u64) % parts as u64) as usize
+}
+
 /// Takes another writer's copy of `shard` into `ours` (encoded entries): the union, per
-/// [`Stored::merge`], of the entries that belong to this shard.
+/// [`Stored::merge`], of the entries that belong to this shard. Returns the uids that changed.
 fn merge_encoded(
     ours: &mut BTreeMap<String, String>,
     theirs: &BTreeMap<String, String>,
     shard: usize,
     shards: usize,
-) {
+) -> Vec<String> {
+    let mut changed = Vec::new();
     for (uid, value) in theirs {
         if (node_hash(uid) % shards as u64) as usize != shard {
             continue;
@@ -771,7 +878,401 @@ fn merge_encoded(
             }
             None => their,
         };
-        ours.insert(uid.clone(), merged.encode());
+        let encoded = merged.encode();
+        if ours.get(uid) != Some(&encoded) {
+            ours.insert(uid.clone(), encoded);
+            changed.push(uid.clone());
+        }
+    }
+    changed
+}
+
+impl Disk {
+    fn spawn(mut self) -> Writer {
+        let (batches, mut batches_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<ShardChange>>();
+        let (reports_tx, reports) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(batch) = batches_rx.recv().await {
+                let report = self.write(batch).await;
+                if reports_tx.send(report).is_err() {
+                    break;
+                }
+            }
+        });
+        Writer { batches, reports }
+    }
+
+    /// Takes a batch of changes into the shards' images and makes them durable: as one journal
+    /// slot holding the changed entries when they fit and a slot is free, else by writing every
+    /// shard changed since the last such compaction (which frees the slots). Reports what was
+    /// written and what failed.
+    async fn write(&mut self, batch: Vec<ShardChange>) -> WriteReport {
+        let Disk {
+            store,
+            images,
+            whole,
+            pending,
+            slot,
+        } = self;
+        let shards = images.len();
+        let mut report = WriteReport::default();
+        let mut delta = BTreeMap::new();
+        let mut touched = Vec::with_capacity(batch.len());
+        for ShardChange { shard, changes } in batch {
+            let image = &mut images[shard];
+            let uids = pending.entry(shard).or_default();
+            for (uid, value) in changes {
+                match value {
+                    Some(value) => {
+                        delta.insert(uid.clone(), value.clone());
+                        image.insert(uid.clone(), value);
+                    }
+                    // A dropped entry leaves the shard with the next compaction (until then a
+                    // restart reads it again and drops it again).
+                    None => {
+                        image.remove(&uid);
+                    }
+                }
+                uids.insert(uid);
+            }
+            touched.push(shard);
+        }
+        let compact = !whole.is_empty() || *slot >= JOURNAL_SLOTS || data_size(&delta) > PART_BYTES;
+        if !compact {
+            if delta.is_empty() {
+                return report;
+            }
+            let bytes = data_size(&delta) as u64;
+            let result = match store {
+                Store::None => Ok(()),
+                Store::File(dir) => {
+                    let dir = dir.clone();
+                    let name = journal_file(*slot);
+                    blocking_write(move || {
+                        let bytes = serde_json::to_vec(&delta)?;
+                        write_file(&dir, &name, &bytes)
+                    })
+                    .await
+                }
+                Store::ConfigMap {
+                    api, name, slots, ..
+                } => {
+                    let target = Target {
+                        api,
+                        checkpoint: name,
+                        object: journal_name(name, *slot),
+                    };
+                    target
+                        .put_journal(slots, *slot, delta, images, pending, &mut report)
+                        .await
+                }
+            };
+            match result {
+                Ok(()) => {
+                    *slot += 1;
+                    report.writes += 1;
+                    report.bytes += bytes;
+                }
+                Err(err) => {
+                    // Not durable: the next write compacts (what this one held is in the images).
+                    *slot = JOURNAL_SLOTS;
+                    report.failures += 1;
+                    report.failed = touched;
+                    report.error = Some(err);
+                }
+            }
+            return report;
+        }
+        let mut due: BTreeSet<usize> = pending.keys().copied().collect();
+        due.extend(whole.iter().copied());
+        match store {
+            Store::None => {}
+            Store::File(dir) => {
+                for &shard in &due {
+                    let dir = dir.clone();
+                    let bytes = match serde_json::to_vec(&images[shard]) {
+                        Ok(bytes) => bytes,
+                        Err(err) => {
+                            report.failures += 1;
+                            report.failed.push(shard);
+                            report.error.get_or_insert(err.into());
+                            continue;
+                        }
+                    };
+                    let size = bytes.len() as u64;
+                    let result =
+                        blocking_write(move || write_file(&dir, &shard_file(shard), &bytes)).await;
+                    match result {
+                        Ok(()) => {
+                            report.writes += 1;
+                            report.bytes += size;
+                        }
+                        Err(err) => {
+                            report.failures += 1;
+                            report.failed.push(shard);
+                            report.error.get_or_insert(err);
+                        }
+                    }
+                }
+            }
+            Store::ConfigMap {
+                api, name, objects, ..
+            } => {
+                for &shard in &due {
+                    let cms = objects.entry(shard).or_default();
+                    let part = Part {
+                        api,
+                        name,
+                        shard,
+                        shards,
+                    };
+                    let uids = pending.get(&shard).cloned().unwrap_or_default();
+                    let result = part
+                        .write_shard(
+                            &mut images[shard],
+                            cms,
+                            &uids,
+                            whole.contains(&shard),
+                            &mut report,
+                        )
+                        .await;
+                    if let Err(err) = result {
+                        report.failures += 1;
+                        report.failed.push(shard);
+                        report.error.get_or_insert(err);
+                    }
+                }
+            }
+        }
+        for shard in due {
+            if !report.failed.contains(&shard) {
+                pending.remove(&shard);
+                whole.remove(&shard);
+            }
+        }
+        if report.failed.is_empty() {
+            *slot = 0;
+        } else {
+            // Compacted only in part: the journal slots still hold what the rest needs.
+            *slot = JOURNAL_SLOTS;
+        }
+        report
+    }
+}
+
+/// Runs a store write on the blocking pool.
+async fn blocking_write(
+    write: impl FnOnce() -> Result<(), CheckpointError> + Send + 'static,
+) -> Result<(), CheckpointError> {
+    tokio::task::spawn_blocking(write)
+        .await
+        .map_err(|source| CheckpointError::Task {
+            what: "write",
+            source,
+        })?
+}
+
+/// One shard of a ConfigMap checkpoint being written.
+struct Part<'a> {
+    api: &'a Api<ConfigMap>,
+    name: &'a str,
+    shard: usize,
+    shards: usize,
+}
+
+impl Part<'_> {
+    /// Writes the parts of the shard that hold a changed uid (all of them when the part count
+    /// changed, `whole`, or after a failure), highest part first, then deletes parts no longer
+    /// used: an entry moving between parts is written to its new part before it leaves the old
+    /// one, so a crash in between leaves it in both (a union when read), never in neither.
+    async fn write_shard(
+        &self,
+        image: &mut BTreeMap<String, String>,
+        cms: &mut Objects,
+        uids: &BTreeSet<String>,
+        whole: bool,
+        report: &mut WriteReport,
+    ) -> Result<(), CheckpointError> {
+        let size = data_size(image);
+        let parts = parts_for(size);
+        if size > MAX_PARTS * PART_BYTES {
+            tracing::warn!(
+                shard = self.shard,
+                bytes = size,
+                "checkpoint shard past what its parts are meant to hold (a ConfigMap takes at most 1 MiB); raise ?shards="
+            );
+        }
+        let mut pending: BTreeSet<usize> = if whole || parts != cms.parts {
+            (0..parts).collect()
+        } else {
+            let mut changed: BTreeSet<usize> = uids
+                .iter()
+                .map(|uid| part_of(uid, self.shards, parts))
+                .collect();
+            changed.extend(cms.unwritten.iter().copied().filter(|&p| p < parts));
+            changed
+        };
+        cms.unwritten.extend(pending.iter().copied());
+        cms.parts = parts;
+        let mut conflicts = 0;
+        while let Some(part) = pending.pop_last() {
+            let data: BTreeMap<String, String> = image
+                .iter()
+                .filter(|(uid, _)| part_of(uid, self.shards, parts) == part)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let bytes = data_size(&data) as u64;
+            cms.empty.remove(&part);
+            let target = Target {
+                api: self.api,
+                checkpoint: self.name,
+                object: part_name(self.name, self.shard, part),
+            };
+            match target.put(&mut cms.versions, part, data).await? {
+                None => {
+                    cms.unwritten.remove(&part);
+                    report.writes += 1;
+                    report.bytes += bytes;
+                }
+                Some(theirs) => {
+                    // Another writer wrote this part in between: merge its copy and write the
+                    // part (and any other part its entries belong to) again.
+                    conflicts += 1;
+                    if conflicts > 3 {
+                        return Err(CheckpointError::Conflict(self.shard));
+                    }
+                    for uid in merge_encoded(image, &theirs, self.shard, self.shards) {
+                        pending.insert(part_of(&uid, self.shards, parts));
+                    }
+                    pending.insert(part);
+                    report.theirs.push((Some(self.shard), theirs));
+                }
+            }
+        }
+        // Parts no longer used are emptied (not deleted: the same verbs as every other write).
+        let stale: Vec<usize> = cms
+            .versions
+            .range(parts..)
+            .map(|(&p, _)| p)
+            .filter(|p| !cms.empty.contains(p))
+            .collect();
+        for part in stale {
+            let target = Target {
+                api: self.api,
+                checkpoint: self.name,
+                object: part_name(self.name, self.shard, part),
+            };
+            // A conflicting copy is simply replaced: its entries belong to parts written above
+            // (another writer's are in `theirs` of those).
+            for _ in 0..3 {
+                if target
+                    .put(&mut cms.versions, part, BTreeMap::new())
+                    .await?
+                    .is_none()
+                {
+                    cms.empty.insert(part);
+                    report.writes += 1;
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One ConfigMap of a checkpoint.
+struct Target<'a> {
+    api: &'a Api<ConfigMap>,
+    checkpoint: &'a str,
+    object: String,
+}
+
+impl Target<'_> {
+    /// Writes a journal slot. Another writer's copy (a deposed leader's) is merged into it, into
+    /// the images and into what the next compaction writes, then the slot is written again.
+    async fn put_journal(
+        &self,
+        versions: &mut BTreeMap<usize, String>,
+        slot: usize,
+        mut delta: BTreeMap<String, String>,
+        images: &mut [BTreeMap<String, String>],
+        pending: &mut BTreeMap<usize, BTreeSet<String>>,
+        report: &mut WriteReport,
+    ) -> Result<(), CheckpointError> {
+        let shards = images.len();
+        for _ in 0..3 {
+            let Some(theirs) = self.put(versions, slot, delta.clone()).await? else {
+                return Ok(());
+            };
+            for (shard, image) in images.iter_mut().enumerate() {
+                for uid in merge_encoded(image, &theirs, shard, shards) {
+                    if let Some(value) = image.get(&uid) {
+                        delta.insert(uid.clone(), value.clone());
+                    }
+                    pending.entry(shard).or_default().insert(uid);
+                }
+            }
+            report.theirs.push((None, theirs));
+        }
+        Err(CheckpointError::Conflict(slot))
+    }
+
+    /// Replaces the ConfigMap under optimistic concurrency (creates it the first time), keeping
+    /// its `resourceVersion` in `versions[key]`. Returns the stored copy when another writer
+    /// changed it in between (409), or it was deleted (404: an empty copy), for the caller to
+    /// merge and retry.
+    async fn put(
+        &self,
+        versions: &mut BTreeMap<usize, String>,
+        key: usize,
+        data: BTreeMap<String, String>,
+    ) -> Result<Option<BTreeMap<String, String>>, CheckpointError> {
+        let object = &self.object;
+        let cm = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(object.clone()),
+                resource_version: versions.get(&key).cloned(),
+                labels: Some(BTreeMap::from([
+                    (CONFIGMAP_LABEL.to_owned(), self.checkpoint.to_owned()),
+                    (
+                        "app.kubernetes.io/managed-by".to_owned(),
+                        "kfp-event-bridge".to_owned(),
+                    ),
+                ])),
+                ..ObjectMeta::default()
+            },
+            data: Some(data),
+            ..ConfigMap::default()
+        };
+        let result = if cm.metadata.resource_version.is_some() {
+            self.api.replace(object, &PostParams::default(), &cm).await
+        } else {
+            self.api.create(&PostParams::default(), &cm).await
+        };
+        let fail = |source| CheckpointError::Kube {
+            what: object.clone(),
+            source,
+        };
+        match result {
+            Ok(written) => {
+                if let Some(rv) = written.metadata.resource_version {
+                    versions.insert(key, rv);
+                }
+                Ok(None)
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => {
+                versions.remove(&key);
+                let current = self.api.get_opt(object).await.map_err(fail)?;
+                let Some(current) = current else {
+                    return Ok(Some(BTreeMap::new()));
+                };
+                if let Some(rv) = current.metadata.resource_version {
+                    versions.insert(key, rv);
+                }
+                Ok(Some(current.data.unwrap_or_default()))
+            }
+            Err(source) => Err(fail(source)),
+        }
     }
 }
 
@@ -791,7 +1292,8 @@ impl Store {
             Store::ConfigMap {
                 api,
                 name,
-                versions,
+                objects,
+                slots,
             } => {
                 let selector = format!("{CONFIGMAP_LABEL}={name}");
                 let list = api
@@ -803,178 +1305,73 @@ impl Store {
                     })?;
                 let mut out = Vec::new();
                 for cm in list.items {
-                    let Some(index) = shard_index(cm.metadata.name.as_deref().unwrap_or(""), name)
-                    else {
-                        continue;
+                    let object_name = cm.metadata.name.as_deref().unwrap_or("");
+                    let rv = cm.metadata.resource_version.clone();
+                    let index = match object_kind(object_name, name) {
+                        Some(ObjectKind::Shard(index, part)) => {
+                            let cms = objects.entry(index).or_default();
+                            if let Some(rv) = rv {
+                                cms.versions.insert(part, rv);
+                            }
+                            if cm.data.as_ref().is_none_or(BTreeMap::is_empty) {
+                                cms.empty.insert(part);
+                            }
+                            Some(index)
+                        }
+                        Some(ObjectKind::Journal(slot)) => {
+                            if let Some(rv) = rv {
+                                slots.insert(slot, rv);
+                            }
+                            None
+                        }
+                        None => continue,
                     };
-                    if let Some(rv) = cm.metadata.resource_version.clone() {
-                        versions.insert(index, rv);
-                    }
                     out.push((index, cm.data.unwrap_or_default()));
                 }
                 Ok(out)
             }
         }
     }
+}
 
-    /// Writes a batch of shards, each whole; reports what was written and what failed.
-    async fn write(&mut self, batch: Batch, shards: usize) -> WriteReport {
-        let mut report = WriteReport::default();
-        let outcome = |report: &mut WriteReport, shard, bytes, result| match result {
-            Ok(()) => {
-                report.writes += 1;
-                report.bytes += bytes as u64;
-            }
-            Err(err) => {
-                report.failures += 1;
-                report.failed.push(shard);
-                report.error.get_or_insert(err);
-            }
-        };
-        match self {
-            Store::None => {}
-            Store::File(dir) => {
-                let dir = dir.clone();
-                let shards_in: Vec<usize> = batch.iter().map(|(shard, _)| *shard).collect();
-                let written = tokio::task::spawn_blocking(move || {
-                    batch
-                        .into_iter()
-                        .map(|(shard, data)| {
-                            (shard, data_size(&data), write_file(&dir, shard, &data))
-                        })
-                        .collect::<Vec<_>>()
-                })
-                .await;
-                match written {
-                    Ok(results) => {
-                        for (shard, bytes, result) in results {
-                            outcome(&mut report, shard, bytes, result);
-                        }
-                    }
-                    Err(source) => {
-                        report.failures += shards_in.len() as u64;
-                        report.failed = shards_in;
-                        report.error = Some(CheckpointError::Task {
-                            what: "write",
-                            source,
-                        });
-                    }
-                }
-            }
-            Store::ConfigMap {
-                api,
-                name,
-                versions,
-            } => {
-                for (shard, data) in batch {
-                    let bytes = data_size(&data);
-                    let result = write_configmap(
-                        api,
-                        name,
-                        versions,
-                        shard,
-                        data,
-                        shards,
-                        &mut report.theirs,
-                    )
-                    .await;
-                    outcome(&mut report, shard, bytes, result);
-                }
-            }
-        }
-        report
+fn part_name(name: &str, shard: usize, part: usize) -> String {
+    match part {
+        0 => format!("{name}-{shard:02}"),
+        _ => format!("{name}-{shard:02}-{part}"),
     }
 }
 
-/// Replaces a shard's ConfigMap under optimistic concurrency (creates it the first time). A
-/// conflicting writer's copy is read, merged in and the write retried; the copy is kept in
-/// `theirs` for memory to take in.
-async fn write_configmap(
-    api: &Api<ConfigMap>,
-    name: &str,
-    versions: &mut HashMap<usize, String>,
-    shard: usize,
-    mut data: BTreeMap<String, String>,
-    shards: usize,
-    theirs: &mut Shards,
-) -> Result<(), CheckpointError> {
-    let cm_name = shard_name(name, shard);
-    for _ in 0..3 {
-        let mut cm = ConfigMap {
-            metadata: ObjectMeta {
-                name: Some(cm_name.clone()),
-                resource_version: versions.get(&shard).cloned(),
-                labels: Some(BTreeMap::from([
-                    (CONFIGMAP_LABEL.to_owned(), name.to_owned()),
-                    (
-                        "app.kubernetes.io/managed-by".to_owned(),
-                        "kfp-event-bridge".to_owned(),
-                    ),
-                ])),
-                ..ObjectMeta::default()
-            },
-            data: Some(std::mem::take(&mut data)),
-            ..ConfigMap::default()
-        };
-        let result = if cm.metadata.resource_version.is_some() {
-            api.replace(&cm_name, &PostParams::default(), &cm).await
-        } else {
-            api.create(&PostParams::default(), &cm).await
-        };
-        data = cm.data.take().unwrap_or_default();
-        match result {
-            Ok(written) => {
-                if let Some(rv) = written.metadata.resource_version {
-                    versions.insert(shard, rv);
-                }
-                return Ok(());
-            }
-            Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => {
-                // Someone else wrote it (or it was deleted): read, merge, retry.
-                versions.remove(&shard);
-                match api.get_opt(&cm_name).await {
-                    Ok(Some(current)) => {
-                        if let Some(rv) = current.metadata.resource_version.clone() {
-                            versions.insert(shard, rv);
-                        }
-                        let copy = current.data.unwrap_or_default();
-                        merge_encoded(&mut data, &copy, shard, shards);
-                        theirs.push((shard, copy));
-                    }
-                    Ok(None) => {}
-                    Err(source) => {
-                        return Err(CheckpointError::Kube {
-                            what: cm_name,
-                            source,
-                        });
-                    }
-                }
-            }
-            Err(source) => {
-                return Err(CheckpointError::Kube {
-                    what: cm_name,
-                    source,
-                });
-            }
-        }
+fn journal_name(name: &str, slot: usize) -> String {
+    format!("{name}-j{slot:02}")
+}
+
+/// What a stored object of a checkpoint is, by its name.
+#[derive(Debug, PartialEq, Eq)]
+enum ObjectKind {
+    /// Shard and part (`NAME-NN` is part 0, `NAME-NN-P` part P; files `shard-NN.json`).
+    Shard(usize, usize),
+    /// A journal slot (`NAME-jNN`, `journal-NN.json`).
+    Journal(usize),
+}
+
+/// Shard and part of a checkpoint ConfigMap's name, or its journal slot.
+fn object_kind(object_name: &str, name: &str) -> Option<ObjectKind> {
+    let rest = object_name.strip_prefix(name)?.strip_prefix('-')?;
+    if let Some(slot) = rest.strip_prefix('j') {
+        return Some(ObjectKind::Journal(slot.parse().ok()?));
     }
-    Err(CheckpointError::Conflict(shard))
+    match rest.split_once('-') {
+        Some((shard, part)) => Some(ObjectKind::Shard(shard.parse().ok()?, part.parse().ok()?)),
+        None => Some(ObjectKind::Shard(rest.parse().ok()?, 0)),
+    }
 }
 
-fn shard_name(name: &str, shard: usize) -> String {
-    format!("{name}-{shard:02}")
+fn shard_file(shard: usize) -> String {
+    format!("shard-{shard:02}.json")
 }
 
-fn shard_index(object_name: &str, name: &str) -> Option<usize> {
-    object_name
-        .strip_prefix(name)?
-        .strip_prefix('-')?
-        .parse()
-        .ok()
-}
-
-fn shard_file(dir: &Path, shard: usize) -> PathBuf {
-    dir.join(format!("shard-{shard:02}.json"))
+fn journal_file(slot: usize) -> String {
+    format!("journal-{slot:02}.json")
 }
 
 fn load_dir(dir: &Path) -> Result<Shards, CheckpointError> {
@@ -982,13 +1379,19 @@ fn load_dir(dir: &Path) -> Result<Shards, CheckpointError> {
     let entries = std::fs::read_dir(dir).map_err(io_error(dir))?;
     for entry in entries.flatten() {
         let file_name = entry.file_name();
-        let Some(index) = file_name.to_str().and_then(|n| {
-            n.strip_prefix("shard-")?
+        let Some(name) = file_name.to_str() else {
+            continue;
+        };
+        let number = |prefix: &str| -> Option<usize> {
+            name.strip_prefix(prefix)?
                 .strip_suffix(".json")?
                 .parse()
                 .ok()
-        }) else {
-            continue;
+        };
+        let index = match (number("shard-"), number("journal-")) {
+            (Some(index), _) => Some(index),
+            (None, Some(_)) => None,
+            (None, None) => continue,
         };
         let path = entry.path();
         let text = std::fs::read(&path).map_err(io_error(&path))?;
@@ -1006,19 +1409,14 @@ fn load_dir(dir: &Path) -> Result<Shards, CheckpointError> {
     Ok(out)
 }
 
-/// Writes a shard crash-safely: a temporary file, synced, renamed over the old one, directory
+/// Writes a file crash-safely: a temporary file, synced, renamed over the old one, directory
 /// synced.
-fn write_file(
-    dir: &Path,
-    shard: usize,
-    data: &BTreeMap<String, String>,
-) -> Result<(), CheckpointError> {
-    let path = shard_file(dir, shard);
-    let temp = dir.join(format!(".shard-{shard:02}.json.tmp"));
+fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), CheckpointError> {
+    let path = dir.join(name);
+    let temp = dir.join(format!(".{name}.tmp"));
     let fail = io_error(&path);
-    let bytes = serde_json::to_vec(data)?;
     let mut file = std::fs::File::create(&temp).map_err(&fail)?;
-    file.write_all(&bytes).map_err(&fail)?;
+    file.write_all(bytes).map_err(&fail)?;
     file.sync_all().map_err(&fail)?;
     drop(file);
     std::fs::rename(&temp, &path).map_err(&fail)?;
@@ -1066,6 +1464,38 @@ mod tests {
         ] {
             let err = CheckpointSpec::parse(bad).expect_err(bad);
             assert!(err.contains("--checkpoint"), "{err}");
+        }
+    }
+
+    /// ConfigMap names: `NAME-NN` is part 0 of shard NN (as before shards had parts), `NAME-NN-P`
+    /// part P; a shard is split into a power of two of parts, each under `PART_BYTES`.
+    #[test]
+    fn part_names_and_counts() {
+        assert_eq!(object_kind("big-03", "big"), Some(ObjectKind::Shard(3, 0)));
+        assert_eq!(
+            object_kind("big-03-2", "big"),
+            Some(ObjectKind::Shard(3, 2))
+        );
+        assert_eq!(object_kind("big-j07", "big"), Some(ObjectKind::Journal(7)));
+        for bad in [
+            "big",
+            "big-",
+            "big-x",
+            "big-03-x",
+            "bigger-03",
+            "big-03-2-1",
+            "big-j",
+        ] {
+            assert_eq!(object_kind(bad, "big"), None, "{bad}");
+        }
+        assert_eq!(parts_for(0), 1);
+        assert_eq!(parts_for(PART_BYTES), 1);
+        assert_eq!(parts_for(PART_BYTES + 1), 2);
+        assert_eq!(parts_for(3 * PART_BYTES), 4);
+        // A part's entries go to part P or P + N when N parts become 2N.
+        for n in 0..200 {
+            let uid = format!("uid-{n}");
+            assert_eq!(part_of(&uid, 32, 4) % 2, part_of(&uid, 32, 2));
         }
     }
 

@@ -94,20 +94,19 @@ async fn the_charts_deployment_runs_the_bridge() {
         assert!(published > 50, "helm {version}: {published} events");
         readyz_becomes(&addr, 200, "", Duration::from_secs(30)).await;
 
-        // State where the chart's RBAC grants it: the Lease and the shards in the release's
-        // namespace, by the chart's names.
+        // State where the chart's RBAC grants it: the Lease and the checkpoint's objects
+        // (journal slots first) in the release's namespace, by the chart's names.
         assert!(
             cluster.api.get(Kind::Lease, NAMESPACE, RELEASE).is_some(),
             "helm {version}: no Lease {NAMESPACE}/{RELEASE}: {}",
             stderr(&mut bridge)
         );
-        let shards = (0..32)
-            .filter(|n| {
-                let name = format!("{RELEASE}-checkpoint-{n:02}");
-                cluster.api.get(Kind::ConfigMap, NAMESPACE, &name).is_some()
-            })
-            .count();
-        assert!(shards > 0, "helm {version}: no checkpoint shard written");
+        let objects =
+            kfp_event_bridge::checkpoint::object_names(&format!("{RELEASE}-checkpoint"), 32)
+                .iter()
+                .filter(|name| cluster.api.get(Kind::ConfigMap, NAMESPACE, name).is_some())
+                .count();
+        assert!(objects > 0, "helm {version}: no checkpoint object written");
 
         sigterm(&bridge);
         let status = wait(&mut bridge, Duration::from_secs(30)).await;

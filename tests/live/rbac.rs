@@ -104,14 +104,18 @@ async fn rbac_rules_cover_exactly_the_calls_the_bridge_makes() {
     cluster.feed(&lines);
     settle(&out, 1, Duration::from_secs(3), Duration::from_secs(60)).await;
     assert!(count_lines(&out) > 0);
-    // Renewals happen, checkpoint shards are written (created, then updated); another writer
-    // changes every shard, so the next writes conflict and the bridge reads them back (get).
+    // Renewals happen, checkpoint journal slots are written (created); another writer changes
+    // (or creates) every shard and journal slot, so the next writes conflict and the bridge
+    // reads them back (get) and writes the union (update).
     tokio::time::sleep(Duration::from_secs(2)).await;
-    for n in 0..32 {
-        let name = format!("kfp-event-bridge-checkpoint-{n:02}");
+    let names = kfp_event_bridge::checkpoint::object_names("kfp-event-bridge-checkpoint", 32);
+    for name in names.iter().filter(|n| {
+        let rest = &n["kfp-event-bridge-checkpoint-".len()..];
+        rest.starts_with('j') || !rest.contains('-')
+    }) {
         let shard = cluster
             .api
-            .get(fake_apiserver::Kind::ConfigMap, "default", &name)
+            .get(fake_apiserver::Kind::ConfigMap, "default", name)
             .unwrap_or_else(|| {
                 serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
                     "metadata": {"name": name, "namespace": "default"}, "data": {}})

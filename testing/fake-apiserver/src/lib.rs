@@ -14,7 +14,8 @@
 //!   is older than the retained history; `BOOKMARK`s; closed after `timeoutSeconds`; without `N`
 //!   (or `0`) the current objects first as `ADDED`;
 //! - get, create (409 `AlreadyExists`), replace (409 `Conflict` on a stale
-//!   `metadata.resourceVersion`, unconditional without one) and delete.
+//!   `metadata.resourceVersion`, unconditional without one) and delete; a ConfigMap whose data
+//!   is over 1 MiB is refused (422 `Invalid`, "Too long"), as the API server's validation does.
 //!
 //! Test controls:
 //! - [`FakeApiServer::apply`], [`FakeApiServer::delete`] and [`FakeApiServer::feed_line`] (a
@@ -984,6 +985,9 @@ fn chunked(stream: futures_util::stream::BoxStream<'static, Bytes>) -> Response 
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
+/// The most a ConfigMap's data may hold.
+pub const CONFIGMAP_MAX_BYTES: usize = 1024 * 1024;
+
 fn parse_body(kind: Kind, namespace: &str, body: &[u8]) -> Result<Value, Box<Response>> {
     let mut object: Value = serde_json::from_slice(body).map_err(|e| {
         Box::new(status(
@@ -1001,6 +1005,26 @@ fn parse_body(kind: Kind, namespace: &str, body: &[u8]) -> Result<Value, Box<Res
             "Invalid",
             "metadata.name: Required value",
         )));
+    }
+    if kind == Kind::ConfigMap {
+        // The API server's validation: keys and values of `data` and `binaryData` together at
+        // most 1 MiB (what etcd's request limit leaves room for).
+        let size: usize = ["data", "binaryData"]
+            .iter()
+            .filter_map(|field| object[*field].as_object())
+            .flatten()
+            .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+            .sum();
+        if size > CONFIGMAP_MAX_BYTES {
+            let name = object["metadata"]["name"].as_str().unwrap_or("");
+            return Err(Box::new(status(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid",
+                &format!(
+                    "ConfigMap {name:?} is invalid: []: Too long: must have at most {CONFIGMAP_MAX_BYTES} bytes"
+                ),
+            )));
+        }
     }
     object["metadata"]["namespace"] = Value::String(namespace.to_owned());
     object["apiVersion"] = Value::String(kind.group_version().into());
@@ -1266,6 +1290,32 @@ mod tests {
     }
 
     const CMS: &str = "/api/v1/namespaces/ns/configmaps";
+
+    /// As the API server validates: a ConfigMap's data over 1 MiB is refused, on create and on
+    /// replace, and nothing is stored; 1 MiB exactly is taken.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_configmap_over_one_mebibyte_is_refused() {
+        let api = FakeApiServer::start().await;
+        let fits = CONFIGMAP_MAX_BYTES - "blob".len();
+        let (code, _, _) = call(&api, "POST", CMS, configmap("fits", fits)).await;
+        assert_eq!(code, 201);
+        let (code, body, _) = call(&api, "POST", CMS, configmap("big", fits + 1)).await;
+        assert_eq!(code, 422);
+        let body = String::from_utf8_lossy(&body);
+        assert!(
+            body.contains("Too long: must have at most 1048576 bytes"),
+            "{body}"
+        );
+        assert!(api.get(Kind::ConfigMap, "ns", "big").is_none());
+        let (code, _, _) = call(
+            &api,
+            "PUT",
+            &format!("{CMS}/fits"),
+            configmap("fits", fits + 1),
+        )
+        .await;
+        assert_eq!(code, 422);
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_latency_is_added_to_every_request_and_to_a_watch_start() {
