@@ -14,7 +14,8 @@
 //! Usage: cargo bench --bench catchup -- [options]
 //!   --finished N (10000)  --running M (1000)  --nodes K (50)  --rounds R (3)
 //!   --bridges 'NAME=PATH …' (or env BRIDGES; default current=target/release/kfp-event-bridge)
-//!   --checkpoints file,configmap   --latency-ms MS (0)  --write-mb-per-s MB (0: no write cost)
+//!   --checkpoints file,configmap   --sinks file,nats (file; nats: JetStream at NATS_URL, each
+//!     run its own stream, read back by a consumer here)   --latency-ms MS (0)  --write-mb-per-s MB (0: no write cost)
 //!   --kill-rounds R (1; 0: no kill -9 run)   --quiet-s S (3)   --timeout-s S (1800)
 //!   --steady-rate R (0: off) --steady-seconds T (30): after catch-up, R status updates per second
 //!     to the running workflows (each ends one task: one fact) for T seconds
@@ -50,6 +51,9 @@ struct Opts {
     rounds: usize,
     bridges: Vec<(String, PathBuf)>,
     checkpoints: Vec<String>,
+    /// `file` (the bridge's file sink) and `nats` (JetStream at `NATS_URL`).
+    sinks: Vec<String>,
+    nats_url: Option<String>,
     cost: Cost,
     kill_rounds: usize,
     quiet: Duration,
@@ -97,6 +101,8 @@ impl Opts {
                     )]
                 }),
             checkpoints: vec!["file".to_owned(), "configmap".to_owned()],
+            sinks: vec!["file".to_owned()],
+            nats_url: std::env::var("NATS_URL").ok().filter(|u| !u.is_empty()),
             cost: Cost::default(),
             kill_rounds: 1,
             quiet: Duration::from_secs(3),
@@ -133,6 +139,16 @@ impl Opts {
                         usage(&format!("--checkpoints: {bad:?} is not file or configmap"));
                     }
                 }
+                "--sinks" => {
+                    opts.sinks = value().split(',').map(str::to_owned).collect();
+                    if let Some(bad) = opts
+                        .sinks
+                        .iter()
+                        .find(|c| !matches!(c.as_str(), "file" | "nats"))
+                    {
+                        usage(&format!("--sinks: {bad:?} is not file or nats"));
+                    }
+                }
                 "--latency-ms" => {
                     opts.cost.per_request = Duration::from_secs_f64(number(value()) / 1e3);
                 }
@@ -150,6 +166,9 @@ impl Opts {
                 "--dir" => opts.dir = PathBuf::from(value()),
                 other => usage(&format!("unknown argument {other:?}")),
             }
+        }
+        if opts.sinks.iter().any(|s| s == "nats") && opts.nats_url.is_none() {
+            usage("--sinks nats needs NATS_URL (nats://HOST:PORT, JetStream enabled)");
         }
         for (name, path) in &opts.bridges {
             if !path.is_file() {
@@ -307,7 +326,7 @@ struct Bridge {
 }
 
 impl Bridge {
-    fn start(binary: &Path, kubeconfig: &Path, checkpoint: &str, out: &Path, log: &Path) -> Self {
+    fn start(binary: &Path, kubeconfig: &Path, checkpoint: &str, sink: &str, log: &Path) -> Self {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -320,8 +339,7 @@ impl Bridge {
             .arg("--kubeconfig")
             .arg(kubeconfig)
             .args(["--checkpoint", checkpoint])
-            .arg("--sink")
-            .arg(format!("file:{}", out.display()))
+            .args(["--sink", sink])
             .env_clear()
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -505,6 +523,98 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// Where a run publishes: the bridge's `--sink` and, for NATS, a JetStream consumer of its own
+/// stream writing each stored message's CloudEvent id as a line to `out`, so that the sink file
+/// and the stream are counted alike. Dropped: the consumer stops, the stream is deleted.
+struct Sink {
+    uri: String,
+    mirror: Option<(
+        tokio::task::JoinHandle<()>,
+        async_nats::jetstream::Context,
+        String,
+    )>,
+}
+
+impl Sink {
+    fn open(opts: &Opts, kind: &str, out: &Path) -> Self {
+        if kind == "file" {
+            return Sink {
+                uri: format!("file:{}", out.display()),
+                mirror: None,
+            };
+        }
+        use async_nats::jetstream::{self, consumer, stream};
+        use futures_util::StreamExt;
+        static RUN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = RUN.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let url = opts.nats_url.clone().expect("NATS_URL");
+        let name = format!("CATCHUP_{}_{n}", std::process::id());
+        let subjects = format!("catchup.{}.{n}", std::process::id());
+        let out = out.to_owned();
+        let (task, js) = runtime().block_on(async {
+            let js = jetstream::new(async_nats::connect(&url).await.expect("connect to NATS"));
+            let stream = js
+                .create_stream(stream::Config {
+                    name: name.clone(),
+                    subjects: vec![format!("{subjects}.>")],
+                    // Re-sends after a kill -9 are counted, not dropped by the stream's
+                    // de-duplication on Nats-Msg-Id (what a consumer sees is reported apart).
+                    duplicate_window: Duration::from_millis(100),
+                    ..Default::default()
+                })
+                .await
+                .expect("create stream");
+            let consumer = stream
+                .create_consumer(consumer::pull::Config {
+                    ack_policy: consumer::AckPolicy::None,
+                    deliver_policy: consumer::DeliverPolicy::All,
+                    ..Default::default()
+                })
+                .await
+                .expect("create consumer");
+            let mut messages = consumer.messages().await.expect("pull");
+            let task = tokio::spawn(async move {
+                let mut file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&out)
+                    .expect("mirror file");
+                while let Some(message) = messages.next().await {
+                    let Ok(message) = message else { continue };
+                    let id = message
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get("ce-id"))
+                        .map(|v| v.as_str().to_owned())
+                        .or_else(|| {
+                            serde_json::from_slice::<IdOnly>(&message.payload)
+                                .ok()
+                                .map(|e| e.id)
+                        })
+                        .unwrap_or_default();
+                    let _ = file.write_all(format!("{}\n", json!({ "id": id })).as_bytes());
+                }
+            });
+            (task, js)
+        });
+        Sink {
+            uri: format!("{url}/{subjects}.{{type}}"),
+            mirror: Some((task, js, name)),
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        if let Some((task, js, name)) = self.mirror.take() {
+            task.abort();
+            runtime().block_on(async {
+                let _ = js.delete_stream(&name).await;
+            });
+        }
+    }
+}
+
 fn checkpoint_spec(kind: &str, state: &Path) -> String {
     match kind {
         "file" => format!("file:{}", state.display()),
@@ -530,14 +640,21 @@ fn prepare(opts: &Opts, dir: &Path) -> (FakeApiServer, PathBuf, PathBuf, PathBuf
 }
 
 /// One clean catch-up (and the steady state after it, if asked).
-fn clean_run(opts: &Opts, name: &str, binary: &Path, kind: &str, expected: &HashSet<u64>) -> Value {
-    let dir = opts.dir.join(format!("{name}-{kind}"));
+fn clean_run(
+    opts: &Opts,
+    (name, binary): (&str, &Path),
+    kind: &str,
+    sink_kind: &str,
+    expected: &HashSet<u64>,
+) -> Value {
+    let dir = opts.dir.join(format!("{name}-{kind}-{sink_kind}"));
     let (api, kubeconfig, out, state, log) = prepare(opts, &dir);
+    let sink = Sink::open(opts, sink_kind, &out);
     let mut bridge = Bridge::start(
         binary,
         &kubeconfig,
         &checkpoint_spec(kind, &state),
-        &out,
+        &sink.uri,
         &log,
     );
     let pid = bridge.child.id();
@@ -582,9 +699,10 @@ fn clean_run(opts: &Opts, name: &str, binary: &Path, kind: &str, expected: &Hash
     }
     let rss_kib = status_kib(pid, "VmRSS:");
     bridge.sigterm();
+    drop(sink);
     let logs = log_lines(&log);
     let row = json!({
-        "bridge": name, "checkpoint": kind, "sink": "file",
+        "bridge": name, "checkpoint": kind, "sink": sink_kind,
         "finished": opts.finished, "running": opts.running, "nodes": opts.nodes,
         "latency_ms": opts.cost.per_request.as_secs_f64() * 1e3,
         "write_mb_per_s": opts.cost.write_bytes_per_sec.map(|r| r as f64 / 1e6),
@@ -665,12 +783,19 @@ fn steady_state(
 }
 
 /// A catch-up with a `kill -9` at half the expected lines, a restart, and the duplicates.
-fn kill_run(opts: &Opts, name: &str, binary: &Path, kind: &str, expected: &HashSet<u64>) -> Value {
-    let dir = opts.dir.join(format!("{name}-{kind}-kill"));
+fn kill_run(
+    opts: &Opts,
+    (name, binary): (&str, &Path),
+    kind: &str,
+    sink_kind: &str,
+    expected: &HashSet<u64>,
+) -> Value {
+    let dir = opts.dir.join(format!("{name}-{kind}-{sink_kind}-kill"));
     let (api, kubeconfig, out, state, log) = prepare(opts, &dir);
     let spec = checkpoint_spec(kind, &state);
+    let sink = Sink::open(opts, sink_kind, &out);
     let mut counter = LineCounter::new(&out);
-    let mut bridge = Bridge::start(binary, &kubeconfig, &spec, &out, &log);
+    let mut bridge = Bridge::start(binary, &kubeconfig, &spec, &sink.uri, &log);
     let half = expected.len() / 2;
     let at_kill = wait_caught_up(
         &mut bridge,
@@ -682,7 +807,7 @@ fn kill_run(opts: &Opts, name: &str, binary: &Path, kind: &str, expected: &HashS
         opts,
     );
     bridge.kill9();
-    let mut bridge = Bridge::start(binary, &kubeconfig, &spec, &out, &log);
+    let mut bridge = Bridge::start(binary, &kubeconfig, &spec, &sink.uri, &log);
     let caught = wait_caught_up(
         &mut bridge,
         &api,
@@ -693,6 +818,7 @@ fn kill_run(opts: &Opts, name: &str, binary: &Path, kind: &str, expected: &HashS
         opts,
     );
     bridge.sigterm();
+    drop(sink);
     let (counts, torn) = id_counts(&out);
     let missing = expected
         .iter()
@@ -700,7 +826,7 @@ fn kill_run(opts: &Opts, name: &str, binary: &Path, kind: &str, expected: &HashS
         .count();
     let resent: u32 = counts.values().map(|n| n - 1).sum();
     let row = json!({
-        "bridge": name, "checkpoint": kind, "sink": "file", "kill9_at_line": at_kill.lines,
+        "bridge": name, "checkpoint": kind, "sink": sink_kind, "kill9_at_line": at_kill.lines,
         "lines": caught.lines, "complete": caught.complete,
         "ids_twice": counts.values().filter(|n| **n > 1).count(), "resent": resent,
         "missing": missing, "torn": torn, "bound": opts.bound,
@@ -752,25 +878,28 @@ fn main() {
     let mut kills: Vec<Value> = Vec::new();
     for round in 0..opts.rounds {
         for kind in &opts.checkpoints {
-            for ((name, path), ids) in opts.bridges.iter().zip(&expected) {
-                let mut row = clean_run(&opts, name, path, kind, ids);
-                row["round"] = json!(round + 1);
-                eprintln!("{row}");
-                rows.push(row);
-                if round < opts.kill_rounds {
-                    let mut row = kill_run(&opts, name, path, kind, ids);
+            for sink in &opts.sinks {
+                for ((name, path), ids) in opts.bridges.iter().zip(&expected) {
+                    let mut row = clean_run(&opts, (name, path), kind, sink, ids);
                     row["round"] = json!(round + 1);
                     eprintln!("{row}");
-                    kills.push(row);
+                    rows.push(row);
+                    if round < opts.kill_rounds {
+                        let mut row = kill_run(&opts, (name, path), kind, sink, ids);
+                        row["round"] = json!(round + 1);
+                        eprintln!("{row}");
+                        kills.push(row);
+                    }
                 }
             }
         }
     }
     let mut failed = false;
     println!(
-        "{:<10} {:<10} {:>9} {:>10} {:>10} {:>9} {:>10} {:>10} {:>9} {:>9} {:>11} {:>12}",
+        "{:<10} {:<10} {:<5} {:>9} {:>10} {:>10} {:>9} {:>10} {:>10} {:>9} {:>9} {:>11} {:>12}",
         "bridge",
         "checkpoint",
+        "sink",
         "facts",
         "caught up",
         "CM writes",
@@ -783,22 +912,23 @@ fn main() {
         "steady w/s"
     );
     let mut table = Vec::new();
-    for kind in &opts.checkpoints {
+    for (kind, sink) in opts
+        .checkpoints
+        .iter()
+        .flat_map(|k| opts.sinks.iter().map(move |s| (k, s)))
+    {
+        let same = |r: &&Value, name: &str| {
+            r["bridge"] == name && r["checkpoint"] == kind.as_str() && r["sink"] == sink.as_str()
+        };
         for (name, _) in &opts.bridges {
-            let mine: Vec<&Value> = rows
-                .iter()
-                .filter(|r| r["bridge"] == name.as_str() && r["checkpoint"] == kind.as_str())
-                .collect();
+            let mine: Vec<&Value> = rows.iter().filter(|r| same(r, name)).collect();
             let med = |f: &dyn Fn(&Value) -> Option<f64>| {
                 median(mine.iter().filter_map(|r| f(r)).collect())
             };
             let field = |k: &'static str| med(&|r: &Value| r[k].as_f64());
-            let kill: Vec<&Value> = kills
-                .iter()
-                .filter(|r| r["bridge"] == name.as_str() && r["checkpoint"] == kind.as_str())
-                .collect();
+            let kill: Vec<&Value> = kills.iter().filter(|r| same(r, name)).collect();
             let summary = json!({
-                "bridge": name, "checkpoint": kind, "sink": "file", "rounds": mine.len(),
+                "bridge": name, "checkpoint": kind, "sink": sink, "rounds": mine.len(),
                 "finished": opts.finished, "running": opts.running, "nodes": opts.nodes,
                 "latency_ms": opts.cost.per_request.as_secs_f64() * 1e3,
                 "write_mb_per_s": opts.cost.write_bytes_per_sec.map(|r| r as f64 / 1e6),
@@ -849,9 +979,10 @@ fn main() {
             f("steady_bridge_checkpoint_writes_per_s")
         };
         println!(
-            "{:<10} {:<10} {:>9.0} {:>9.1}s {:>10.0} {:>9.1} {:>10.4} {:>10.0} {:>9.1} {:>9.1} {:>11} {:>12.2}",
+            "{:<10} {:<10} {:<5} {:>9.0} {:>9.1}s {:>10.0} {:>9.1} {:>10.4} {:>10.0} {:>9.1} {:>9.1} {:>11} {:>12.2}",
             s["bridge"].as_str().unwrap_or(""),
             s["checkpoint"].as_str().unwrap_or(""),
+            s["sink"].as_str().unwrap_or(""),
             f("facts"),
             f("caught_up_s"),
             f("configmap_writes"),

@@ -1683,6 +1683,87 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A small batch is one journal slot, not a write per touched shard; the slots are used in
+    /// turn and, once all are, the next write compacts: the shards changed since are written
+    /// and the slots are free again. A restart reads shards and slots as one union, and its
+    /// first write compacts before any slot is overwritten — what only a slot held is never lost.
+    #[tokio::test]
+    async fn small_batches_go_to_the_journal_and_are_compacted_into_the_shards() {
+        let dir = std::env::temp_dir().join(format!("kfp-ckpt-journal-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let spec = CheckpointSpec::File {
+            dir: dir.clone(),
+            shards: 4,
+        };
+        let files = |prefix: &str| -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(&dir)
+                .expect("dir")
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(prefix))
+                .collect();
+            names.sort();
+            names
+        };
+        let mark = |node| Mark { node, slots: 1 };
+        let mut checkpoint = Checkpoint::open(&spec, None).await.expect("open");
+        for n in 0..40 {
+            checkpoint.record(&format!("uid-{n}"), mark(1), 100);
+        }
+        checkpoint.flush().await.expect("flush");
+        assert_eq!(
+            checkpoint.stats().writes,
+            1,
+            "40 uids over 4 shards: one write"
+        );
+        assert_eq!(files("journal-"), ["journal-00.json"]);
+        assert!(files("shard-").is_empty());
+        drop(checkpoint);
+
+        // Restarted: the journal is read; the first write compacts, then slots are used again.
+        let mut checkpoint = Checkpoint::open(&spec, None).await.expect("reopen");
+        assert_eq!(checkpoint.len(), 40);
+        checkpoint.record("uid-40", mark(1), 100);
+        checkpoint.flush().await.expect("flush");
+        assert_eq!(
+            files("shard-").len(),
+            4,
+            "compacted: every shard the journal touched"
+        );
+        for round in 0..JOURNAL_SLOTS {
+            let before = checkpoint.stats().writes;
+            checkpoint.record(&format!("uid-{}", round % 8), mark(2 + round as u64), 100);
+            checkpoint.flush().await.expect("flush");
+            assert_eq!(
+                checkpoint.stats().writes - before,
+                1,
+                "round {round}: one slot"
+            );
+        }
+        assert_eq!(files("journal-").len(), JOURNAL_SLOTS);
+        // Every slot used: the next write compacts the shards changed since (uid-0 … uid-7's).
+        let before = checkpoint.stats().writes;
+        checkpoint.finish("uid-39", 200);
+        checkpoint.flush().await.expect("flush");
+        let compaction = checkpoint.stats().writes - before;
+        assert!((2..=4).contains(&compaction), "{compaction} shard writes");
+        // Reading only the shards (the slots removed) finds every change: they were compacted.
+        for slot in files("journal-") {
+            std::fs::remove_file(dir.join(slot)).expect("remove");
+        }
+        let shards_only = Checkpoint::open(&spec, None).await.expect("reopen");
+        assert_eq!(shards_only.len(), 41);
+        assert_eq!(
+            shards_only.entry("uid-39"),
+            Some(&Entry::Finished { at: 200 })
+        );
+        assert!(matches!(
+            shards_only.entry("uid-0"),
+            Some(Entry::Active { marks, .. }) if marks.len() == 3
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// Recording goes on while a write is under way: what changes meanwhile is counted apart and
     /// written by the next write; a failed write leaves its shards dirty and its changes
     /// unwritten, and the next write that succeeds puts everything on disk.
