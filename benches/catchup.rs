@@ -71,6 +71,15 @@ fn usage(message: &str) -> ! {
     std::process::exit(2);
 }
 
+/// A comma-separated list of `flag`'s value, each one of `allowed`.
+fn kinds(flag: &str, text: &str, allowed: &[&str]) -> Vec<String> {
+    let list: Vec<String> = text.split(',').map(str::to_owned).collect();
+    if let Some(bad) = list.iter().find(|k| !allowed.contains(&k.as_str())) {
+        usage(&format!("{flag}: {bad:?} is not {}", allowed.join(" or ")));
+    }
+    list
+}
+
 fn parse_bridges(text: &str) -> Vec<(String, PathBuf)> {
     text.split_whitespace()
         .map(|item| match item.split_once('=') {
@@ -130,25 +139,9 @@ impl Opts {
                 "--rounds" => opts.rounds = (number(value()) as usize).max(1),
                 "--bridges" => opts.bridges = parse_bridges(&value()),
                 "--checkpoints" => {
-                    opts.checkpoints = value().split(',').map(str::to_owned).collect();
-                    if let Some(bad) = opts
-                        .checkpoints
-                        .iter()
-                        .find(|c| !matches!(c.as_str(), "file" | "configmap"))
-                    {
-                        usage(&format!("--checkpoints: {bad:?} is not file or configmap"));
-                    }
+                    opts.checkpoints = kinds(&flag, &value(), &["file", "configmap"])
                 }
-                "--sinks" => {
-                    opts.sinks = value().split(',').map(str::to_owned).collect();
-                    if let Some(bad) = opts
-                        .sinks
-                        .iter()
-                        .find(|c| !matches!(c.as_str(), "file" | "nats"))
-                    {
-                        usage(&format!("--sinks: {bad:?} is not file or nats"));
-                    }
-                }
+                "--sinks" => opts.sinks = kinds(&flag, &value(), &["file", "nats"]),
                 "--latency-ms" => {
                     opts.cost.per_request = Duration::from_secs_f64(number(value()) / 1e3);
                 }

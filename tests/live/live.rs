@@ -812,23 +812,33 @@ async fn record_writes_a_recording_that_replays_to_the_same_facts() {
     assert_eq!(got, want);
 }
 
+/// A client of the fake API server and a one-shard ConfigMap checkpoint `default/NAME`, for
+/// tests that drive `Checkpoint` directly.
+async fn one_shard_configmap_checkpoint(
+    cluster: &Cluster,
+    name: &str,
+) -> (kube::Client, kfp_event_bridge::checkpoint::CheckpointSpec) {
+    let client = kfp_event_bridge::source::live::client(Some(&cluster.kubeconfig))
+        .await
+        .expect("client");
+    let spec = kfp_event_bridge::checkpoint::CheckpointSpec::ConfigMap {
+        namespace: "default".into(),
+        name: name.into(),
+        shards: 1,
+    };
+    (client, spec)
+}
+
 /// Two writers of one ConfigMap checkpoint (a deposed leader still flushing): the second write
 /// conflicts on the journal slot, reads the stored copy, merges and writes the union — nothing
 /// either recorded is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configmap_checkpoint_writers_merge_on_conflict() {
-    use kfp_event_bridge::checkpoint::{Checkpoint, CheckpointSpec, Entry};
+    use kfp_event_bridge::checkpoint::{Checkpoint, Entry};
     use kfp_event_bridge::model::Mark;
     let scratch = Scratch::new("live-cm");
     let cluster = Cluster::start(&scratch).await;
-    let client = kfp_event_bridge::source::live::client(Some(&cluster.kubeconfig))
-        .await
-        .expect("client");
-    let spec = CheckpointSpec::ConfigMap {
-        namespace: "default".into(),
-        name: "ckpt".into(),
-        shards: 1,
-    };
+    let (client, spec) = one_shard_configmap_checkpoint(&cluster, "ckpt").await;
     let mut a = Checkpoint::open(&spec, Some(&client))
         .await
         .expect("open a");
@@ -871,18 +881,11 @@ async fn configmap_checkpoint_writers_merge_on_conflict() {
 /// back each time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_configmap_shard_too_big_for_one_object_is_split_into_parts() {
-    use kfp_event_bridge::checkpoint::{Checkpoint, CheckpointSpec, Entry};
+    use kfp_event_bridge::checkpoint::{Checkpoint, Entry};
     use kfp_event_bridge::model::Mark;
     let scratch = Scratch::new("live-cm-parts");
     let cluster = Cluster::start(&scratch).await;
-    let client = kfp_event_bridge::source::live::client(Some(&cluster.kubeconfig))
-        .await
-        .expect("client");
-    let spec = CheckpointSpec::ConfigMap {
-        namespace: "default".into(),
-        name: "big".into(),
-        shards: 1,
-    };
+    let (client, spec) = one_shard_configmap_checkpoint(&cluster, "big").await;
     let parts = |api: &fake_apiserver::FakeApiServer| -> Vec<(String, usize)> {
         api.objects(fake_apiserver::Kind::ConfigMap)
             .iter()
