@@ -114,6 +114,9 @@ pub struct Bridge {
     pub(crate) derive: DeriveCounters,
     pub(crate) checkpoint_writes: AtomicU64,
     pub(crate) checkpoint_failures: AtomicU64,
+    /// Publishing's waits at the duplicate bound for a checkpoint write: count, microseconds.
+    pub(crate) checkpoint_waits: AtomicU64,
+    pub(crate) checkpoint_wait_micros: AtomicU64,
     pub(crate) role: AtomicU8,
     pub(crate) watches: Mutex<Vec<WatchState>>,
     /// Whether this command watches the cluster (readiness then waits for the watches).
@@ -152,6 +155,8 @@ impl Metrics {
             derive: DeriveCounters::default(),
             checkpoint_writes: AtomicU64::new(0),
             checkpoint_failures: AtomicU64::new(0),
+            checkpoint_waits: AtomicU64::new(0),
+            checkpoint_wait_micros: AtomicU64::new(0),
             role: AtomicU8::new(Role::Single as u8),
             watches: Mutex::new(Vec::new()),
             live: AtomicU8::new(0),
@@ -272,6 +277,14 @@ impl Metrics {
         let b = &self.bridge;
         b.checkpoint_writes.store(writes, Ordering::Relaxed);
         b.checkpoint_failures.store(failures, Ordering::Relaxed);
+    }
+
+    /// Publishing's waits at the duplicate bound for a checkpoint write so far.
+    pub fn checkpoint_waits(&self, count: u64, time: std::time::Duration) {
+        let b = &self.bridge;
+        b.checkpoint_waits.store(count, Ordering::Relaxed);
+        let micros = u64::try_from(time.as_micros()).unwrap_or(u64::MAX);
+        b.checkpoint_wait_micros.store(micros, Ordering::Relaxed);
     }
 
     pub fn set_role(&self, role: Role) {

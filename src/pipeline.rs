@@ -142,7 +142,23 @@ struct Tracking {
     catching_up: bool,
     /// After a failed write, no other begins before this.
     retry_at: Option<tokio::time::Instant>,
+    /// Publishing's waits at the bound while a checkpoint write was under way.
+    waits: Waits,
     metrics: Option<Arc<Metrics>>,
+}
+
+/// How often and how long publishing waited at the duplicate bound for a checkpoint write.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Waits {
+    pub count: u64,
+    pub time: Duration,
+}
+
+impl Waits {
+    fn record(&mut self, waited: Duration) {
+        self.count += 1;
+        self.time += waited;
+    }
 }
 
 /// What [`Pipeline::next_completion`] woke for.
@@ -189,6 +205,7 @@ impl Pipeline {
                 steady_max: undurable_max,
                 catching_up: true,
                 retry_at: None,
+                waits: Waits::default(),
                 metrics,
             }),
             sent: 0,
@@ -268,7 +285,13 @@ impl Pipeline {
             // Only at the bound does publishing wait: for facts to be done or for the write
             // under way to end (a write begins once half the bound is done and unwritten, so
             // it normally ends while the other half fills).
+            let mut waited: Option<std::time::Instant> = None;
             while t.progress.in_flight() + t.checkpoint.undurable() >= t.undurable_max {
+                if t.checkpoint.is_writing() && waited.is_none() {
+                    // The bound is reached with a checkpoint write under way: the wait counts
+                    // as the checkpoint's (a wait for the sinks alone does not).
+                    waited = Some(std::time::Instant::now());
+                }
                 if !t.checkpoint.is_writing() && t.progress.in_flight() == 0 {
                     // Everything is done and unwritten: write it now (after a failed write's
                     // pause).
@@ -279,6 +302,12 @@ impl Pipeline {
                 }
                 let completion = t.next_completion().await;
                 t.complete(completion, stage.deriver_mut());
+            }
+            if let Some(since) = waited {
+                t.waits.record(since.elapsed());
+                if let Some(m) = &t.metrics {
+                    m.checkpoint_waits(t.waits.count, t.waits.time);
+                }
             }
             // An offloaded run keeps its marks instead of shrinking to a tombstone.
             let run_end = fact.closes_run().then(|| {
@@ -328,12 +357,14 @@ impl Pipeline {
                     Utc::now().timestamp(),
                 );
             }
-            match t.checkpoint.flush().await {
+            match t.checkpoint.settle().await {
                 Ok(()) => tracing::info!(
                     entries = t.checkpoint.len(),
                     writes = t.checkpoint.stats().writes,
                     failures = t.checkpoint.stats().failures,
                     bytes = t.checkpoint.stats().bytes,
+                    waits = t.waits.count,
+                    waited_ms = t.waits.time.as_millis() as u64,
                     "checkpoint written"
                 ),
                 Err(err) => tracing::error!(

@@ -104,6 +104,11 @@ impl Collector for Collect {
                 "Checkpoint writes that failed (retried at the next flush)",
                 &b.checkpoint_failures,
             ),
+            (
+                "kfp_event_bridge_checkpoint_waits",
+                "Times publishing waited at the duplicate bound (--max-in-flight) for a checkpoint write to end",
+                &b.checkpoint_waits,
+            ),
         ] {
             let mut value = load(value);
             if name == "kfp_event_bridge_decode_errors" {
@@ -112,6 +117,13 @@ impl Collector for Collect {
             let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             counter(value).encode(metric)?;
         }
+        let waited = load(&b.checkpoint_wait_micros) as f64 / 1e6;
+        ConstCounter::new(waited).encode(encoder.encode_descriptor(
+            "kfp_event_bridge_checkpoint_wait_seconds",
+            "Time publishing waited at the duplicate bound for a checkpoint write to end",
+            None,
+            MetricType::Counter,
+        )?)?;
         let role = b.role.load(Ordering::Relaxed);
         let roles: Vec<(Labels, ConstGauge<i64>)> = ["unknown", "standby", "leader", "single"]
             .iter()

@@ -464,6 +464,71 @@ async fn events_do_not_wait_for_a_slow_checkpoint_write() {
         worst < Duration::from_millis(150),
         "an event waited {worst:?} (a checkpoint write takes ≥ 300 ms a shard)"
     );
+    let fields = final_checkpoint_line(&stderr(&mut bridge));
+    assert_eq!(
+        (fields["waits"].as_u64(), fields["waited_ms"].as_u64()),
+        (Some(0), Some(0)),
+        "publishing never waited at the bound: {fields}"
+    );
+}
+
+/// The fields of the bridge's last log line, `checkpoint written` (JSON logs).
+fn final_checkpoint_line(log: &str) -> serde_json::Value {
+    let line = log
+        .lines()
+        .rfind(|l| l.contains("checkpoint written"))
+        .unwrap_or_else(|| panic!("no `checkpoint written` line: {log}"));
+    let value: serde_json::Value = serde_json::from_str(line).expect("json log line");
+    value["fields"].clone()
+}
+
+/// At the bound, publishing does wait for the checkpoint — and says so: with `--max-in-flight 4`
+/// and an API server taking 0.3 s a request, one workflow of 20 tasks (more than 4 facts at
+/// once) is published in steps of two facts per checkpoint write; the waits are counted and
+/// timed (in the final log line, from the counters the metrics
+/// `kfp_event_bridge_checkpoint_waits_total` and `…_wait_seconds_total` export), and every fact
+/// still arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_bound_publishing_waits_for_the_checkpoint_and_counts_the_wait() {
+    let scratch = Scratch::new("live-bound-wait");
+    let cluster = Cluster::start(&scratch).await;
+    let out = scratch.path("out.jsonl");
+    let extra = [
+        "--checkpoint",
+        "configmap:default/bound?shards=4",
+        "--max-in-flight",
+        "4",
+    ];
+    let mut bridge = live_bridge(&cluster, &out, &scratch.path("state"), &extra);
+    wait_synced(&mut bridge, Duration::from_secs(30)).await;
+    cluster.api.set_cost(fake_apiserver::Cost {
+        per_request: Duration::from_millis(300),
+        write_bytes_per_sec: None,
+    });
+    let uid = "00000000-0000-4000-8000-00000000b0b0";
+    cluster.api.apply(fake_apiserver::synthetic::workflow(
+        "team-a",
+        "bound-wait",
+        uid,
+        20,
+    ));
+    // run.queued, run.started and 20 task.started.
+    let t0 = std::time::Instant::now();
+    while count_lines(&out) < 22 && t0.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.api.set_cost(fake_apiserver::Cost::default());
+    sigterm(&bridge);
+    assert!(wait(&mut bridge, Duration::from_secs(30)).await.success());
+    assert_eq!(count_lines(&out), 22, "{}", stderr(&mut bridge));
+    let fields = final_checkpoint_line(&stderr(&mut bridge));
+    let waits = fields["waits"].as_u64().expect("waits");
+    let waited = fields["waited_ms"].as_u64().expect("waited_ms");
+    assert!(waits >= 3, "{waits} waits: {fields}");
+    assert!(
+        waited >= 300 * 3,
+        "{waited} ms waited over {waits} waits of at least one 300 ms write: {fields}"
+    );
 }
 
 /// Four copies of the bundled runs, one through each fault: a watch cut mid-stream (resumed from
@@ -951,6 +1016,8 @@ async fn a_configmap_shard_too_big_for_one_object_is_split_into_parts() {
         );
         checkpoint.flush().await.expect("flush");
     }
+    // The compaction runs beside the journal writes: waited for.
+    checkpoint.settle().await.expect("settle");
     let shards: Vec<_> = parts(&cluster.api)
         .into_iter()
         .filter(|(name, _)| !name.starts_with("big-j"))
@@ -986,6 +1053,89 @@ async fn a_configmap_shard_too_big_for_one_object_is_split_into_parts() {
         reopened.entry("uid-00008"),
         Some(Entry::Active { marks, .. }) if marks.len() == 70
     ));
+}
+
+/// A compaction runs beside the journal writes. Every API request slowed to 40 ms, a
+/// ConfigMap checkpoint of 32 shards, and each flush touching nearly every shard: a compaction
+/// (32 shard writes, four at a time: 320 ms at least) begins once half the 32 slots are held,
+/// and while it runs the flushes go on into the other slots — no flush waits for it (each takes
+/// one request, well under half a compaction). A slot is reused only after a compaction covering
+/// it ended, so whatever is older than the last 32 flushes is in the shards themselves; and
+/// everything reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compaction_runs_beside_the_journal_writes() {
+    use kfp_event_bridge::checkpoint::{Checkpoint, CheckpointSpec};
+    use kfp_event_bridge::model::Mark;
+    let scratch = Scratch::new("live-cm-beside");
+    let cluster = Cluster::start(&scratch).await;
+    let client = kfp_event_bridge::source::live::client(Some(&cluster.kubeconfig))
+        .await
+        .expect("client");
+    let spec = CheckpointSpec::parse("configmap:default/beside?shards=32").expect("spec");
+    let mut checkpoint = Checkpoint::open(&spec, Some(&client)).await.expect("open");
+    let per_request = Duration::from_millis(40);
+    cluster.api.set_cost(fake_apiserver::Cost {
+        per_request,
+        write_bytes_per_sec: None,
+    });
+    const ROUNDS: usize = 60;
+    const SLOTS: usize = 32;
+    const PER_ROUND: usize = 128;
+    let uid = |round: usize, k: usize| format!("uid-{round:02}-{k:03}");
+    let mut slowest = Duration::ZERO;
+    for round in 0..ROUNDS {
+        // 128 uids: nearly every one of the 32 shards touched, well inside one journal slot.
+        for k in 0..PER_ROUND {
+            checkpoint.record(&uid(round, k), Mark { node: 1, slots: 1 }, 100);
+        }
+        let began = std::time::Instant::now();
+        checkpoint.flush().await.expect("flush");
+        slowest = slowest.max(began.elapsed());
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    assert!(
+        slowest < per_request * 4,
+        "a flush took {slowest:?}: it waited for a compaction (8 rounds of {per_request:?})"
+    );
+    // Everything older than the last 32 flushes is in the shards.
+    let in_shards: BTreeSet<String> = cluster
+        .api
+        .objects(fake_apiserver::Kind::ConfigMap)
+        .iter()
+        .filter(|cm| cm["metadata"]["labels"]["kfp-event-bridge/checkpoint"] == "beside")
+        .filter(|cm| {
+            !cm["metadata"]["name"]
+                .as_str()
+                .expect("name")
+                .starts_with("beside-j")
+        })
+        .flat_map(|cm| {
+            cm["data"]
+                .as_object()
+                .map(|d| d.keys().cloned().collect::<Vec<_>>())
+                .unwrap_or_default()
+        })
+        .collect();
+    for round in 0..ROUNDS - SLOTS {
+        for k in 0..PER_ROUND {
+            assert!(
+                in_shards.contains(&uid(round, k)),
+                "{} only in a journal slot",
+                uid(round, k)
+            );
+        }
+    }
+    let writes = checkpoint.stats().writes;
+    assert!(
+        (ROUNDS as u64 + 16..=ROUNDS as u64 + 6 * 32).contains(&writes),
+        "{writes} writes: a slot per flush, and a few compactions of 32 shards"
+    );
+    cluster.api.set_cost(fake_apiserver::Cost::default());
+    checkpoint.settle().await.expect("settle");
+    let reopened = Checkpoint::open(&spec, Some(&client))
+        .await
+        .expect("reopen");
+    assert_eq!(reopened.len(), ROUNDS * PER_ROUND);
 }
 
 /// `--namespace` (repeated) and `--label-selector`: namespaced watches only, and only the

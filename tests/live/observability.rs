@@ -393,6 +393,12 @@ async fn live_metrics_and_readiness_follow_watches_and_sinks() {
     );
     assert_eq!(value(&s, "kfp_event_bridge_role{role=\"single\"}"), 1.0);
     assert!(value(&s, "kfp_event_bridge_checkpoint_writes_total") >= 1.0);
+    // Nothing here reaches the duplicate bound: no wait for the checkpoint, exported as zero.
+    assert_eq!(value(&s, "kfp_event_bridge_checkpoint_waits_total"), 0.0);
+    assert_eq!(
+        value(&s, "kfp_event_bridge_checkpoint_wait_seconds_total"),
+        0.0
+    );
     assert_eq!(value(&s, "kfp_event_bridge_sink_up{sink=\"hook\"}"), 1.0);
 
     // The receiver goes away: not ready within the health interval (and a bit), naming it.
