@@ -305,7 +305,7 @@ where
             Ok(watcher::Event::InitApply(w)) => observed(index, Change::Added, w, wrap),
             Ok(watcher::Event::Apply(w)) => observed(index, Change::Modified, w, wrap),
             Ok(watcher::Event::Delete(w)) => observed(index, Change::Deleted, w, wrap),
-            Err(err) => Input::Failed(index, err.to_string()),
+            Err(err) => Input::Failed(index, describe(&err)),
         });
     // What the watcher and the decoding log (a dropped field, a retry) names its watch.
     let span = tracing::info_span!(
@@ -355,6 +355,32 @@ fn observed<T>(
             uid: watched.meta.uid.unwrap_or_default(),
             error,
         },
+    }
+}
+
+/// Longest watch error kept for the log and `/readyz`: a proxy's error page can be any size.
+const ERROR_CHARS: usize = 300;
+
+/// A watch failure in one line a person can read: whitespace (an HTML page's line breaks)
+/// collapsed, cut after [`ERROR_CHARS`] characters, and an `ERROR` event without a Status said
+/// as such (kube reads it as an empty one).
+fn describe(err: &watcher::Error) -> String {
+    let text = match err {
+        watcher::Error::WatchError(status)
+            if status.message.is_empty() && status.reason.is_empty() =>
+        {
+            format!(
+                "the API server sent a watch ERROR event without a readable Status (code {})",
+                status.code
+            )
+        }
+        other => other.to_string(),
+    };
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let line = words.join(" ");
+    match line.char_indices().nth(ERROR_CHARS) {
+        Some((at, _)) => format!("{}… ({} bytes in all)", &line[..at], line.len()),
+        None => line,
     }
 }
 

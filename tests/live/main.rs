@@ -6,6 +6,7 @@
 mod support;
 
 mod chart;
+mod garbage;
 mod image;
 mod live;
 mod observability;

@@ -170,6 +170,26 @@ struct Inner {
     uids: u64,
     /// Kinds whose next resuming watch is refused with 410 ([`FakeApiServer::force_410`]).
     refuse_resume: Vec<Kind>,
+    /// What the next watches (or lists) of a kind get instead of a proper answer, in turn
+    /// ([`FakeApiServer::garbage`]).
+    garbage: VecDeque<(Kind, bool, Garbage)>,
+}
+
+/// A broken answer the server gives once, in place of a watch's or a list's
+/// ([`FakeApiServer::garbage`]): what a proxy, a load balancer or a misbehaving server in front
+/// of the real one sends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Garbage {
+    /// 502 Bad Gateway with an HTML page (`text/html`) for a body.
+    Html502,
+    /// 200 and the backlog's first event cut in the middle of its JSON, then the end.
+    Truncated,
+    /// 200, then a line that is not JSON at all, then the end.
+    NotJson,
+    /// 200 and an `ERROR` event whose object is this (a Status other than 410, or no Status).
+    Error(Value),
+    /// 200, headers only, then nothing — never a byte — until the client goes away.
+    Silent,
 }
 
 struct Shared {
@@ -233,6 +253,7 @@ impl FakeApiServer {
                 next_snapshot: 0,
                 uids: 0,
                 refuse_resume: Vec::new(),
+                garbage: VecDeque::new(),
             }),
             changes,
             cut: watch::channel(0).0,
@@ -348,6 +369,21 @@ impl FakeApiServer {
     pub fn force_410(&self) {
         self.shared.lock().refuse_resume = Kind::ALL.to_vec();
         self.cut_watches();
+    }
+
+    /// The next watch (`watch: true`) or list (`false`) of `kind` gets `garbage` instead of its
+    /// answer; queued ones are given in turn, one per request. Open watches are cut, so that a
+    /// garbage watch comes at once.
+    pub fn garbage(&self, kind: Kind, watch: bool, garbage: Garbage) {
+        self.shared.lock().garbage.push_back((kind, watch, garbage));
+        if watch {
+            self.cut_watches();
+        }
+    }
+
+    /// Garbage still queued (not yet given to a request).
+    pub fn garbage_queued(&self) -> usize {
+        self.shared.lock().garbage.len()
     }
 
     /// Ends every open watch stream (clients reconnect from their last version).
@@ -642,6 +678,22 @@ fn route(
             "the server could not find the requested resource",
         );
     };
+    if matches!((&method, name), (&Method::GET, None)) {
+        let mut inner = shared.lock();
+        let at = inner
+            .garbage
+            .iter()
+            .position(|(k, w, _)| *k == kind && *w == watching);
+        if let Some(garbage) = at.and_then(|at| inner.garbage.remove(at)).map(|g| g.2) {
+            let first = inner
+                .objects
+                .iter()
+                .find(|((k, _, _), _)| *k == kind)
+                .map(|(_, object)| Arc::clone(object));
+            drop(inner);
+            return garbage_response(garbage, first.as_deref());
+        }
+    }
     match (method, name) {
         (Method::GET, None) if watching => watch_stream(shared, kind, namespace, params),
         (Method::GET, None) => list(shared, kind, namespace, params),
@@ -963,6 +1015,29 @@ fn watch_stream(
         }
     });
     chunked(stream)
+}
+
+/// What a request gets instead of its answer ([`Garbage`]); `first`: an object of the kind, whose
+/// event a truncated answer cuts.
+fn garbage_response(garbage: Garbage, first: Option<&Value>) -> Response {
+    let lines = |lines: Vec<Bytes>| chunked(futures_util::stream::iter(lines).boxed());
+    match garbage {
+        Garbage::Html502 => Response::builder()
+            .status(StatusCode::BAD_GATEWAY)
+            .header(header::CONTENT_TYPE, "text/html")
+            .body(Body::from(
+                "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n",
+            ))
+            .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response()),
+        Garbage::Truncated => {
+            let object = first.cloned().unwrap_or_else(|| json!({"metadata": {}}));
+            let line = watch_line("ADDED", &object);
+            lines(vec![line.slice(..line.len() / 2)])
+        }
+        Garbage::NotJson => lines(vec![Bytes::from_static(b"<!-- upstream reset -->\n")]),
+        Garbage::Error(object) => lines(vec![watch_line("ERROR", &object)]),
+        Garbage::Silent => chunked(futures_util::stream::pending().boxed()),
+    }
 }
 
 /// A stream fed by a spawned task.

@@ -1,0 +1,147 @@
+//! Garbage from the API server (or from what stands in front of it: a proxy, a load balancer) in
+//! place of a watch's or a list's answer: the watch recovers, workflows created afterwards keep
+//! flowing, each failure is logged and counted once, and nothing is published twice.
+
+use crate::support;
+
+use fake_apiserver::{Garbage, Kind};
+use serde_json::json;
+use std::time::Duration;
+use support::bridge::{Scratch, admin_addr, get, stderr, wait};
+use support::live::*;
+
+/// `kfp_event_bridge_watch_restarts_total` of the all-namespaces workflow watch.
+async fn workflow_watch_restarts(addr: &str) -> f64 {
+    let (_, text) = get(addr, "/metrics").await;
+    let key = r#"kfp_event_bridge_watch_restarts_total{resource="workflows",namespace=""} "#;
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {key}in {text}"))
+}
+
+/// Lines of the bridge's log that say the workflow watch failed.
+fn failure_lines(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("watch failed; retrying with backoff") && l.contains("workflows"))
+        .count()
+}
+
+/// Each kind of garbage once, in turn, while the bridge watches: an HTML 502 page for the watch
+/// and for the re-list after a 410, a watch chunk cut in the middle of an object, a line that
+/// is not JSON, an `ERROR` event carrying a 500 Status, and an `ERROR` event carrying no Status
+/// at all. After each, a new workflow's `run.started` arrives; each failure the watcher saw is
+/// one warning and one count of `watch_restarts_total`; in the end every fact is there once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_in_place_of_a_watch_or_a_list_is_survived() {
+    let scratch = Scratch::new("live-garbage");
+    let cluster = Cluster::start(&scratch).await;
+    let out = scratch.path("out.jsonl");
+    let mut bridge = live_bridge(&cluster, &out, &scratch.path("state"), &[]);
+    wait_synced(&mut bridge, Duration::from_secs(30)).await;
+    let addr = admin_addr(&mut bridge).await;
+    let cases = [
+        ("an HTML 502 page for the watch", true, Garbage::Html502),
+        ("an HTML 502 page for the re-list", false, Garbage::Html502),
+        ("a watch chunk cut mid-object", true, Garbage::Truncated),
+        ("a line that is not JSON", true, Garbage::NotJson),
+        (
+            "an ERROR event with a 500 Status",
+            true,
+            Garbage::Error(json!({
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": "etcdserver: request timed out", "reason": "InternalError", "code": 500
+            })),
+        ),
+        (
+            "an ERROR event that is no Status",
+            true,
+            Garbage::Error(json!({"unexpected": [1, 2, 3]})),
+        ),
+    ];
+    let mut arrived = Vec::new();
+    for (i, (what, watch, garbage)) in cases.into_iter().enumerate() {
+        let restarts = workflow_watch_restarts(&addr).await;
+        let warnings = failure_lines(&stderr(&mut bridge));
+        cluster.api.garbage(Kind::Workflow, watch, garbage);
+        if !watch {
+            // A list comes only with a re-list.
+            cluster.api.force_410();
+        }
+        let t0 = std::time::Instant::now();
+        while cluster.api.garbage_queued() > 0 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "{what}: never requested"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let uid = format!("00000000-0000-4000-8000-{i:012}");
+        let name = format!("after-garbage-{i}");
+        cluster.api.apply(fake_apiserver::synthetic::workflow(
+            "team-a", &name, &uid, 1,
+        ));
+        let started = |events: &[serde_json::Value]| {
+            events.iter().any(|e| {
+                e["type"]
+                    .as_str()
+                    .is_some_and(|t| t.ends_with("run.started"))
+                    && e["workflow"] == name.as_str()
+            })
+        };
+        let t0 = std::time::Instant::now();
+        while !started(&support::bridge::read_events(&out)) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "{what}: a workflow created afterwards never arrived: {}",
+                stderr(&mut bridge)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let took = t0.elapsed();
+        let restarted = workflow_watch_restarts(&addr).await - restarts;
+        let warned = failure_lines(&stderr(&mut bridge)) - warnings;
+        eprintln!("{what}: next workflow after {took:?}; {restarted} restarts, {warned} warnings");
+        assert_eq!(
+            restarted, warned as f64,
+            "{what}: each failure logged once and counted once"
+        );
+        // A cut chunk is the end of a watch to the client (it resumes from its last version, and
+        // the object cut was one it had); everything else is a failure, seen and said.
+        if !matches!(what, "a watch chunk cut mid-object") {
+            assert!(restarted >= 1.0, "{what}: no failure counted");
+        }
+        arrived.push((what, restarted));
+    }
+    sigterm(&bridge);
+    assert!(wait(&mut bridge, Duration::from_secs(30)).await.success());
+    let counts = id_counts(&out);
+    assert!(counts.values().all(|n| *n == 1), "an id twice");
+    // Each failure in one readable line: an error page's line breaks collapsed, its length
+    // capped, an ERROR event without a Status said to be one.
+    let log = stderr(&mut bridge);
+    let errors: Vec<String> = log
+        .lines()
+        .filter(|l| l.contains("watch failed"))
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json log line");
+            v["fields"]["error"].as_str().expect("error").to_owned()
+        })
+        .collect();
+    for error in &errors {
+        eprintln!("{error}");
+        assert!(!error.contains(['\r', '\n']), "{error:?}");
+        assert!(error.chars().count() <= 330, "{error:?}");
+    }
+    assert!(
+        errors.iter().any(|e| e.contains("502 Bad Gateway")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("watch ERROR event without a readable Status")),
+        "{errors:?}"
+    );
+    eprintln!("{arrived:?}");
+}
