@@ -129,6 +129,15 @@ fn duration(text: &str) -> Result<Duration, String> {
     sink_core::parse_duration(text)
 }
 
+/// `--watch-timeout`: whole seconds the API server takes as `timeoutSeconds`, 1 s to 1 h.
+fn watch_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = duration(text)?;
+    if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&timeout) {
+        return Err(format!("{text}: a watch timeout is between 1s and 1h"));
+    }
+    Ok(Duration::from_secs(timeout.as_secs()))
+}
+
 /// Where the admin server listens, or `off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdminAddr {
@@ -189,6 +198,11 @@ pub struct WatchArgs {
         action = clap::ArgAction::Set
     )]
     pub watch_events: bool,
+    /// Each watch request asks the API server to end it after this long (then it resumes from
+    /// its last version); a watch that sends nothing at all — no event, no bookmark — for this
+    /// long and 5 s more is taken for dead and started again. 1s to 1h.
+    #[arg(long, env = "KFP_BRIDGE_WATCH_TIMEOUT", default_value = "290s", value_parser = watch_timeout)]
+    pub watch_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -521,6 +521,7 @@ pub fn watch(args: &WatchArgs) -> crate::source::live::WatchConfig {
             .collect(),
         label_selector: args.label_selector.clone().filter(|s| !s.trim().is_empty()),
         events: args.watch_events,
+        timeout: args.watch_timeout,
     }
 }
 

@@ -229,6 +229,20 @@ pub struct WatchConfig {
     pub label_selector: Option<String>,
     /// Also watch the workflow controller's Events (on by default).
     pub events: bool,
+    /// The API server ends each watch request after this (`timeoutSeconds`); a watch silent for
+    /// this and 5 s more is started again (kube-runtime's idle timeout). Zero: kube's default.
+    pub timeout: std::time::Duration,
+}
+
+impl WatchConfig {
+    /// The watcher's settings for one resource.
+    fn watcher(&self) -> watcher::Config {
+        let config = watcher::Config::default().page_size(PAGE_SIZE);
+        match u32::try_from(self.timeout.as_secs()) {
+            Ok(secs) if secs > 0 => config.timeout(secs),
+            _ => config,
+        }
+    }
 }
 
 /// Starts the watches; the returned list names them by the index the inputs carry.
@@ -247,7 +261,7 @@ pub fn watch(
         config.namespaces.clone()
     };
     for namespace in scopes {
-        let mut workflows = watcher::Config::default().page_size(PAGE_SIZE);
+        let mut workflows = config.watcher();
         if let Some(selector) = &config.label_selector {
             workflows = workflows.labels(selector);
         }
@@ -263,9 +277,7 @@ pub fn watch(
             |c, w| Observed::Workflow(c, Box::new(w)),
         ));
         if config.events {
-            let events = watcher::Config::default()
-                .page_size(PAGE_SIZE)
-                .fields(EVENT_FIELD_SELECTOR);
+            let events = config.watcher().fields(EVENT_FIELD_SELECTOR);
             ids.push(WatchId {
                 resource: "events",
                 namespace: namespace.clone(),

@@ -114,6 +114,20 @@ fn unknown_sinks_and_bad_overrides_are_configuration_errors() {
     }
 }
 
+/// `--watch-timeout` outside 1 s … 1 h is refused before anything connects, naming the range.
+#[test]
+fn a_watch_timeout_out_of_range_is_refused() {
+    for value in ["0s", "500ms", "2h"] {
+        let out = Command::new(BIN)
+            .args(["record", "-", "--watch-timeout", value])
+            .output()
+            .expect("binary runs");
+        assert_eq!(out.status.code(), Some(2), "{value}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("between 1s and 1h"), "{value}: {stderr}");
+    }
+}
+
 /// With Argo's node status offloading on, every large workflow is offloaded: the first one is a
 /// warning that says where the rest are counted, the others are debug lines, not a warning each.
 #[test]

@@ -145,3 +145,65 @@ async fn garbage_in_place_of_a_watch_or_a_list_is_survived() {
     );
     eprintln!("{arrived:?}");
 }
+
+/// A watch that never sends a byte (headers, then silence: a proxy holding a dead upstream) is
+/// taken for dead after `--watch-timeout` and 5 s more and started again; a workflow created
+/// meanwhile then arrives. kube-runtime's watcher ends such a stream as it ends one the server
+/// closed (at debug level), so this is a reconnect, not a failure: not counted as a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_that_never_sends_a_byte_is_started_again() {
+    let scratch = Scratch::new("live-silent");
+    let cluster = Cluster::start(&scratch).await;
+    let out = scratch.path("out.jsonl");
+    let extra = ["--watch-timeout", "3s"];
+    let mut bridge = live_bridge(&cluster, &out, &scratch.path("state"), &extra);
+    wait_synced(&mut bridge, Duration::from_secs(30)).await;
+    let watches = || {
+        cluster
+            .api
+            .requests()
+            .get("GET /apis/argoproj.io/v1alpha1/workflows?watch")
+            .copied()
+            .unwrap_or(0)
+    };
+    cluster.api.garbage(Kind::Workflow, true, Garbage::Silent);
+    let t0 = std::time::Instant::now();
+    while cluster.api.garbage_queued() > 0 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "never requested");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let silent_from = std::time::Instant::now();
+    let before = watches();
+    cluster.api.apply(fake_apiserver::synthetic::workflow(
+        "team-a",
+        "during-silence",
+        "00000000-0000-4000-8000-00000000cafe",
+        1,
+    ));
+    let arrived = |events: &[serde_json::Value]| {
+        events.iter().any(|e| {
+            e["type"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("run.started"))
+                && e["workflow"] == "during-silence"
+        })
+    };
+    while !arrived(&support::bridge::read_events(&out)) {
+        assert!(
+            silent_from.elapsed() < Duration::from_secs(40),
+            "the silent watch was never given up: {}",
+            stderr(&mut bridge)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = silent_from.elapsed();
+    eprintln!("arrived {took:?} after the silent watch began");
+    assert!(
+        took >= Duration::from_secs(3),
+        "{took:?}: it came through another way than the silent watch's restart"
+    );
+    assert!(watches() > before, "a new watch request was made");
+    sigterm(&bridge);
+    assert!(wait(&mut bridge, Duration::from_secs(30)).await.success());
+    assert!(id_counts(&out).values().all(|n| *n == 1), "an id twice");
+}
