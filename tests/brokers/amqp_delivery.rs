@@ -11,6 +11,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Connection, ConnectionProperties, ExchangeKind};
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 use support::bridge::{
@@ -390,4 +391,74 @@ async fn the_amqp_sink_passes_the_conformance_kit() {
     conformance::check(&sink_amqp::Factory, &uri, &Queue(channel), "amqp")
         .await
         .expect("conforms");
+}
+
+/// `amqps://` against RabbitMQ's TLS listener with a private CA made for this run
+/// (`verify_peer`, `fail_if_no_peer_cert`): with `ca_file`, `cert_file` and `key_file` every
+/// event arrives; a CA that did not sign the server's certificate, and no client certificate,
+/// are each refused at start with exit 1, naming the sink — and the client key never appears in
+/// what the bridge writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqps_with_a_private_ca_and_a_client_certificate() {
+    use crate::nats_auth::{delivered, pki, refused};
+    let scratch = Scratch::new("amqp-tls");
+    let (ours, theirs) = (scratch.path("pki"), scratch.path("other-pki"));
+    for dir in [&ours, &theirs] {
+        std::fs::create_dir_all(dir).expect("pki dir");
+        pki(dir);
+    }
+    let server = RabbitServer::start_tls(
+        "tls",
+        support::rabbit_server::Tls {
+            ca: &ours.join("ca.pem"),
+            cert: &ours.join("server.pem"),
+            key: &ours.join("server.key"),
+        },
+    );
+    let channel = topology(&server.url(), &[("all", "kfp.#")]).await;
+    let input = all_recordings(&scratch);
+    let want = replayed(&input).len();
+    let uri = |ca: &Path, client: bool| {
+        let mut uri = format!(
+            "amqps://guest:guest@127.0.0.1:{}/%2f?exchange=kfp&routing_key=kfp.{{type}}&ca_file={}",
+            server.tls_port,
+            ca.display()
+        );
+        if client {
+            uri.push_str(&format!(
+                "&cert_file={}&key_file={}",
+                ours.join("client.pem").display(),
+                ours.join("client.key").display()
+            ));
+        }
+        uri
+    };
+    let sent = delivered(&input, &uri(&ours.join("ca.pem"), true)).await;
+    assert_eq!(sent as usize, want);
+    assert_eq!(
+        drain(&channel, "all").await.len(),
+        want,
+        "every event over TLS"
+    );
+
+    let key = std::fs::read_to_string(ours.join("client.key")).expect("key");
+    let secret: Vec<&str> = key.lines().filter(|l| !l.starts_with("-----")).collect();
+    for (what, sink) in [
+        (
+            "a CA that did not sign the server",
+            uri(&theirs.join("ca.pem"), true),
+        ),
+        ("no client certificate", uri(&ours.join("ca.pem"), false)),
+    ] {
+        let err = refused(&input, &sink);
+        assert!(err.contains("amqp"), "{what}: the sink is named: {err}");
+        for line in &secret {
+            assert!(!err.contains(line), "{what}: the client key is in the log");
+        }
+        eprintln!("{what}: {}", err.lines().last().unwrap_or(""));
+    }
+    assert!(
+        drain(&channel, "all").await.is_empty(),
+        "nothing over a refused connection"
+    );
 }

@@ -13,7 +13,7 @@ use support::bridge::{BIN, Scratch, all_recordings, bridge, replayed, stderr, su
 use support::nats_server::{NatsServer, create_stream};
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files in `dir`.
-fn pki(dir: &Path) {
+pub(crate) fn pki(dir: &Path) {
     let script = r#"
         set -e
         key="-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes"
@@ -37,7 +37,7 @@ fn pki(dir: &Path) {
 }
 
 /// Publishes `input` through `sink`; how many events the sink delivered.
-async fn delivered(input: &Path, sink: &str) -> u64 {
+pub(crate) async fn delivered(input: &Path, sink: &str) -> u64 {
     let mut child = bridge(
         &["replay", &input.display().to_string(), "--sink", sink],
         &[],
@@ -53,7 +53,7 @@ async fn delivered(input: &Path, sink: &str) -> u64 {
 }
 
 /// `replay` with `sink` must fail at start; its standard error.
-fn refused(input: &Path, sink: &str) -> String {
+pub(crate) fn refused(input: &Path, sink: &str) -> String {
     let out = Command::new(BIN)
         .args(["replay", &input.display().to_string(), "--sink", sink])
         .env_clear()

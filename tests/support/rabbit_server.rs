@@ -12,6 +12,8 @@ const SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
 
 pub struct RabbitServer {
     pub port: u16,
+    /// The TLS listener's port ([`RabbitServer::start_tls`]; 0 without).
+    pub tls_port: u16,
     pub dir: PathBuf,
     tag: String,
     epmd_port: u16,
@@ -27,13 +29,31 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A TLS listener's PEM files: the CA that signs client certificates, the server's certificate
+/// and key.
+pub struct Tls<'a> {
+    pub ca: &'a std::path::Path,
+    pub cert: &'a std::path::Path,
+    pub key: &'a std::path::Path,
+}
+
 impl RabbitServer {
     pub fn start(tag: &str) -> Self {
+        Self::start_with(tag, None)
+    }
+
+    /// With a TLS listener too (`tls_port`) that demands a client certificate signed by `ca`.
+    pub fn start_tls(tag: &str, tls: Tls<'_>) -> Self {
+        Self::start_with(tag, Some(tls))
+    }
+
+    fn start_with(tag: &str, tls: Option<Tls<'_>>) -> Self {
         let dir = std::env::temp_dir().join(format!("kfp-rabbit-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("home")).expect("dir");
         let mut server = Self {
             port: free_port(),
+            tls_port: if tls.is_some() { free_port() } else { 0 },
             dir,
             tag: tag.to_owned(),
             epmd_port: free_port(),
@@ -41,14 +61,22 @@ impl RabbitServer {
             epmd: None,
             server: None,
         };
-        std::fs::write(
-            server.dir.join("rabbitmq.conf"),
-            format!(
-                "listeners.tcp.default = 127.0.0.1:{}\nloopback_users = none\n",
-                server.port
-            ),
-        )
-        .expect("config");
+        let mut config = format!(
+            "listeners.tcp.default = 127.0.0.1:{}\nloopback_users = none\n",
+            server.port
+        );
+        if let Some(tls) = &tls {
+            config.push_str(&format!(
+                "listeners.ssl.default = 127.0.0.1:{}\nssl_options.cacertfile = {}\n\
+                 ssl_options.certfile = {}\nssl_options.keyfile = {}\n\
+                 ssl_options.verify = verify_peer\nssl_options.fail_if_no_peer_cert = true\n",
+                server.tls_port,
+                tls.ca.display(),
+                tls.cert.display(),
+                tls.key.display()
+            ));
+        }
+        std::fs::write(server.dir.join("rabbitmq.conf"), config).expect("config");
         std::fs::write(server.dir.join("enabled_plugins"), "[].\n").expect("plugins");
         let epmd = Command::new("epmd")
             .args([
@@ -98,7 +126,9 @@ impl RabbitServer {
         });
         self.server = Some(child);
         let t0 = Instant::now();
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err()
+            || (self.tls_port != 0 && TcpStream::connect(("127.0.0.1", self.tls_port)).is_err())
+        {
             assert!(
                 t0.elapsed() < Duration::from_secs(60),
                 "RabbitMQ did not start"
