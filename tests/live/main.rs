@@ -11,3 +11,4 @@ mod image;
 mod live;
 mod observability;
 mod rbac;
+mod secrets;
