@@ -462,3 +462,68 @@ async fn amqps_with_a_private_ca_and_a_client_certificate() {
         "nothing over a refused connection"
     );
 }
+
+/// A broker restarted without the queue (a non-durable queue, or one not yet recovered): for
+/// `UNROUTABLE_GRACE` (30 s) after reconnecting, unroutable events are retried, not refused, so
+/// that a queue declared again 3 s after the restart receives every event published meanwhile —
+/// none undeliverable. (Before, each of them was refused for good at once: the 49 events a
+/// loaded machine's RabbitMQ returned while recovering its bindings.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unroutable_just_after_a_reconnect_is_retried_until_the_queue_is_back() {
+    let scratch = Scratch::new("amqp-rebind");
+    let input = all_recordings(&scratch);
+    let mut server = RabbitServer::start("rebind");
+    let declare = |channel: lapin::Channel, queue: &'static str| async move {
+        channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("queue");
+        channel
+            .queue_bind(
+                queue.into(),
+                "kfp".into(),
+                "kfp.#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind");
+        channel
+    };
+    // A durable exchange, a queue that does not survive a restart.
+    let channel = declare(topology(&server.url(), &[]).await, "before").await;
+    let sink = format!("{}?exchange=kfp&routing_key=kfp.{{type}}", server.url());
+    let mut fed = Fed::start(&input, &sink);
+    let t0 = std::time::Instant::now();
+    while drain(&channel, "before").await.is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "nothing before the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(channel);
+    server.stop();
+    server.resume();
+    fed.rest();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let channel = declare(topology(&server.url(), &[]).await, "after").await;
+    let status = wait(&mut fed.child, Duration::from_secs(120)).await;
+    let log = stderr(&mut fed.child);
+    assert!(status.success(), "{log}");
+    let summary = &summaries(&log)[&sink.replace("guest:guest@", "***@")];
+    assert_eq!(summary["undeliverable"].as_u64(), Some(0), "{summary}");
+    assert!(summary["retried"].as_u64() > Some(0), "{summary}");
+    assert!(
+        !drain(&channel, "after").await.is_empty(),
+        "the queue declared again got events"
+    );
+    assert!(
+        log.contains("just after reconnecting"),
+        "the retry says why: {log}"
+    );
+}

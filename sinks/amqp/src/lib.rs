@@ -34,7 +34,15 @@ pub struct AmqpSink {
     options: AmqpOptions,
     routing_key: Template,
     live: Mutex<Option<(Connection, Channel)>>,
+    /// When the connection was last re-established after one was lost (`None`: never lost).
+    reconnected: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// For this long after a reconnect an unroutable message is retried, not refused: a broker
+/// that has just restarted accepts connections and publishes before it has recovered every
+/// durable queue and binding (RabbitMQ does under load), and a queue a consumer declares again
+/// after the restart comes back later still. Past it, unroutable is permanent as before.
+pub const UNROUTABLE_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl AmqpSink {
     /// Connects, opens a confirm-mode channel and checks or declares the exchange. `options` given
@@ -57,6 +65,7 @@ impl AmqpSink {
             options,
             routing_key,
             live: Mutex::new(None),
+            reconnected: std::sync::Mutex::new(None),
         };
         let channel = sink.channel().await?;
         let exchange = sink.options.exchange.as_str();
@@ -104,7 +113,7 @@ impl AmqpSink {
                 return Ok(fresh);
             }
         }
-        *live = None;
+        let lost = live.take().is_some();
         let properties =
             ConnectionProperties::default().with_connection_name("kfp-event-bridge".into());
         let connecting = async {
@@ -131,6 +140,10 @@ impl AmqpSink {
             .await
             .map_err(|e| self.transient("cannot open a channel", e))?;
         tracing::info!(sink = %self.name, "AMQP connected");
+        if lost {
+            *self.reconnected.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(std::time::Instant::now());
+        }
         *live = Some((connection, channel.clone()));
         Ok(channel)
     }
@@ -248,17 +261,31 @@ impl Sink for AmqpSink {
                 .await
                 .map_err(|e| self.transient("publish failed", e))?;
             let name = self.name.clone();
+            let recovering = self
+                .reconnected
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some_and(|at| at.elapsed() < UNROUTABLE_GRACE);
             Ok(Box::pin(async move {
                 match confirm.await {
                     Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => Ok(()),
-                    Ok(Confirmation::Ack(Some(returned))) => Err(SinkError::permanent(
-                        &name,
-                        format!(
+                    Ok(Confirmation::Ack(Some(returned))) => {
+                        let why = format!(
                             "unroutable: no queue bound for routing key {routing_key:?} on \
                              exchange {exchange:?} ({} {})",
                             returned.reply_code, returned.reply_text
-                        ),
-                    )),
+                        );
+                        Err(if recovering {
+                            SinkError::transient(
+                                &name,
+                                format!(
+                                    "{why}, just after reconnecting: retried while the broker recovers its queues"
+                                ),
+                            )
+                        } else {
+                            SinkError::permanent(&name, why)
+                        })
+                    }
                     Ok(Confirmation::Nack(_)) => {
                         Err(SinkError::transient(&name, "the broker nacked the message"))
                     }
