@@ -254,3 +254,10 @@ for mode in binary structured batch; do
   "$venv/bin/python" scripts/same_events.py "$out/all.expected" "$out/http-$mode"
 done
 "$venv/bin/python" scripts/validate_events.py schemas/event-data.v1.json "$out"/http-*
+
+step "fuzzing smoke test: each cargo fuzz target (libFuzzer, nightly toolchain) 10 s from the bundled seeds; a crash fails the gate (scripts/fuzz.sh; the long runs are in docs/testing.md)"
+if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+  scripts/fuzz.sh 10
+else
+  echo "no nightly toolchain: fuzz targets not run (rustup toolchain install nightly)"
+fi
