@@ -16,7 +16,6 @@
 //! Tombstones are dropped past the retention; entries of running workflows only once the
 //! workflow is gone and the retention has passed since their last change.
 
-use crate::metrics::lock;
 use crate::model::{Mark, Outcome, RunAttempt, node_hash};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
@@ -416,6 +415,11 @@ struct Writer {
 /// A shard's entries, encoded as they are written: shared by the writer task and a compaction
 /// under way, and locked only to change, copy or merge them (never across a write).
 type Image = std::sync::Mutex<BTreeMap<String, String>>;
+
+/// An image, locked (a panic while it was held leaves entries that are still whole strings).
+fn lock(image: &Image) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+    image.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// The writer task's own state: the store and, per shard, its entries encoded as they are
 /// written. Only changed entries cross from the recording side (encoded there, a few bytes each);
