@@ -20,6 +20,39 @@ async fn workflow_watch_restarts(addr: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {key}in {text}"))
 }
 
+/// Whether `out` holds the `run.started` event of workflow `name`.
+fn run_started(out: &std::path::Path, name: &str) -> bool {
+    support::bridge::read_events(out).iter().any(|e| {
+        e["type"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("run.started"))
+            && e["workflow"] == name
+    })
+}
+
+/// Waits for workflow `name`'s `run.started` in `out`, at most `limit` after `since`; fails
+/// saying `what` (with the log) past it, or at once if the bridge exits.
+async fn wait_run_started(
+    bridge: &mut std::process::Child,
+    out: &std::path::Path,
+    name: &str,
+    since: std::time::Instant,
+    limit: Duration,
+    what: &str,
+) {
+    while !run_started(out, name) {
+        if let Some(status) = bridge.try_wait().expect("try_wait") {
+            panic!("{what}: the bridge exited ({status}): {}", stderr(bridge));
+        }
+        assert!(
+            since.elapsed() < limit,
+            "{what}: {name} never arrived: {}",
+            stderr(bridge)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Lines of the bridge's log that say the workflow watch failed.
 fn failure_lines(log: &str) -> usize {
     log.lines()
@@ -81,23 +114,9 @@ async fn garbage_in_place_of_a_watch_or_a_list_is_survived() {
         cluster.api.apply(fake_apiserver::synthetic::workflow(
             "team-a", &name, &uid, 1,
         ));
-        let started = |events: &[serde_json::Value]| {
-            events.iter().any(|e| {
-                e["type"]
-                    .as_str()
-                    .is_some_and(|t| t.ends_with("run.started"))
-                    && e["workflow"] == name.as_str()
-            })
-        };
         let t0 = std::time::Instant::now();
-        while !started(&support::bridge::read_events(&out)) {
-            assert!(
-                t0.elapsed() < Duration::from_secs(60),
-                "{what}: a workflow created afterwards never arrived: {}",
-                stderr(&mut bridge)
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let limit = Duration::from_secs(60);
+        wait_run_started(&mut bridge, &out, &name, t0, limit, what).await;
         let took = t0.elapsed();
         let restarted = workflow_watch_restarts(&addr).await - restarts;
         let warned = failure_lines(&stderr(&mut bridge)) - warnings;
@@ -180,22 +199,17 @@ async fn a_watch_that_never_sends_a_byte_is_started_again() {
         "00000000-0000-4000-8000-00000000cafe",
         1,
     ));
-    let arrived = |events: &[serde_json::Value]| {
-        events.iter().any(|e| {
-            e["type"]
-                .as_str()
-                .is_some_and(|t| t.ends_with("run.started"))
-                && e["workflow"] == "during-silence"
-        })
-    };
-    while !arrived(&support::bridge::read_events(&out)) {
-        assert!(
-            silent_from.elapsed() < Duration::from_secs(40),
-            "the silent watch was never given up: {}",
-            stderr(&mut bridge)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let limit = Duration::from_secs(40);
+    let what = "the silent watch was never given up";
+    wait_run_started(
+        &mut bridge,
+        &out,
+        "during-silence",
+        silent_from,
+        limit,
+        what,
+    )
+    .await;
     let took = silent_from.elapsed();
     eprintln!("arrived {took:?} after the silent watch began");
     assert!(
@@ -245,35 +259,18 @@ async fn a_100_mib_object_is_survived() {
         "00000000-0000-4000-8000-000000000100",
         1,
     ));
-    let arrived = |events: &[serde_json::Value], name: &str| {
-        events.iter().any(|e| {
-            e["type"]
-                .as_str()
-                .is_some_and(|t| t.ends_with("run.started"))
-                && e["workflow"] == name
-        })
-    };
     let t0 = std::time::Instant::now();
-    while !arrived(&support::bridge::read_events(&out), "after-huge") {
-        if let Some(status) = bridge.try_wait().expect("try_wait") {
-            panic!("the bridge exited ({status}): {}", stderr(&mut bridge));
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "the workflow after the huge one never arrived: {}",
-            stderr(&mut bridge)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let limit = Duration::from_secs(60);
+    let what = "the workflow after the huge one";
+    wait_run_started(&mut bridge, &out, "after-huge", t0, limit, what).await;
     let peak = peak_rss_mib(bridge.id());
     assert!(
         peak - before < 600.0,
         "peak RSS {before:.1} → {peak:.1} MiB"
     );
-    let events = support::bridge::read_events(&out);
     eprintln!(
         "peak RSS {before:.1} → {peak:.1} MiB; the huge one published: {}; after {:?}",
-        arrived(&events, "huge"),
+        run_started(&out, "huge"),
         t0.elapsed()
     );
     sigterm(&bridge);

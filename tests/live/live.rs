@@ -420,20 +420,13 @@ async fn kill_9_during_a_catch_up_repeats_at_most_the_catch_up_bound() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_do_not_wait_for_a_slow_checkpoint_write() {
     let scratch = Scratch::new("live-slow-checkpoint");
-    let cluster = Cluster::start(&scratch).await;
-    let out = scratch.path("out.jsonl");
     let extra = [
         "--checkpoint",
         "configmap:default/slow?shards=4",
         "--checkpoint-interval",
         "100ms",
     ];
-    let mut bridge = live_bridge(&cluster, &out, &scratch.path("state"), &extra);
-    wait_synced(&mut bridge, Duration::from_secs(30)).await;
-    cluster.api.set_cost(fake_apiserver::Cost {
-        per_request: Duration::from_millis(300),
-        write_bytes_per_sec: None,
-    });
+    let (cluster, out, mut bridge) = synced_then_slowed(&scratch, &extra).await;
     let mut latencies = Vec::new();
     for i in 0..20 {
         let name = format!("slow-ckpt-{i}");
@@ -472,6 +465,23 @@ async fn events_do_not_wait_for_a_slow_checkpoint_write() {
     );
 }
 
+/// A bridge (with `extra` flags) synced to a fake API server that then takes 0.3 s a request;
+/// the cluster, the bridge's output file and the bridge.
+async fn synced_then_slowed(
+    scratch: &Scratch,
+    extra: &[&str],
+) -> (Cluster, std::path::PathBuf, std::process::Child) {
+    let cluster = Cluster::start(scratch).await;
+    let out = scratch.path("out.jsonl");
+    let mut bridge = live_bridge(&cluster, &out, &scratch.path("state"), extra);
+    wait_synced(&mut bridge, Duration::from_secs(30)).await;
+    cluster.api.set_cost(fake_apiserver::Cost {
+        per_request: Duration::from_millis(300),
+        write_bytes_per_sec: None,
+    });
+    (cluster, out, bridge)
+}
+
 /// The fields of the bridge's last log line, `checkpoint written` (JSON logs).
 fn final_checkpoint_line(log: &str) -> serde_json::Value {
     let line = log
@@ -491,20 +501,13 @@ fn final_checkpoint_line(log: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_bound_publishing_waits_for_the_checkpoint_and_counts_the_wait() {
     let scratch = Scratch::new("live-bound-wait");
-    let cluster = Cluster::start(&scratch).await;
-    let out = scratch.path("out.jsonl");
     let extra = [
         "--checkpoint",
         "configmap:default/bound?shards=4",
         "--max-in-flight",
         "4",
     ];
-    let mut bridge = live_bridge(&cluster, &out, &scratch.path("state"), &extra);
-    wait_synced(&mut bridge, Duration::from_secs(30)).await;
-    cluster.api.set_cost(fake_apiserver::Cost {
-        per_request: Duration::from_millis(300),
-        write_bytes_per_sec: None,
-    });
+    let (cluster, out, mut bridge) = synced_then_slowed(&scratch, &extra).await;
     let uid = "00000000-0000-4000-8000-00000000b0b0";
     cluster.api.apply(fake_apiserver::synthetic::workflow(
         "team-a",
