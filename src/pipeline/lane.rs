@@ -112,6 +112,9 @@ pub(super) struct Lane {
     runnable: BinaryHeap<Reverse<(u64, Arc<str>)>>,
     /// Consecutive failed attempts; while non-zero the lane probes with one event at a time.
     failures: u32,
+    /// When the current run of failures began: the window's events in flight then fail with
+    /// it, and only attempts published after it (the probes) lengthen the backoff.
+    failing_since: Option<Instant>,
     /// Events published to the sink and not yet acknowledged or failed.
     flying: usize,
     resume_at: Option<Instant>,
@@ -137,6 +140,7 @@ impl Lane {
             keys: HashMap::new(),
             runnable: BinaryHeap::new(),
             failures: 0,
+            failing_since: None,
             flying: 0,
             resume_at: None,
             jitter: Jitter::new(),
@@ -255,6 +259,7 @@ impl Lane {
                     );
                 }
                 self.failures = 0;
+                self.failing_since = None;
                 self.stats.failures.store(0, Ordering::Relaxed);
                 lock(&self.stats.latency).record(started.elapsed());
                 self.stats.delivered.fetch_add(1, Ordering::Relaxed);
@@ -268,8 +273,17 @@ impl Lane {
                         || item.attempts < self.retry.max_attempts) =>
             {
                 self.stats.retried.fetch_add(1, Ordering::Relaxed);
-                self.failures = self.failures.saturating_add(1);
                 *lock(&self.stats.last_error) = err.to_string();
+                // One outage fails a whole window at once: that is one failure, not hundreds
+                // (which would put the backoff at its cap after a blip). Only a probe — published
+                // after the failures began — lengthens it.
+                let probe = self.failing_since.is_none_or(|since| started > since);
+                if !probe {
+                    self.enqueue(item, true);
+                    return;
+                }
+                self.failing_since = Some(Instant::now());
+                self.failures = self.failures.saturating_add(1);
                 self.stats
                     .failures
                     .store(u64::from(self.failures), Ordering::Relaxed);

@@ -190,6 +190,69 @@ async fn backoff_grows_and_probes_one_at_a_time_while_down() {
     assert_per_run_order(&sink.acked(), &sent);
 }
 
+/// A sink whose first `failing` messages are accepted and then, a second later, all nacked
+/// together (a broker restarting under a full window); later ones are acknowledged.
+struct Blip {
+    inner: MemorySink,
+    failing: std::sync::atomic::AtomicUsize,
+}
+
+impl Sink for Blip {
+    fn name(&self) -> &str {
+        "blip"
+    }
+    fn publish<'a>(&'a self, event: &'a Event) -> sink_core::Accepting<'a> {
+        let left = self.failing.load(Ordering::SeqCst);
+        if left > 0 {
+            self.failing.store(left - 1, Ordering::SeqCst);
+            let receipt: sink_core::Receipt = Box::pin(async {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Err(SinkError::transient("blip", "connection reset"))
+            });
+            return Box::pin(std::future::ready(Ok(receipt)));
+        }
+        self.inner.publish(event)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_window_failing_together_is_one_failure_not_a_backoff_at_its_cap() {
+    // 200 runs' first events in flight together, all nacked at once; then the sink is fine.
+    let inner = MemorySink::new("inner");
+    let sink = Arc::new(Blip {
+        inner: inner.clone(),
+        failing: 200.into(),
+    });
+    let sent = interleaved(200, 2);
+    let policy = RetryPolicy {
+        initial: Duration::from_millis(100),
+        max: Duration::from_secs(60),
+        ..RetryPolicy::default()
+    };
+    let route = Route {
+        name: "blip".into(),
+        sink,
+        filter: Filter::default(),
+        format: Default::default(),
+    };
+    let mut delivery = Delivery::start(vec![route], None, &LaneConfig::default(), &policy);
+    let stats = delivery.stats();
+    let t0 = Instant::now();
+    for e in sent.clone() {
+        delivery.send(e).await;
+    }
+    delivery.finish(std::future::pending()).await;
+    // The nacks at 1 s, one failure's backoff (50–100 ms), the probe and the rest: well under
+    // 2 s. Counting the 200 nacks as 200 failures put the backoff at its cap (30–60 s).
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "delivered after {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(stats[0].1.retried.load(Ordering::Relaxed), 200);
+    assert_per_run_order(&inner.acked(), &sent);
+}
+
 /// A sink that refuses with a `Retry-After` the first time, then accepts.
 struct AskToWait {
     inner: MemorySink,
