@@ -487,6 +487,20 @@ pub struct Checkpoint {
     stats: CheckpointStats,
 }
 
+/// Backoff of the ConfigMap checkpoint's load at start while the API server is unavailable.
+const LOAD_RETRY_INITIAL: std::time::Duration = std::time::Duration::from_millis(200);
+const LOAD_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// An API error that waiting may cure: the server (or a proxy in front of it) unavailable,
+/// overloaded or timing out, or the connection failing; not a refusal of the request itself.
+fn transient_api_error(err: &kube::Error) -> bool {
+    match err {
+        kube::Error::Api(status) => status.code >= 500 || matches!(status.code, 408 | 429),
+        kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_) => true,
+        _ => false,
+    }
+}
+
 /// Why the checkpoint store could not be opened, read or written; the cause kept as the source.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -1521,13 +1535,30 @@ impl Store {
                 slots,
             } => {
                 let selector = format!("{CONFIGMAP_LABEL}={name}");
-                let list = api
-                    .list(&ListParams::default().labels(&selector))
-                    .await
-                    .map_err(|source| CheckpointError::Kube {
-                        what: format!("ConfigMaps {name}-*"),
-                        source,
-                    })?;
+                // An API server that is unavailable for a while (a restart, an upgrade, a
+                // load balancer's 502) is waited for, as the watches wait; a refusal (403: the
+                // Role lacks `list`) ends the start at once with the reason.
+                let mut delay = LOAD_RETRY_INITIAL;
+                let list = loop {
+                    match api.list(&ListParams::default().labels(&selector)).await {
+                        Ok(list) => break list,
+                        Err(source) if transient_api_error(&source) => {
+                            tracing::warn!(
+                                error = %crate::telemetry::one_line(&source.to_string(), 300),
+                                retry_in_ms = delay.as_millis() as u64,
+                                "checkpoint cannot be loaded yet: the API server is unavailable; retrying"
+                            );
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(LOAD_RETRY_MAX);
+                        }
+                        Err(source) => {
+                            return Err(CheckpointError::Kube {
+                                what: format!("ConfigMaps {name}-*"),
+                                source,
+                            });
+                        }
+                    }
+                };
                 let mut out = Vec::new();
                 for cm in list.items {
                     let object_name = cm.metadata.name.as_deref().unwrap_or("");

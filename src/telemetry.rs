@@ -42,3 +42,13 @@ pub fn init(format: LogFormat, filter: Option<&str>) {
         tracing::warn!(filter = %text, error = %err, "invalid log filter; using info");
     }
 }
+
+/// An error's text as one log line a person can read: whitespace (an HTML page's line breaks)
+/// collapsed, cut after `max` characters with the full length said.
+pub fn one_line(text: &str, max: usize) -> String {
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(max) {
+        Some((at, _)) => format!("{}… ({} bytes in all)", &line[..at], line.len()),
+        None => line,
+    }
+}

@@ -132,7 +132,11 @@ pub async fn run_with(
     }
 
     let sinks = open_sinks_with(registry, &plan).await?;
-    let checkpoint = Checkpoint::open(&spec, Some(&client)).await?;
+    // The load waits for an unavailable API server; a SIGTERM meanwhile is a clean stop.
+    let checkpoint = tokio::select! {
+        opened = Checkpoint::open(&spec, Some(&client)) => opened?,
+        () = &mut shutdown => return Ok((Outcome::Clean, ReplayReport::default())),
+    };
     let mut derive_config = crate::config::derive(&args.derive);
     derive_config.history_before = Some(Utc::now() - retention);
     derive_config.defer_event_facts = true;

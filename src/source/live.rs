@@ -388,12 +388,7 @@ fn describe(err: &watcher::Error) -> String {
         }
         other => other.to_string(),
     };
-    let words: Vec<&str> = text.split_whitespace().collect();
-    let line = words.join(" ");
-    match line.char_indices().nth(ERROR_CHARS) {
-        Some((at, _)) => format!("{}… ({} bytes in all)", &line[..at], line.len()),
-        None => line,
-    }
+    crate::telemetry::one_line(&text, ERROR_CHARS)
 }
 
 /// A client from `--kubeconfig`, else the usual inference (`KUBECONFIG`, `~/.kube/config`, the

@@ -276,3 +276,63 @@ async fn a_100_mib_object_is_survived() {
     sigterm(&bridge);
     assert!(wait(&mut bridge, Duration::from_secs(30)).await.success());
 }
+
+/// The API server unavailable (503 to everything) when the bridge starts with a ConfigMap
+/// checkpoint: the load is retried, not the end of the process (which in a pod would be a
+/// restart with kubelet's growing back-off); once the server answers, the checkpoint loads,
+/// the watches sync and a workflow's events flow. A SIGTERM while it waits is a clean stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configmap_checkpoint_waits_for_an_unavailable_api_server_at_start() {
+    let scratch = Scratch::new("live-cm-unavailable");
+    let cluster = Cluster::start(&scratch).await;
+    let out = scratch.path("out.jsonl");
+    let extra = [
+        "--checkpoint",
+        "configmap:kubeflow/kfp-event-bridge-checkpoint",
+    ];
+    cluster.api.set_unavailable(true);
+    let mut bridge = live_bridge(&cluster, &out, &scratch.path("state"), &extra);
+    wait_for_log(
+        &mut bridge,
+        "checkpoint cannot be loaded yet",
+        Duration::from_secs(20),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        bridge.try_wait().expect("try_wait").is_none(),
+        "the bridge exited while the API server was unavailable: {}",
+        stderr(&mut bridge)
+    );
+    cluster.api.set_unavailable(false);
+    let since = std::time::Instant::now();
+    cluster.api.apply(fake_apiserver::synthetic::workflow(
+        "team-a",
+        "after-the-outage",
+        "00000000-0000-4000-8000-00000000beef",
+        1,
+    ));
+    wait_run_started(
+        &mut bridge,
+        &out,
+        "after-the-outage",
+        since,
+        Duration::from_secs(30),
+        "after the API server came back",
+    )
+    .await;
+    // Waiting again at start, then SIGTERM: a clean stop (exit 0), not a failure.
+    sigterm(&bridge);
+    assert!(wait(&mut bridge, Duration::from_secs(30)).await.success());
+    cluster.api.set_unavailable(true);
+    let mut again = live_bridge(&cluster, &out, &scratch.path("state"), &extra);
+    wait_for_log(
+        &mut again,
+        "checkpoint cannot be loaded yet",
+        Duration::from_secs(20),
+    )
+    .await;
+    sigterm(&again);
+    let status = wait(&mut again, Duration::from_secs(10)).await;
+    assert!(status.success(), "{status}: {}", stderr(&mut again));
+}
