@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing (cargo fuzz, libFuzzer) of every target in fuzz/: a recording's lines
 # derived with the derivation's invariants asserted (derive_lines), arbitrary node trees through
-# arbitrary phase sequences (node_tree), compressedNodes, the --config file, --sink values and
-# resend input. Seeds come from the bundled recordings and golden events (made under
+# arbitrary phase sequences (node_tree), Argo's Kubernetes Events around their Workflow
+# (kube_events), compressedNodes, the --config file, --sink values, resend input, and the
+# encoders with arbitrary text and settings, every binding checked against the others
+# (encoders; every derivation target checks the bindings of each event too). Seeds come from the bundled recordings and golden events (made under
 # .state/fuzz/corpus, never committed). Each target runs SECONDS (default 60); a crash, timeout
 # or out-of-memory input is kept in fuzz/artifacts/TARGET/ and fails the script.
 # Usage: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
@@ -17,7 +19,7 @@ if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
 fi
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --version 0.13.1 --locked --quiet
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(derive_lines node_tree compressed_nodes config_file sink_uri resend)
+[ ${#targets[@]} -gt 0 ] || targets=(derive_lines node_tree kube_events compressed_nodes config_file sink_uri resend encoders)
 state=.state/fuzz
 corpus=$state/corpus
 mkdir -p "$corpus" "$state/logs"
