@@ -39,14 +39,14 @@
 //! `SOAK_WORKFLOWS` (200), `SOAK_TASKS` (`10-40`), `SOAK_GC_AFTER` (300), `SOAK_SEED` (1).
 //! `scripts/soak.sh` builds and runs it and plots the samples.
 
-#[path = "support/rss.rs"]
-mod rss;
 #[allow(dead_code)]
 #[path = "../tests/support/kafka_server.rs"]
 mod kafka_server;
 #[allow(dead_code)]
 #[path = "../tests/support/nats_server.rs"]
 mod nats_server;
+#[path = "support/rss.rs"]
+mod rss;
 
 use async_nats::jetstream::{self, consumer, stream};
 use fake_apiserver::{FakeApiServer, Kind};
@@ -72,6 +72,14 @@ const TOPIC: &str = "soak";
 const CHECKPOINT: &str = "kfp-event-bridge-checkpoint";
 const CONFIGMAP_LABEL: &str = "kfp-event-bridge/checkpoint";
 const SAMPLE_EVERY: Duration = Duration::from_secs(10);
+/// The outage mode: driving before NATS is stopped, and after it is back.
+const OUTAGE_WARMUP: Duration = Duration::from_secs(60);
+const OUTAGE_AFTER: Duration = Duration::from_secs(120);
+/// The outage mode's memory bound: what a full lane may add to the RSS before the outage, per
+/// queued event, plus a fixed allowance (the re-list after the watch was dropped, allocator
+/// slack). Measured per event in docs/performance.md.
+const BYTES_PER_QUEUED_EVENT: f64 = 4096.0;
+const OUTAGE_SLACK_MIB: f64 = 32.0;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -107,7 +115,11 @@ fn parse_duration(text: &str) -> Duration {
 }
 
 struct Settings {
+    /// How long updates are driven.
     duration: Duration,
+    /// The outage mode: NATS alone stopped this long after a minute's warm-up.
+    outage: Option<Duration>,
+    lane_capacity: usize,
     rate: u32,
     bridge: PathBuf,
     dir: PathBuf,
@@ -137,15 +149,36 @@ impl Settings {
             .unwrap_or_else(|| usage("SOAK_TASKS: MIN-MAX, MIN at least 1"));
         let bridge = PathBuf::from(env_or(
             "BRIDGE",
-            &root.join("target/release/kfp-event-bridge").to_string_lossy(),
+            &root
+                .join("target/release/kfp-event-bridge")
+                .to_string_lossy(),
         ));
         if !bridge.is_file() {
             usage(&format!("BRIDGE {} is not a file", bridge.display()));
         }
+        let (outage, args) = match args.split_first() {
+            Some((mode, rest)) if mode == "outage" => (
+                Some(parse_duration(rest.first().map_or("10m", String::as_str))),
+                rest.get(1..).unwrap_or_default(),
+            ),
+            _ => (None, args.as_slice()),
+        };
+        let duration = match outage {
+            Some(outage) => OUTAGE_WARMUP + outage + OUTAGE_AFTER,
+            None => parse_duration(args.first().map_or("2m", String::as_str)),
+        };
+        let rate_arg = if outage.is_some() {
+            args.first()
+        } else {
+            args.get(1)
+        };
+        // A finished workflow must outlive the outage, or the bridge never sees its end.
+        let gc_default = outage.map_or(300, |o| o.as_secs() + 300).to_string();
         Settings {
-            duration: parse_duration(args.first().map_or("2m", String::as_str)),
-            rate: args
-                .get(1)
+            duration,
+            outage,
+            lane_capacity: number("SOAK_LANE_CAPACITY", "10000") as usize,
+            rate: rate_arg
                 .map_or(Ok(1000), |r| r.parse())
                 .unwrap_or_else(|_| usage("RATE: updates per second")),
             bridge,
@@ -155,7 +188,7 @@ impl Settings {
             )),
             workflows: number("SOAK_WORKFLOWS", "200") as usize,
             tasks,
-            gc_after: Duration::from_secs(number("SOAK_GC_AFTER", "300")),
+            gc_after: Duration::from_secs(number("SOAK_GC_AFTER", &gc_default)),
             seed: number("SOAK_SEED", "1"),
         }
     }
@@ -174,7 +207,7 @@ impl Rng {
 
     /// True one time in `n`.
     fn one_in(&mut self, n: u64) -> bool {
-        self.next() % n == 0
+        self.next().is_multiple_of(n)
     }
 
     fn between(&mut self, low: usize, high: usize) -> usize {
@@ -408,7 +441,8 @@ impl Workflow {
                 status["phase"] = json!(outcome);
                 status["finishedAt"] = json!(at);
                 if outcome != "Succeeded" {
-                    status["message"] = json!(format!("child 'task-{}' failed", self.plan.len() - 1));
+                    status["message"] =
+                        json!(format!("child 'task-{}' failed", self.plan.len() - 1));
                 }
                 let labels = &mut self.object["metadata"]["labels"];
                 labels["workflows.argoproj.io/phase"] = json!(outcome);
@@ -599,9 +633,13 @@ impl Bridge {
         command
             .args(["run", "--log", "info", "--log-format", "json"])
             .args(["--admin-addr", admin, "--retention", "1h"])
+            .args(["--lane-capacity", &settings.lane_capacity.to_string()])
             .arg("--kubeconfig")
             .arg(kubeconfig)
-            .args(["--checkpoint", &format!("configmap:{NAMESPACE}/{CHECKPOINT}")]);
+            .args([
+                "--checkpoint",
+                &format!("configmap:{NAMESPACE}/{CHECKPOINT}"),
+            ]);
         for sink in sinks {
             command.args(["--sink", sink]);
         }
@@ -646,7 +684,10 @@ fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let mut text = String::new();
     stream.read_to_string(&mut text).ok()?;
     let code = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
     Some((code, body))
 }
 
@@ -775,7 +816,9 @@ async fn nats_live(url: &str, latency: &Mutex<Latency>) -> Result<(), String> {
         let at = Instant::now();
         let Ok(message) = message else { continue };
         if let Ok(v) = serde_json::from_slice::<Value>(&message.payload)
-            && v["type"].as_str().is_some_and(|t| t.ends_with("run.started"))
+            && v["type"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("run.started"))
             && let Some(workflow) = v["workflow"].as_str()
         {
             lock(latency).arrived(0, workflow, at);
@@ -826,10 +869,7 @@ async fn read_nats(url: &str) -> Store {
     while store.messages < total {
         let next = tokio::time::timeout(Duration::from_secs(30), messages.next()).await;
         let Ok(Some(Ok(message))) = next else {
-            eprintln!(
-                "soak: NATS read stopped at {} of {total}",
-                store.messages
-            );
+            eprintln!("soak: NATS read stopped at {} of {total}", store.messages);
             break;
         };
         let v: Value = serde_json::from_slice(&message.payload).unwrap_or(Value::Null);
@@ -903,6 +943,113 @@ enum Fault {
     ApiDown(Duration),
 }
 
+/// The sum of a sample's metric series named `name…` whose labels name `sink`.
+fn sink_metric(sample: &Value, name: &str, sink: &str) -> f64 {
+    sample["metrics"].as_object().map_or(0.0, |m| {
+        m.iter()
+            .filter(|(k, _)| k.starts_with(name) && k.contains(sink))
+            .filter_map(|(_, v)| v.as_f64())
+            .sum()
+    })
+}
+
+/// The outage mode's checks: memory within the lane's bound, intake paused and resumed, the
+/// checkpoint not growing with the backlog, `/readyz` naming the sink the whole time.
+fn outage_report(
+    settings: &Settings,
+    outage: Duration,
+    samples: &[Value],
+    failures: &mut Vec<String>,
+) -> Value {
+    let t = |s: &Value| s["t_s"].as_f64().unwrap_or(0.0);
+    let (from, to) = (
+        OUTAGE_WARMUP.as_secs_f64(),
+        (OUTAGE_WARMUP + outage).as_secs_f64(),
+    );
+    let mib = |s: &Value| s["rss_kib"].as_f64().unwrap_or(0.0) / 1024.0;
+    let before = samples.iter().rfind(|s| t(s) < from);
+    let base_rss = before.map_or(0.0, mib);
+    let base_checkpoint = before.map_or(0.0, |s| s["checkpoint_bytes"].as_f64().unwrap_or(0.0));
+    let during: Vec<&Value> = samples
+        .iter()
+        .filter(|s| t(s) >= from && t(s) <= to + 30.0)
+        .collect();
+    let peak_rss = during.iter().map(|s| mib(s)).fold(0.0, f64::max);
+    let max_depth = during
+        .iter()
+        .map(|s| sink_metric(s, "lane_depth", "nats"))
+        .fold(0.0, f64::max);
+    let max_checkpoint = during
+        .iter()
+        .filter_map(|s| s["checkpoint_bytes"].as_f64())
+        .fold(0.0, f64::max);
+    // Readiness from 20 s in (the sink's failure seen), to the end of the outage.
+    let judged: Vec<&Value> = samples
+        .iter()
+        .filter(|s| t(s) >= from + 20.0 && t(s) <= to)
+        .collect();
+    let named = judged
+        .iter()
+        .filter(|s| {
+            s["ready"] == 503
+                && s["ready_body"]
+                    .as_str()
+                    .is_some_and(|b| b.contains("sink ") && b.contains("nats"))
+        })
+        .count();
+    // Paused: over the outage's second half nothing reaches Kafka either (intake waits for the
+    // full NATS lane). Resumed: NATS publishes again after it.
+    let half: Vec<&Value> = samples
+        .iter()
+        .filter(|s| t(s) >= from + outage.as_secs_f64() / 2.0 && t(s) <= to)
+        .collect();
+    let published = |s: Option<&&Value>, sink: &str| {
+        s.map_or(0.0, |s| sink_metric(s, "events_published_total", sink))
+    };
+    let kafka_paused = published(half.last(), "kafka") - published(half.first(), "kafka");
+    let after: Vec<&Value> = samples.iter().filter(|s| t(s) > to).collect();
+    let nats_after = published(after.last(), "nats") - published(after.first(), "nats");
+    let capacity = settings.lane_capacity as f64;
+    let bound = base_rss + capacity * BYTES_PER_QUEUED_EVENT / 1_048_576.0 + OUTAGE_SLACK_MIB;
+    if peak_rss > bound {
+        failures.push(format!(
+            "outage: peak RSS {peak_rss:.1} MiB over the bound {bound:.1} MiB"
+        ));
+    }
+    if max_depth > capacity {
+        failures.push(format!("outage: NATS lane {max_depth} over its capacity"));
+    }
+    if judged.is_empty() || named < judged.len() {
+        failures.push(format!(
+            "outage: /readyz named the NATS sink in {named} of {} samples",
+            judged.len()
+        ));
+    }
+    if kafka_paused > 0.0 {
+        failures.push(format!(
+            "outage: {kafka_paused} events reached Kafka in the outage's second half (intake not paused)"
+        ));
+    }
+    if nats_after <= 0.0 {
+        failures.push("outage: nothing published to NATS after it came back".to_owned());
+    }
+    json!({
+        "seconds": outage.as_secs_f64(),
+        "lane_capacity": settings.lane_capacity,
+        "rss_before_mib": base_rss,
+        "rss_peak_mib": peak_rss,
+        "rss_bound_mib": bound,
+        "rss_added_per_queued_event_bytes": (peak_rss - base_rss) * 1_048_576.0 / capacity,
+        "nats_lane_max": max_depth,
+        "checkpoint_bytes_before": base_checkpoint,
+        "checkpoint_bytes_max": max_checkpoint,
+        "readyz_samples_naming_the_sink": named,
+        "readyz_samples_judged": judged.len(),
+        "kafka_published_in_second_half": kafka_paused,
+        "nats_published_after": nats_after,
+    })
+}
+
 fn least_squares_slope(points: &[(f64, f64)]) -> Option<f64> {
     if points.len() < 3 {
         return None;
@@ -924,18 +1071,29 @@ fn main() {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).expect("soak dir");
     let d = settings.duration;
-    let broker_outage = Duration::from_secs(60).min(d / 12);
-    let api_outage = Duration::from_secs(30).min(d / 24);
-    let faults = [
-        (0.10, Fault::StopNats(broker_outage)),
-        (0.20, Fault::StopKafka(broker_outage)),
-        (0.30, Fault::CutWatches),
-        (0.33, Fault::Gone410),
-        (0.36, Fault::Roll),
-        (0.42, Fault::Kill),
-        (0.48, Fault::ApiDown(api_outage)),
-    ];
-    let window_from = d.mul_f64(0.55);
+    let (faults, window_from) = match settings.outage {
+        Some(outage) => (
+            vec![(OUTAGE_WARMUP, Fault::StopNats(outage))],
+            OUTAGE_WARMUP,
+        ),
+        None => {
+            let broker_outage = Duration::from_secs(60).min(d / 12);
+            let api_outage = Duration::from_secs(30).min(d / 24);
+            let at = |f: f64| d.mul_f64(f);
+            (
+                vec![
+                    (at(0.10), Fault::StopNats(broker_outage)),
+                    (at(0.20), Fault::StopKafka(broker_outage)),
+                    (at(0.30), Fault::CutWatches),
+                    (at(0.33), Fault::Gone410),
+                    (at(0.36), Fault::Roll),
+                    (at(0.42), Fault::Kill),
+                    (at(0.48), Fault::ApiDown(api_outage)),
+                ],
+                at(0.55),
+            )
+        }
+    };
     eprintln!(
         "soak: {:?} at {} updates/s, {} workflows at a time of {}-{} tasks, into {}",
         d,
@@ -982,12 +1140,22 @@ fn main() {
     ];
 
     let latency = Arc::new(Mutex::new(Latency::default()));
-    start_live_consumers(&runtime, nats_url.clone(), bootstrap.clone(), Arc::clone(&latency));
+    start_live_consumers(
+        &runtime,
+        nats_url.clone(),
+        bootstrap.clone(),
+        Arc::clone(&latency),
+    );
     let expected = Arc::new(Mutex::new(Expected::start(&settings.bridge, dir)));
     let bridge = Arc::new(Mutex::new(Some(Bridge::start(
-        &settings, &kubeconfig, &admin, &sinks,
+        &settings,
+        &kubeconfig,
+        &admin,
+        &sinks,
     ))));
-    let pid = Arc::new(AtomicU32::new(lock(&bridge).as_ref().map_or(0, Bridge::pid)));
+    let pid = Arc::new(AtomicU32::new(
+        lock(&bridge).as_ref().map_or(0, Bridge::pid),
+    ));
     let t0 = Instant::now();
 
     // Sampler.
@@ -1040,6 +1208,40 @@ fn main() {
         })
     };
 
+    // Supervisor, as the kubelet: a bridge that exits on its own is started again (and counted:
+    // the soak fails if it happens).
+    let supervising = Arc::new(AtomicBool::new(true));
+    let supervisor = {
+        let (settings, bridge, pid, supervising) = (
+            Arc::clone(&settings),
+            Arc::clone(&bridge),
+            Arc::clone(&pid),
+            Arc::clone(&supervising),
+        );
+        let (kubeconfig, admin, sinks) = (kubeconfig.clone(), admin.clone(), sinks.clone());
+        std::thread::spawn(move || {
+            let mut exits = Vec::new();
+            while supervising.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(200));
+                let mut slot = lock(&bridge);
+                let Some(running) = slot.as_mut() else {
+                    continue;
+                };
+                if let Ok(Some(status)) = running.child.try_wait() {
+                    let at = t0.elapsed().as_secs_f64();
+                    eprintln!(
+                        "soak: the bridge exited on its own at {at:.1} s ({status}); started again"
+                    );
+                    exits.push(json!({"at_s": at, "status": status.to_string()}));
+                    let new = Bridge::start(&settings, &kubeconfig, &admin, &sinks);
+                    pid.store(new.pid(), Ordering::SeqCst);
+                    *slot = Some(new);
+                }
+            }
+            exits
+        })
+    };
+
     // Driver.
     let stop = Arc::new(AtomicBool::new(false));
     let driver = {
@@ -1056,7 +1258,7 @@ fn main() {
     // Faults.
     let mut fault_log = Vec::new();
     for (at, fault) in faults {
-        let due = t0 + d.mul_f64(at);
+        let due = t0 + at;
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
@@ -1124,6 +1326,8 @@ fn main() {
     }
     let drained_s = drain_t0.elapsed().as_secs_f64();
     let final_metrics = metrics(&admin, &["events_"]);
+    supervising.store(false, Ordering::SeqCst);
+    let exits = supervisor.join().expect("supervisor");
     let stopped_in = lock(&bridge).take().expect("bridge").sigterm();
     sampling.store(false, Ordering::SeqCst);
     let samples = sampler.join().expect("sampler");
@@ -1166,15 +1370,19 @@ fn main() {
             .filter_map(|l| l["fields"]["undeliverable"].as_u64())
             .sum::<u64>() as usize;
     let panics = log.lines().filter(|l| l.contains("panicked")).count();
+    let window_to = settings
+        .outage
+        .map_or(driven_s, |o| (window_from + o).as_secs_f64());
 
     let window: Vec<&Value> = samples
         .iter()
         .filter(|s| s["t_s"].as_f64().unwrap_or(0.0) >= window_from.as_secs_f64())
-        .filter(|s| s["t_s"].as_f64().unwrap_or(0.0) <= driven_s)
+        .filter(|s| s["t_s"].as_f64().unwrap_or(0.0) <= window_to)
         .collect();
     let series = |field: &str| -> Vec<(f64, f64)> {
         window
             .iter()
+            .filter(|s| s["rss_kib"].as_f64().unwrap_or(0.0) > 0.0)
             .filter_map(|s| Some((s["t_s"].as_f64()?, s[field].as_f64()?)))
             .collect()
     };
@@ -1182,16 +1390,15 @@ fn main() {
         let v = series(field);
         let max = v.iter().map(|p| p.1).fold(f64::MIN, f64::max);
         let min = v.iter().map(|p| p.1).fold(f64::MAX, f64::min);
-        (!v.is_empty()).then(|| max - min)
+        (!v.is_empty()).then_some(max - min)
     };
     let rss = series("rss_kib");
     let rss_slope = least_squares_slope(&rss).map(|kib_per_s| kib_per_s * 600.0 / 1024.0);
-    let checkpoint_slope = least_squares_slope(&series("checkpoint_bytes"))
-        .map(|b_per_s| b_per_s * 600.0 / 1024.0);
-    let window_s = window
-        .last()
-        .zip(window.first())
-        .map_or(0.0, |(l, f)| l["t_s"].as_f64().unwrap_or(0.0) - f["t_s"].as_f64().unwrap_or(0.0));
+    let checkpoint_slope =
+        least_squares_slope(&series("checkpoint_bytes")).map(|b_per_s| b_per_s * 600.0 / 1024.0);
+    let window_s = window.last().zip(window.first()).map_or(0.0, |(l, f)| {
+        l["t_s"].as_f64().unwrap_or(0.0) - f["t_s"].as_f64().unwrap_or(0.0)
+    });
     let (mut nats_all, mut kafka_all) = {
         let mut l = lock(&latency);
         (
@@ -1216,10 +1423,16 @@ fn main() {
             failures.push(format!("{name}: {} facts missing", missing(s)));
         }
         if unexpected(s) > 0 {
-            failures.push(format!("{name}: {} ids replay does not give", unexpected(s)));
+            failures.push(format!(
+                "{name}: {} ids replay does not give",
+                unexpected(s)
+            ));
         }
         if s.changed_resends > 0 {
-            failures.push(format!("{name}: {} re-sends with other bytes", s.changed_resends));
+            failures.push(format!(
+                "{name}: {} re-sends with other bytes",
+                s.changed_resends
+            ));
         }
     }
     let (only_nats, only_kafka) = (
@@ -1232,7 +1445,15 @@ fn main() {
         ));
     }
     if undeliverable_logged > 0 {
-        failures.push(format!("{undeliverable_logged} undeliverable events logged"));
+        failures.push(format!(
+            "{undeliverable_logged} undeliverable events logged"
+        ));
+    }
+    if !exits.is_empty() {
+        failures.push(format!(
+            "the bridge exited on its own {} times",
+            exits.len()
+        ));
     }
     if panics > 0 {
         failures.push(format!("{panics} panics logged"));
@@ -1241,10 +1462,13 @@ fn main() {
         failures.push("replay gave no facts".to_owned());
     }
     // The memory criteria need a window long enough to mean something (10 minutes).
-    let long_window = window_s >= 600.0;
+    let long_window = window_s >= 600.0 && settings.outage.is_none();
     if long_window {
         if rss_slope.is_some_and(|s| s >= 1.0) {
-            failures.push(format!("RSS grew {:.2} MiB per 10 min", rss_slope.unwrap_or(0.0)));
+            failures.push(format!(
+                "RSS grew {:.2} MiB per 10 min",
+                rss_slope.unwrap_or(0.0)
+            ));
         }
         if spread("threads").is_some_and(|s| s > 2.0) {
             failures.push("thread count not flat".to_owned());
@@ -1253,7 +1477,11 @@ fn main() {
             failures.push("open descriptors not flat".to_owned());
         }
     }
+    let outage = settings
+        .outage
+        .map(|o| outage_report(&settings, o, &samples, &mut failures));
     let summary = json!({
+        "outage": outage,
         "duration_s": d.as_secs_f64(),
         "rate": settings.rate,
         "workflows_at_a_time": settings.workflows,
@@ -1274,6 +1502,7 @@ fn main() {
         "ids_only_on_nats": only_nats,
         "ids_only_on_kafka": only_kafka,
         "undeliverable_logged": undeliverable_logged,
+        "bridge_exits_on_its_own": exits,
         "last_bridge_counters": final_metrics,
         "window": {
             "from_s": window_from.as_secs_f64(),

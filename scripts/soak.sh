@@ -5,14 +5,17 @@
 # unavailable on the way; every fact checked on both brokers at the end. The soak starts its own
 # nats-server and noida-db on loopback ports (installed by scripts/test.sh) and stops only those.
 # Usage: scripts/soak.sh [DURATION] [RATE]   (defaults 2m and 1000; DURATION like 90s, 10m, 1h)
+#        scripts/soak.sh outage [OUTAGE] [RATE]   (the long-outage run: NATS alone stopped for
+#        OUTAGE, default 10m, after a minute's warm-up; memory against the lane's bound, intake
+#        paused and resumed, /readyz naming the sink throughout, nothing lost)
 # Environment: PLOT=0 skips the plot (PNG from the samples with matplotlib, pinned in
 # scripts/requirements-plot.txt, in a venv of its own); SOAK_DIR (.state/soak), SOAK_WORKFLOWS,
 # SOAK_TASKS, SOAK_GC_AFTER, SOAK_SEED as in benches/soak.rs.
 # Results: .state/soak/summary.json (also printed), samples.jsonl, bridge.log, soak.png.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-duration=${1:-2m}
-rate=${2:-1000}
+args=("$@")
+[ ${#args[@]} -gt 0 ] || args=(2m 1000)
 dir=${SOAK_DIR:-$PWD/.state/soak}
 for tool in nats-server noida-db; do
   command -v "$tool" >/dev/null || { echo "$tool is needed (scripts/test.sh installs it)" >&2; exit 2; }
@@ -24,7 +27,7 @@ bench=$(ls -t target/release/deps/soak-* | grep -v '\.d$' | head -1)
 mkdir -p .state/soak-bin
 cp target/release/kfp-event-bridge .state/soak-bin/kfp-event-bridge
 status=0
-BRIDGE=$PWD/.state/soak-bin/kfp-event-bridge SOAK_DIR=$dir "$bench" "$duration" "$rate" || status=$?
+BRIDGE=$PWD/.state/soak-bin/kfp-event-bridge SOAK_DIR=$dir "$bench" "${args[@]}" || status=$?
 if [ "${PLOT:-1}" != 0 ] && [ -s "$dir/summary.json" ]; then
   venv=.venv-plot
   "$venv/bin/python" -c 'import matplotlib' 2>/dev/null || {
