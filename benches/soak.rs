@@ -904,11 +904,21 @@ fn read_kafka(bootstrap: &str) -> Store {
     let mut store = Store::default();
     let mut done: BTreeMap<i32, bool> = ends.iter().map(|(&p, &h)| (p, h == 0)).collect();
     let mut idle = Instant::now();
+    let mut errors = 0u64;
     while done.values().any(|d| !d) && idle.elapsed() < Duration::from_secs(30) {
         let Some(message) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
-        let Ok(message) = message else { continue };
+        let message = match message {
+            Ok(message) => message,
+            Err(e) => {
+                errors += 1;
+                if errors <= 5 {
+                    eprintln!("soak: Kafka read error: {e}");
+                }
+                continue;
+            }
+        };
         idle = Instant::now();
         let header = |name: &str| {
             message
@@ -925,6 +935,13 @@ fn read_kafka(bootstrap: &str) -> Store {
         if message.offset() + 1 >= ends[&message.partition()] {
             done.insert(message.partition(), true);
         }
+    }
+    if done.values().any(|d| !d) {
+        eprintln!(
+            "soak: Kafka read stopped at {} of {} ({errors} errors)",
+            store.messages,
+            ends.values().sum::<i64>()
+        );
     }
     store
 }
