@@ -8,5 +8,6 @@ mod amqp_delivery;
 mod examples;
 mod http_delivery;
 mod kafka_delivery;
+mod kafka_security;
 mod nats_auth;
 mod nats_delivery;
