@@ -7,7 +7,7 @@
 //! says so and does nothing. nisshi has no SASL PLAIN (its authenticator knows only SCRAM), and no
 //! client-certificate authentication; docs/testing.md says what else was tried.
 
-use crate::nats_auth::{delivered, pki};
+use crate::nats_auth::{delivered, pki, refused_with};
 use crate::support;
 
 use rdkafka::ClientConfig;
@@ -15,21 +15,14 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::bridge::{BIN, Scratch, all_recordings, replayed};
+use support::bridge::{Scratch, all_recordings, replayed};
+use support::kafka_server::free_port;
 
 const TOPIC: &str = "kfp";
 const USERS: [(&str, &str, &str); 2] = [
     ("bridge256", "pw-256-9c1e4b7a", "scram256"),
     ("bridge512", "pw-512-2d8f6a03", "scram512"),
 ];
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
 
 /// A nisshi broker on `port` keeping its data in `dir/nisshi.db`; `tls` = (cert, key) turns on
 /// TLS and required authentication.
@@ -189,13 +182,8 @@ async fn kafka_over_tls_with_scram_sha_256_and_512_and_refusals() {
             ),
         ),
     ] {
-        let out = Command::new(BIN)
-            .args(["replay", &input.display().to_string(), "--sink", &uri])
-            .env_clear()
-            .output()
-            .expect("runs");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{what}: refused at start: {err}");
+        // 2: the Kafka sink refused at start, as in kafka_delivery.rs.
+        let err = refused_with(&input, &uri, 2);
         assert!(
             err.contains("kafka://127.0.0.1"),
             "{what}: the sink is named: {err}"

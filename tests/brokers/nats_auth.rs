@@ -54,13 +54,18 @@ pub(crate) async fn delivered(input: &Path, sink: &str) -> u64 {
 
 /// `replay` with `sink` must fail at start; its standard error.
 pub(crate) fn refused(input: &Path, sink: &str) -> String {
+    refused_with(input, sink, 1)
+}
+
+/// `replay` with `sink` must fail at start with exit code `code`; its standard error.
+pub(crate) fn refused_with(input: &Path, sink: &str, code: i32) -> String {
     let out = Command::new(BIN)
         .args(["replay", &input.display().to_string(), "--sink", sink])
         .env_clear()
         .output()
         .expect("runs");
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "{sink}: {err}");
+    assert_eq!(out.status.code(), Some(code), "{sink}: {err}");
     err
 }
 
