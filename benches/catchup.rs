@@ -26,6 +26,8 @@
 //! stderr, and one JSON line per (bridge, checkpoint, sink) with the medians, then a table, to
 //! stdout.
 
+#[path = "support/http_get.rs"]
+mod http_get;
 #[path = "support/rss.rs"]
 mod rss;
 use fake_apiserver::{Cost, FakeApiServer, Kind, synthetic};
@@ -272,20 +274,6 @@ fn expected_ids(bridge: &Path, recording: &Path, dir: &Path) -> HashSet<u64> {
     counts.into_keys().collect()
 }
 
-/// A minimal HTTP GET on loopback (the bridge's admin server).
-fn http_get(addr: &str, path: &str) -> Option<String> {
-    let mut stream = std::net::TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    Some(text)
-}
-
 /// The JSON log lines of a bridge's stderr.
 fn log_lines(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
@@ -305,7 +293,7 @@ fn log_field(lines: &[Value], message: &str, field: &str) -> Option<Value> {
 
 /// `kfp_event_bridge_checkpoint_writes_total` from the bridge's `/metrics`.
 fn metric_checkpoint_writes(admin: Option<&str>) -> Option<u64> {
-    let text = http_get(admin?, "/metrics")?;
+    let (_, text) = http_get::get(admin?, "/metrics")?;
     text.lines()
         .find_map(|l| l.strip_prefix("kfp_event_bridge_checkpoint_writes_total "))
         .and_then(|v| v.trim().parse::<f64>().ok())

@@ -44,6 +44,9 @@
 //! `latency floor KUBECONFIG stdout|nats://HOST:PORT/SUBJECT|kafka://BOOTSTRAP/TOPIC` is the
 //! floor process.
 
+#[path = "support/kafka_header.rs"]
+mod kafka_header;
+
 use async_nats::jetstream::{self, consumer, stream};
 use fake_apiserver::{Cost, FakeApiServer, Kind, synthetic};
 use futures_util::StreamExt;
@@ -51,7 +54,7 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -336,14 +339,7 @@ async fn kafka_consumer(bootstrap: &str, topic: &str, tx: Arrivals) -> tokio::ta
         while let Some(message) = stream.next().await {
             let at = Instant::now();
             let Ok(message) = message else { continue };
-            let header = |name: &str| {
-                message.headers().and_then(|h| {
-                    h.iter()
-                        .find(|h| h.key == name)
-                        .and_then(|h| h.value)
-                        .map(|v| String::from_utf8_lossy(v).into_owned())
-                })
-            };
+            let header = |name: &str| kafka_header::text(&message, name);
             let payload = match (header("ce_type"), header("ce_workflow")) {
                 (Some(ty), Some(workflow)) => Payload::Binary { ty, workflow },
                 _ => Payload::Json(message.payload().unwrap_or_default().to_vec()),

@@ -36,9 +36,15 @@
 //!
 //! Usage: `cargo bench --bench soak -- [DURATION [RATE]]` (defaults `2m`, 1000), environment
 //! `BRIDGE` (default `target/release/kfp-event-bridge`), `SOAK_DIR` (`.state/soak`),
-//! `SOAK_WORKFLOWS` (200), `SOAK_TASKS` (`10-40`), `SOAK_GC_AFTER` (300), `SOAK_SEED` (1).
+//! `SOAK_WORKFLOWS` (200), `SOAK_TASKS` (`10-40`), `SOAK_GC_AFTER` (300), `SOAK_SEED` (1),
+//! `SOAK_KEEP` (`1` writes every message the final readers got to `nats.messages` and
+//! `kafka.messages`, one line each: id, type, content hash, body).
 //! `scripts/soak.sh` builds and runs it and plots the samples.
 
+#[path = "support/http_get.rs"]
+mod http_get;
+#[path = "support/kafka_header.rs"]
+mod kafka_header;
 #[allow(dead_code)]
 #[path = "../tests/support/kafka_server.rs"]
 mod kafka_server;
@@ -55,11 +61,11 @@ use kafka_server::KafkaServer;
 use nats_server::NatsServer;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -72,6 +78,12 @@ const TOPIC: &str = "soak";
 const CHECKPOINT: &str = "kfp-event-bridge-checkpoint";
 const CONFIGMAP_LABEL: &str = "kfp-event-bridge/checkpoint";
 const SAMPLE_EVERY: Duration = Duration::from_secs(10);
+/// The largest response the Kafka consumers take, librdkafka's maximum (its default is 100 MB).
+/// noida-db answers a fetch with every batch from the offset to the end of the partition,
+/// whatever the request's `max_bytes`; past librdkafka's limit the connection is dropped and the
+/// consumer sees nothing at all, so the final read of a long run needs the whole partition in one
+/// response.
+const RECEIVE_MAX_BYTES: &str = "2147483647";
 /// The outage mode: driving before NATS is stopped, and after it is back.
 const OUTAGE_WARMUP: Duration = Duration::from_secs(60);
 const OUTAGE_AFTER: Duration = Duration::from_secs(120);
@@ -672,29 +684,10 @@ impl Bridge {
     }
 }
 
-/// A minimal HTTP GET on loopback: status code and body.
-fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let mut stream = std::net::TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    let code = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_owned();
-    Some((code, body))
-}
-
 /// The series of `/metrics` whose name starts with `kfp_event_bridge_` + one of `names`,
 /// `name{labels}` → value.
 fn metrics(admin: &str, names: &[&str]) -> BTreeMap<String, f64> {
-    let Some((200, text)) = http_get(admin, "/metrics") else {
+    let Some((200, text)) = http_get::get(admin, "/metrics") else {
         return BTreeMap::new();
     };
     text.lines()
@@ -766,6 +759,7 @@ fn start_live_consumers(
             .set("group.id", "kfp-soak-live")
             .set("enable.auto.commit", "false")
             .set("fetch.wait.max.ms", "10")
+            .set("receive.message.max.bytes", RECEIVE_MAX_BYTES)
             .create()
             .expect("consumer");
         let mut assignment = rdkafka::TopicPartitionList::new();
@@ -779,14 +773,7 @@ fn start_live_consumers(
         while let Some(message) = stream.next().await {
             let at = Instant::now();
             let Ok(message) = message else { continue };
-            let header = |name: &str| {
-                message.headers().and_then(|h| {
-                    h.iter()
-                        .find(|h| h.key == name)
-                        .and_then(|h| h.value)
-                        .map(|v| String::from_utf8_lossy(v).into_owned())
-                })
-            };
+            let header = |name: &str| kafka_header::text(&message, name);
             if let (Some(ty), Some(workflow)) = (header("ce_type"), header("ce_workflow"))
                 && ty.ends_with("run.started")
             {
@@ -832,13 +819,37 @@ async fn nats_live(url: &str, latency: &Mutex<Latency>) -> Result<(), String> {
 #[derive(Default)]
 struct Store {
     messages: u64,
+    /// What the broker said it holds, when the read began.
+    held: u64,
+    /// Payload bytes read.
+    bytes: u64,
     ids: HashMap<u64, (u32, u64, bool)>,
     changed_resends: u64,
+    /// With `SOAK_KEEP=1`: every message read, a line `id type content-hash body` each.
+    keep: Option<std::io::BufWriter<std::fs::File>>,
 }
 
 impl Store {
-    fn add(&mut self, id: &str, ty: &str, content: u64) {
+    fn new(dir: &Path, name: &str, held: u64) -> Self {
+        let keep = (env_or("SOAK_KEEP", "0") == "1").then(|| {
+            let file = std::fs::File::create(dir.join(format!("{name}.messages")));
+            std::io::BufWriter::new(file.expect("messages file"))
+        });
+        Store {
+            held,
+            keep,
+            ..Store::default()
+        }
+    }
+
+    fn add(&mut self, id: &str, ty: &str, content: u64, body: &[u8]) {
         self.messages += 1;
+        self.bytes += body.len() as u64;
+        if let Some(keep) = &mut self.keep {
+            let _ = write!(keep, "{id} {ty} {content:016x} ");
+            let _ = keep.write_all(body);
+            let _ = keep.write_all(b"\n");
+        }
         let warning = ty.ends_with("task.warning");
         let entry = self.ids.entry(id_hash(id)).or_insert((0, content, warning));
         entry.0 += 1;
@@ -852,7 +863,7 @@ impl Store {
     }
 }
 
-async fn read_nats(url: &str) -> Store {
+async fn read_nats(url: &str, dir: &Path) -> Store {
     let js = jetstream::new(async_nats::connect(url).await.expect("connect to NATS"));
     let mut stream = js.get_stream("SOAK").await.expect("stream");
     let total = stream.info().await.expect("stream info").state.messages;
@@ -865,7 +876,7 @@ async fn read_nats(url: &str) -> Store {
         .await
         .expect("consumer");
     let mut messages = consumer.messages().await.expect("pull");
-    let mut store = Store::default();
+    let mut store = Store::new(dir, "nats", total);
     while store.messages < total {
         let next = tokio::time::timeout(Duration::from_secs(30), messages.next()).await;
         let Ok(Some(Ok(message))) = next else {
@@ -877,16 +888,18 @@ async fn read_nats(url: &str) -> Store {
             v["id"].as_str().unwrap_or_default(),
             v["type"].as_str().unwrap_or_default(),
             bytes_hash(&[&message.payload]),
+            &message.payload,
         );
     }
     store
 }
 
-fn read_kafka(bootstrap: &str) -> Store {
+fn read_kafka(bootstrap: &str, dir: &Path) -> Store {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "kfp-soak-check")
         .set("enable.auto.commit", "false")
+        .set("receive.message.max.bytes", RECEIVE_MAX_BYTES)
         .create()
         .expect("consumer");
     let mut assignment = rdkafka::TopicPartitionList::new();
@@ -901,7 +914,7 @@ fn read_kafka(bootstrap: &str) -> Store {
             .expect("partition");
     }
     consumer.assign(&assignment).expect("assign");
-    let mut store = Store::default();
+    let mut store = Store::new(dir, "kafka", ends.values().sum::<i64>().max(0) as u64);
     let mut done: BTreeMap<i32, bool> = ends.iter().map(|(&p, &h)| (p, h == 0)).collect();
     let mut idle = Instant::now();
     let mut errors = 0u64;
@@ -920,17 +933,13 @@ fn read_kafka(bootstrap: &str) -> Store {
             }
         };
         idle = Instant::now();
-        let header = |name: &str| {
-            message
-                .headers()
-                .and_then(|h| h.iter().find(|h| h.key == name).and_then(|h| h.value))
-                .unwrap_or_default()
-        };
+        let header = |name: &str| kafka_header::bytes(&message, name).unwrap_or_default();
         let payload = message.payload().unwrap_or_default();
         store.add(
             std::str::from_utf8(header("ce_id")).unwrap_or_default(),
             std::str::from_utf8(header("ce_type")).unwrap_or_default(),
             bytes_hash(&[header("ce_type"), header("ce_time"), payload]),
+            payload,
         );
         if message.offset() + 1 >= ends[&message.partition()] {
             done.insert(message.partition(), true);
@@ -939,8 +948,7 @@ fn read_kafka(bootstrap: &str) -> Store {
     if done.values().any(|d| !d) {
         eprintln!(
             "soak: Kafka read stopped at {} of {} ({errors} errors)",
-            store.messages,
-            ends.values().sum::<i64>()
+            store.messages, store.held
         );
     }
     store
@@ -1082,54 +1090,68 @@ fn least_squares_slope(points: &[(f64, f64)]) -> Option<f64> {
     (den > 0.0).then(|| num / den)
 }
 
-fn main() {
-    let settings = Arc::new(Settings::parse());
-    let dir = &settings.dir;
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir).expect("soak dir");
-    let d = settings.duration;
-    let (faults, window_from) = match settings.outage {
-        Some(outage) => (
+/// What the run's threads share: where the bridge is reached, and the bridge itself.
+struct Soak {
+    settings: Arc<Settings>,
+    api: Arc<FakeApiServer>,
+    kubeconfig: PathBuf,
+    admin: String,
+    sinks: Vec<String>,
+    bridge: Mutex<Option<Bridge>>,
+    pid: AtomicU32,
+    t0: Instant,
+}
+
+impl Soak {
+    /// A new bridge process, its pid the one sampled from now on.
+    fn start_bridge(&self) -> Bridge {
+        let new = Bridge::start(&self.settings, &self.kubeconfig, &self.admin, &self.sinks);
+        self.pid.store(new.pid(), Ordering::SeqCst);
+        new
+    }
+
+    /// A new bridge in the slot (the old one taken out before).
+    fn replace_bridge(&self) {
+        let new = self.start_bridge();
+        *lock(&self.bridge) = Some(new);
+    }
+
+    fn take_bridge(&self) -> Bridge {
+        lock(&self.bridge).take().expect("bridge")
+    }
+}
+
+/// The faults and when each starts, and when the measuring window starts.
+fn schedule(settings: &Settings) -> (Vec<(Duration, Fault)>, Duration) {
+    if let Some(outage) = settings.outage {
+        return (
             vec![(OUTAGE_WARMUP, Fault::StopNats(outage))],
             OUTAGE_WARMUP,
-        ),
-        None => {
-            let broker_outage = Duration::from_secs(60).min(d / 12);
-            let api_outage = Duration::from_secs(30).min(d / 24);
-            let at = |f: f64| d.mul_f64(f);
-            (
-                vec![
-                    (at(0.10), Fault::StopNats(broker_outage)),
-                    (at(0.20), Fault::StopKafka(broker_outage)),
-                    (at(0.30), Fault::CutWatches),
-                    (at(0.33), Fault::Gone410),
-                    (at(0.36), Fault::Roll),
-                    (at(0.42), Fault::Kill),
-                    (at(0.48), Fault::ApiDown(api_outage)),
-                ],
-                at(0.55),
-            )
-        }
-    };
-    eprintln!(
-        "soak: {:?} at {} updates/s, {} workflows at a time of {}-{} tasks, into {}",
-        d,
-        settings.rate,
-        settings.workflows,
-        settings.tasks.0,
-        settings.tasks.1,
-        dir.display()
-    );
+        );
+    }
+    let d = settings.duration;
+    let broker_outage = Duration::from_secs(60).min(d / 12);
+    let api_outage = Duration::from_secs(30).min(d / 24);
+    let at = |f: f64| d.mul_f64(f);
+    (
+        vec![
+            (at(0.10), Fault::StopNats(broker_outage)),
+            (at(0.20), Fault::StopKafka(broker_outage)),
+            (at(0.30), Fault::CutWatches),
+            (at(0.33), Fault::Gone410),
+            (at(0.36), Fault::Roll),
+            (at(0.42), Fault::Kill),
+            (at(0.48), Fault::ApiDown(api_outage)),
+        ],
+        at(0.55),
+    )
+}
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let mut nats = NatsServer::start("soak", None);
-    let mut kafka = KafkaServer::start("soak");
+/// nats-server with the `SOAK` stream and noida-db with the 3-partition topic.
+fn start_brokers(runtime: &tokio::runtime::Runtime) -> (NatsServer, KafkaServer) {
+    let nats = NatsServer::start("soak", None);
+    let kafka = KafkaServer::start("soak");
     let nats_url = nats.url();
-    let bootstrap = kafka.bootstrap();
     runtime.block_on(async {
         let js = jetstream::new(async_nats::connect(&nats_url).await.expect("NATS"));
         js.create_stream(stream::Config {
@@ -1144,191 +1166,124 @@ fn main() {
         .expect("stream");
         kafka.create_topic(TOPIC, 3).await;
     });
-    let api = Arc::new(runtime.block_on(FakeApiServer::start_with(20_000, Duration::from_secs(1))));
-    let kubeconfig = dir.join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig);
-    let admin = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
-        l.local_addr().expect("addr").to_string()
-    };
-    let sinks = vec![
-        format!("{nats_url}/{SUBJECTS}.{{type}}"),
-        format!("kafka://{bootstrap}/{TOPIC}"),
-    ];
+    (nats, kafka)
+}
 
-    let latency = Arc::new(Mutex::new(Latency::default()));
-    start_live_consumers(
-        &runtime,
-        nats_url.clone(),
-        bootstrap.clone(),
-        Arc::clone(&latency),
-    );
-    let expected = Arc::new(Mutex::new(Expected::start(&settings.bridge, dir)));
-    let bridge = Arc::new(Mutex::new(Some(Bridge::start(
-        &settings,
-        &kubeconfig,
-        &admin,
-        &sinks,
-    ))));
-    let pid = Arc::new(AtomicU32::new(
-        lock(&bridge).as_ref().map_or(0, Bridge::pid),
-    ));
+/// Every `SAMPLE_EVERY`, one line to `samples.jsonl`, until `sampling` is cleared; the samples.
+fn spawn_sampler(
+    soak: Arc<Soak>,
+    latency: Arc<Mutex<Latency>>,
+    sampling: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<Value>> {
+    let path = soak.settings.dir.join("samples.jsonl");
+    std::thread::spawn(move || {
+        let mut file = std::fs::File::create(path).expect("samples");
+        let mut samples = Vec::new();
+        let mut next = soak.t0 + SAMPLE_EVERY;
+        while sampling.load(Ordering::SeqCst) {
+            let now = Instant::now();
+            if now < next {
+                std::thread::sleep((next - now).min(Duration::from_millis(200)));
+                continue;
+            }
+            next += SAMPLE_EVERY;
+            let pid = soak.pid.load(Ordering::SeqCst);
+            let (mut nats_ms, mut kafka_ms) = {
+                let mut l = lock(&latency);
+                (
+                    std::mem::take(&mut l.window[0]),
+                    std::mem::take(&mut l.window[1]),
+                )
+            };
+            let ready = http_get::get(&soak.admin, "/readyz");
+            let sample = json!({
+                "t_s": (soak.t0.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+                "pid": pid,
+                "rss_kib": rss::status_kib(pid, "VmRSS:"),
+                "fds": proc_count(pid, "fd"),
+                "threads": proc_count(pid, "task"),
+                "metrics": metrics(&soak.admin, &["lane_depth", "events_published_total", "events_undeliverable_total", "events_retried_total", "watch_relists_total", "watch_restarts_total"]),
+                "ready": ready.as_ref().map(|(c, _)| *c),
+                "ready_body": ready.map(|(_, b)| b.chars().take(300).collect::<String>()),
+                "checkpoint_bytes": checkpoint_bytes(&soak.api),
+                "latency": {"nats": latency_summary(&mut nats_ms), "kafka": latency_summary(&mut kafka_ms)},
+            });
+            writeln!(file, "{sample}").expect("samples");
+            samples.push(sample);
+        }
+        samples
+    })
+}
+
+/// As the kubelet: a bridge that exits on its own is started again, and the exit recorded (the
+/// soak fails if it happens).
+fn spawn_supervisor(
+    soak: Arc<Soak>,
+    supervising: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<Value>> {
+    std::thread::spawn(move || {
+        let mut exits = Vec::new();
+        while supervising.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(200));
+            let mut slot = lock(&soak.bridge);
+            let Some(running) = slot.as_mut() else {
+                continue;
+            };
+            if let Ok(Some(status)) = running.child.try_wait() {
+                let at = soak.t0.elapsed().as_secs_f64();
+                eprintln!(
+                    "soak: the bridge exited on its own at {at:.1} s ({status}); started again"
+                );
+                exits.push(json!({"at_s": at, "status": status.to_string()}));
+                *slot = Some(soak.start_bridge());
+            }
+        }
+        exits
+    })
+}
+
+/// One fault, from start to end; what it measured, if anything.
+fn inject(soak: &Soak, fault: Fault, nats: &mut NatsServer, kafka: &mut KafkaServer) -> Value {
+    match fault {
+        Fault::StopNats(long) => {
+            nats.stop();
+            std::thread::sleep(long);
+            nats.resume();
+        }
+        Fault::StopKafka(long) => {
+            kafka.stop();
+            std::thread::sleep(long);
+            kafka.resume();
+        }
+        Fault::CutWatches => soak.api.cut_watches(),
+        Fault::Gone410 => soak.api.force_410(),
+        Fault::Roll => {
+            let stopped_in = soak.take_bridge().sigterm();
+            soak.replace_bridge();
+            return json!({"stopped_in_s": stopped_in.as_secs_f64()});
+        }
+        Fault::Kill => {
+            soak.take_bridge().sigkill();
+            soak.replace_bridge();
+        }
+        Fault::ApiDown(long) => {
+            soak.api.set_unavailable(true);
+            std::thread::sleep(long);
+            soak.api.set_unavailable(false);
+        }
+    }
+    json!({})
+}
+
+/// Waits until every lane is empty and nothing more was published for 10 s (at most 10 min);
+/// how long it took.
+fn drain(admin: &str) -> f64 {
     let t0 = Instant::now();
-
-    // Sampler.
-    let sampling = Arc::new(AtomicBool::new(true));
-    let sampler = {
-        let (api, latency, pid, sampling, admin) = (
-            Arc::clone(&api),
-            Arc::clone(&latency),
-            Arc::clone(&pid),
-            Arc::clone(&sampling),
-            admin.clone(),
-        );
-        let path = dir.join("samples.jsonl");
-        std::thread::spawn(move || {
-            let mut file = std::fs::File::create(path).expect("samples");
-            let mut samples = Vec::new();
-            let mut next = t0 + SAMPLE_EVERY;
-            while sampling.load(Ordering::SeqCst) {
-                let now = Instant::now();
-                if now < next {
-                    std::thread::sleep((next - now).min(Duration::from_millis(200)));
-                    continue;
-                }
-                next += SAMPLE_EVERY;
-                let pid = pid.load(Ordering::SeqCst);
-                let (mut nats_ms, mut kafka_ms) = {
-                    let mut l = lock(&latency);
-                    (
-                        std::mem::take(&mut l.window[0]),
-                        std::mem::take(&mut l.window[1]),
-                    )
-                };
-                let ready = http_get(&admin, "/readyz");
-                let sample = json!({
-                    "t_s": (t0.elapsed().as_secs_f64() * 10.0).round() / 10.0,
-                    "pid": pid,
-                    "rss_kib": rss::status_kib(pid, "VmRSS:"),
-                    "fds": proc_count(pid, "fd"),
-                    "threads": proc_count(pid, "task"),
-                    "metrics": metrics(&admin, &["lane_depth", "events_published_total", "events_undeliverable_total", "events_retried_total", "watch_relists_total", "watch_restarts_total"]),
-                    "ready": ready.as_ref().map(|(c, _)| *c),
-                    "ready_body": ready.map(|(_, b)| b.chars().take(300).collect::<String>()),
-                    "checkpoint_bytes": checkpoint_bytes(&api),
-                    "latency": {"nats": latency_summary(&mut nats_ms), "kafka": latency_summary(&mut kafka_ms)},
-                });
-                writeln!(file, "{sample}").expect("samples");
-                samples.push(sample);
-            }
-            samples
-        })
-    };
-
-    // Supervisor, as the kubelet: a bridge that exits on its own is started again (and counted:
-    // the soak fails if it happens).
-    let supervising = Arc::new(AtomicBool::new(true));
-    let supervisor = {
-        let (settings, bridge, pid, supervising) = (
-            Arc::clone(&settings),
-            Arc::clone(&bridge),
-            Arc::clone(&pid),
-            Arc::clone(&supervising),
-        );
-        let (kubeconfig, admin, sinks) = (kubeconfig.clone(), admin.clone(), sinks.clone());
-        std::thread::spawn(move || {
-            let mut exits = Vec::new();
-            while supervising.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(200));
-                let mut slot = lock(&bridge);
-                let Some(running) = slot.as_mut() else {
-                    continue;
-                };
-                if let Ok(Some(status)) = running.child.try_wait() {
-                    let at = t0.elapsed().as_secs_f64();
-                    eprintln!(
-                        "soak: the bridge exited on its own at {at:.1} s ({status}); started again"
-                    );
-                    exits.push(json!({"at_s": at, "status": status.to_string()}));
-                    let new = Bridge::start(&settings, &kubeconfig, &admin, &sinks);
-                    pid.store(new.pid(), Ordering::SeqCst);
-                    *slot = Some(new);
-                }
-            }
-            exits
-        })
-    };
-
-    // Driver.
-    let stop = Arc::new(AtomicBool::new(false));
-    let driver = {
-        let (api, settings, expected, latency, stop) = (
-            Arc::clone(&api),
-            Arc::clone(&settings),
-            Arc::clone(&expected),
-            Arc::clone(&latency),
-            Arc::clone(&stop),
-        );
-        std::thread::spawn(move || drive(&api, &settings, &expected, &latency, &stop))
-    };
-
-    // Faults.
-    let mut fault_log = Vec::new();
-    for (at, fault) in faults {
-        let due = t0 + at;
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
-        let started = t0.elapsed().as_secs_f64();
-        let mut detail = json!({});
-        match fault {
-            Fault::StopNats(long) => {
-                nats.stop();
-                std::thread::sleep(long);
-                nats.resume();
-            }
-            Fault::StopKafka(long) => {
-                kafka.stop();
-                std::thread::sleep(long);
-                kafka.resume();
-            }
-            Fault::CutWatches => api.cut_watches(),
-            Fault::Gone410 => api.force_410(),
-            Fault::Roll | Fault::Kill => {
-                let old = lock(&bridge).take().expect("bridge");
-                if matches!(fault, Fault::Roll) {
-                    detail = json!({"stopped_in_s": old.sigterm().as_secs_f64()});
-                } else {
-                    old.sigkill();
-                }
-                let new = Bridge::start(&settings, &kubeconfig, &admin, &sinks);
-                pid.store(new.pid(), Ordering::SeqCst);
-                *lock(&bridge) = Some(new);
-            }
-            Fault::ApiDown(long) => {
-                api.set_unavailable(true);
-                std::thread::sleep(long);
-                api.set_unavailable(false);
-            }
-        }
-        let entry = json!({"fault": format!("{fault:?}"), "at_s": started, "ended_s": t0.elapsed().as_secs_f64(), "detail": detail});
-        eprintln!("soak: {entry}");
-        fault_log.push(entry);
-    }
-    if let Some(wait) = (t0 + d).checked_duration_since(Instant::now()) {
-        std::thread::sleep(wait);
-    }
-    stop.store(true, Ordering::SeqCst);
-    let driven = driver.join().expect("driver");
-    let driven_s = t0.elapsed().as_secs_f64();
-
-    // Drain: every lane empty and nothing more published for 10 s.
-    let drain_t0 = Instant::now();
     let mut last = BTreeMap::new();
     let mut quiet_since = Instant::now();
-    while drain_t0.elapsed() < Duration::from_secs(600) {
+    while t0.elapsed() < Duration::from_secs(600) {
         std::thread::sleep(Duration::from_secs(1));
-        let m = metrics(&admin, &["lane_depth", "events_published_total"]);
+        let m = metrics(admin, &["lane_depth", "events_published_total"]);
         let depth: f64 = m
             .iter()
             .filter(|(k, _)| k.starts_with("lane_depth"))
@@ -1341,29 +1296,39 @@ fn main() {
             break;
         }
     }
-    let drained_s = drain_t0.elapsed().as_secs_f64();
-    let final_metrics = metrics(&admin, &["events_"]);
-    supervising.store(false, Ordering::SeqCst);
-    let exits = supervisor.join().expect("supervisor");
-    let stopped_in = lock(&bridge).take().expect("bridge").sigterm();
-    sampling.store(false, Ordering::SeqCst);
-    let samples = sampler.join().expect("sampler");
-    let expected = Arc::try_unwrap(expected)
-        .ok()
-        .expect("driver done")
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner())
-        .finish();
-    let nats_store = runtime.block_on(read_nats(&nats_url));
-    let kafka_store = read_kafka(&bootstrap);
+    t0.elapsed().as_secs_f64()
+}
 
-    // Checks.
-    let required: Vec<u64> = expected
-        .iter()
-        .filter(|(_, w)| !**w)
-        .map(|(id, _)| *id)
-        .collect();
-    let missing = |s: &Store| required.iter().filter(|id| !s.ids.contains_key(id)).count();
+/// Lost events in the bridge's log: each is logged at error level, and each graceful stop's
+/// `sink summary` counts them.
+fn undeliverable_logged(log: &str) -> usize {
+    let logged = log
+        .lines()
+        .filter(|l| l.contains("\"ERROR\""))
+        .filter(|l| l.contains("event not delivered") || l.contains("it is lost"))
+        .count();
+    let summed: u64 = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["fields"]["message"] == "sink summary")
+        .filter_map(|l| l["fields"]["undeliverable"].as_u64())
+        .sum();
+    logged + summed as usize
+}
+
+/// Both stores against `replay`'s ids (`expected`: id → is a task warning) and each other.
+fn store_checks(
+    expected: &HashMap<u64, bool>,
+    nats: &Store,
+    kafka: &Store,
+    failures: &mut Vec<String>,
+) -> Value {
+    let missing = |s: &Store| {
+        expected
+            .iter()
+            .filter(|(id, warning)| !**warning && !s.ids.contains_key(id))
+            .count()
+    };
     // A warning is a transient state: replay of the last states gives few of them.
     let unexpected = |s: &Store| {
         s.ids
@@ -1371,30 +1336,74 @@ fn main() {
             .filter(|(id, (_, _, warning))| !warning && !expected.contains_key(id))
             .count()
     };
-    let warnings = |s: &Store| s.ids.values().filter(|(_, _, warning)| *warning).count();
+    let mut stores = Map::new();
+    for (name, s) in [("nats", nats), ("kafka", kafka)] {
+        let (missing, unexpected) = (missing(s), unexpected(s));
+        if missing > 0 {
+            failures.push(format!("{name}: {missing} facts missing"));
+        }
+        if unexpected > 0 {
+            failures.push(format!("{name}: {unexpected} ids replay does not give"));
+        }
+        if s.changed_resends > 0 {
+            failures.push(format!(
+                "{name}: {} re-sends with other bytes",
+                s.changed_resends
+            ));
+        }
+        if s.messages < s.held {
+            failures.push(format!(
+                "{name}: read back {} of the {} messages it holds",
+                s.messages, s.held
+            ));
+        }
+        stores.insert(
+            name.to_owned(),
+            json!({
+                "messages": s.messages,
+                "held": s.held,
+                "bytes": s.bytes,
+                "ids": s.ids.len(),
+                "missing": missing,
+                "unexpected_ids": unexpected,
+                "warnings": s.ids.values().filter(|(_, _, warning)| *warning).count(),
+                "resends": s.resends(),
+                "resends_with_other_bytes": s.changed_resends,
+            }),
+        );
+    }
     let only_in = |a: &Store, b: &Store| a.ids.keys().filter(|id| !b.ids.contains_key(id)).count();
-    let log = std::fs::read_to_string(dir.join("bridge.log")).unwrap_or_default();
-    // Lost events: each is logged at error level; each graceful stop's `sink summary` counts them.
-    let undeliverable_logged = log
-        .lines()
-        .filter(|l| l.contains("\"ERROR\""))
-        .filter(|l| l.contains("event not delivered") || l.contains("it is lost"))
-        .count()
-        + log
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|l| l["fields"]["message"] == "sink summary")
-            .filter_map(|l| l["fields"]["undeliverable"].as_u64())
-            .sum::<u64>() as usize;
-    let panics = log.lines().filter(|l| l.contains("panicked")).count();
-    let window_to = settings
-        .outage
-        .map_or(driven_s, |o| (window_from + o).as_secs_f64());
+    let (only_nats, only_kafka) = (only_in(nats, kafka), only_in(kafka, nats));
+    if only_nats + only_kafka > 0 {
+        failures.push(format!(
+            "{only_nats} ids only on NATS, {only_kafka} only on Kafka"
+        ));
+    }
+    if expected.is_empty() {
+        failures.push("replay gave no facts".to_owned());
+    }
+    stores.insert("ids_only_on_nats".to_owned(), json!(only_nats));
+    stores.insert("ids_only_on_kafka".to_owned(), json!(only_kafka));
+    stores.insert("expected_facts".to_owned(), json!(expected.len()));
+    stores.insert(
+        "expected_warnings".to_owned(),
+        json!(expected.values().filter(|w| **w).count()),
+    );
+    Value::Object(stores)
+}
 
+/// The measuring window's memory, descriptors, threads and checkpoint size; the criteria apply
+/// to a window of 10 minutes or more outside the outage mode.
+fn window_checks(
+    settings: &Settings,
+    samples: &[Value],
+    (from, to): (f64, f64),
+    failures: &mut Vec<String>,
+) -> Value {
+    let t = |s: &Value| s["t_s"].as_f64().unwrap_or(0.0);
     let window: Vec<&Value> = samples
         .iter()
-        .filter(|s| s["t_s"].as_f64().unwrap_or(0.0) >= window_from.as_secs_f64())
-        .filter(|s| s["t_s"].as_f64().unwrap_or(0.0) <= window_to)
+        .filter(|s| t(s) >= from && t(s) <= to)
         .collect();
     let series = |field: &str| -> Vec<(f64, f64)> {
         window
@@ -1413,79 +1422,14 @@ fn main() {
     let rss_slope = least_squares_slope(&rss).map(|kib_per_s| kib_per_s * 600.0 / 1024.0);
     let checkpoint_slope =
         least_squares_slope(&series("checkpoint_bytes")).map(|b_per_s| b_per_s * 600.0 / 1024.0);
-    let window_s = window.last().zip(window.first()).map_or(0.0, |(l, f)| {
-        l["t_s"].as_f64().unwrap_or(0.0) - f["t_s"].as_f64().unwrap_or(0.0)
-    });
-    let (mut nats_all, mut kafka_all) = {
-        let mut l = lock(&latency);
-        (
-            std::mem::take(&mut l.overall[0]),
-            std::mem::take(&mut l.overall[1]),
-        )
-    };
-    let store_json = |s: &Store| {
-        json!({
-            "messages": s.messages,
-            "ids": s.ids.len(),
-            "missing": missing(s),
-            "unexpected_ids": unexpected(s),
-            "warnings": warnings(s),
-            "resends": s.resends(),
-            "resends_with_other_bytes": s.changed_resends,
-        })
-    };
-    let mut failures = Vec::new();
-    for (name, s) in [("nats", &nats_store), ("kafka", &kafka_store)] {
-        if missing(s) > 0 {
-            failures.push(format!("{name}: {} facts missing", missing(s)));
-        }
-        if unexpected(s) > 0 {
-            failures.push(format!(
-                "{name}: {} ids replay does not give",
-                unexpected(s)
-            ));
-        }
-        if s.changed_resends > 0 {
-            failures.push(format!(
-                "{name}: {} re-sends with other bytes",
-                s.changed_resends
-            ));
-        }
-    }
-    let (only_nats, only_kafka) = (
-        only_in(&nats_store, &kafka_store),
-        only_in(&kafka_store, &nats_store),
-    );
-    if only_nats + only_kafka > 0 {
-        failures.push(format!(
-            "{only_nats} ids only on NATS, {only_kafka} only on Kafka"
-        ));
-    }
-    if undeliverable_logged > 0 {
-        failures.push(format!(
-            "{undeliverable_logged} undeliverable events logged"
-        ));
-    }
-    if !exits.is_empty() {
-        failures.push(format!(
-            "the bridge exited on its own {} times",
-            exits.len()
-        ));
-    }
-    if panics > 0 {
-        failures.push(format!("{panics} panics logged"));
-    }
-    if expected.is_empty() {
-        failures.push("replay gave no facts".to_owned());
-    }
-    // The memory criteria need a window long enough to mean something (10 minutes).
-    let long_window = window_s >= 600.0 && settings.outage.is_none();
-    if long_window {
-        if rss_slope.is_some_and(|s| s >= 1.0) {
-            failures.push(format!(
-                "RSS grew {:.2} MiB per 10 min",
-                rss_slope.unwrap_or(0.0)
-            ));
+    let seconds = window
+        .last()
+        .zip(window.first())
+        .map_or(0.0, |(l, f)| t(l) - t(f));
+    let applied = seconds >= 600.0 && settings.outage.is_none();
+    if applied {
+        if let Some(slope) = rss_slope.filter(|s| *s >= 1.0) {
+            failures.push(format!("RSS grew {slope:.2} MiB per 10 min"));
         }
         if spread("threads").is_some_and(|s| s > 2.0) {
             failures.push("thread count not flat".to_owned());
@@ -1494,9 +1438,164 @@ fn main() {
             failures.push("open descriptors not flat".to_owned());
         }
     }
+    json!({
+        "from_s": from,
+        "seconds": seconds,
+        "samples": window.len(),
+        "rss_mib_first_last": [rss.first().map(|p| p.1 / 1024.0), rss.last().map(|p| p.1 / 1024.0)],
+        "rss_growth_mib_per_10min": rss_slope,
+        "checkpoint_growth_kib_per_10min": checkpoint_slope,
+        "threads_spread": spread("threads"),
+        "fds_spread": spread("fds"),
+        "memory_criteria_applied": applied,
+    })
+}
+
+fn main() {
+    let settings = Arc::new(Settings::parse());
+    let dir = settings.dir.clone();
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("soak dir");
+    let d = settings.duration;
+    let (faults, window_from) = schedule(&settings);
+    eprintln!(
+        "soak: {:?} at {} updates/s, {} workflows at a time of {}-{} tasks, into {}",
+        d,
+        settings.rate,
+        settings.workflows,
+        settings.tasks.0,
+        settings.tasks.1,
+        dir.display()
+    );
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (mut nats, mut kafka) = start_brokers(&runtime);
+    let (nats_url, bootstrap) = (nats.url(), kafka.bootstrap());
+    let api = Arc::new(runtime.block_on(FakeApiServer::start_with(20_000, Duration::from_secs(1))));
+    let kubeconfig = dir.join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    let admin = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+        l.local_addr().expect("addr").to_string()
+    };
+    let latency = Arc::new(Mutex::new(Latency::default()));
+    start_live_consumers(
+        &runtime,
+        nats_url.clone(),
+        bootstrap.clone(),
+        Arc::clone(&latency),
+    );
+    let expected = Arc::new(Mutex::new(Expected::start(&settings.bridge, &dir)));
+    let soak = Arc::new(Soak {
+        settings: Arc::clone(&settings),
+        api: Arc::clone(&api),
+        kubeconfig,
+        admin: admin.clone(),
+        sinks: vec![
+            format!("{nats_url}/{SUBJECTS}.{{type}}"),
+            format!("kafka://{bootstrap}/{TOPIC}"),
+        ],
+        bridge: Mutex::new(None),
+        pid: AtomicU32::new(0),
+        t0: Instant::now(),
+    });
+    soak.replace_bridge();
+    let t0 = soak.t0;
+
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = spawn_sampler(
+        Arc::clone(&soak),
+        Arc::clone(&latency),
+        Arc::clone(&sampling),
+    );
+    let supervising = Arc::new(AtomicBool::new(true));
+    let supervisor = spawn_supervisor(Arc::clone(&soak), Arc::clone(&supervising));
+    let stop = Arc::new(AtomicBool::new(false));
+    let driver = {
+        let (api, settings, expected, latency, stop) = (
+            Arc::clone(&api),
+            Arc::clone(&settings),
+            Arc::clone(&expected),
+            Arc::clone(&latency),
+            Arc::clone(&stop),
+        );
+        std::thread::spawn(move || drive(&api, &settings, &expected, &latency, &stop))
+    };
+
+    let mut fault_log = Vec::new();
+    for (at, fault) in faults {
+        if let Some(wait) = (t0 + at).checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let started = t0.elapsed().as_secs_f64();
+        let detail = inject(&soak, fault, &mut nats, &mut kafka);
+        let entry = json!({"fault": format!("{fault:?}"), "at_s": started, "ended_s": t0.elapsed().as_secs_f64(), "detail": detail});
+        eprintln!("soak: {entry}");
+        fault_log.push(entry);
+    }
+    if let Some(wait) = (t0 + d).checked_duration_since(Instant::now()) {
+        std::thread::sleep(wait);
+    }
+    stop.store(true, Ordering::SeqCst);
+    let driven = driver.join().expect("driver");
+    let driven_s = t0.elapsed().as_secs_f64();
+
+    let drained_s = drain(&admin);
+    let final_metrics = metrics(&admin, &["events_"]);
+    supervising.store(false, Ordering::SeqCst);
+    let exits = supervisor.join().expect("supervisor");
+    let stopped_in = soak.take_bridge().sigterm();
+    sampling.store(false, Ordering::SeqCst);
+    let samples = sampler.join().expect("sampler");
+    let expected = Arc::try_unwrap(expected)
+        .ok()
+        .expect("driver done")
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .finish();
+    let nats_store = runtime.block_on(read_nats(&nats_url, &dir));
+    let kafka_store = read_kafka(&bootstrap, &dir);
+
+    let mut failures = Vec::new();
+    let stores = store_checks(&expected, &nats_store, &kafka_store, &mut failures);
+    let log = std::fs::read_to_string(dir.join("bridge.log")).unwrap_or_default();
+    let undeliverable = undeliverable_logged(&log);
+    if undeliverable > 0 {
+        failures.push(format!("{undeliverable} undeliverable events logged"));
+    }
+    if !exits.is_empty() {
+        failures.push(format!(
+            "the bridge exited on its own {} times",
+            exits.len()
+        ));
+    }
+    let panics = log.lines().filter(|l| l.contains("panicked")).count();
+    if panics > 0 {
+        failures.push(format!("{panics} panics logged"));
+    }
+    let window_to = settings
+        .outage
+        .map_or(driven_s, |o| (window_from + o).as_secs_f64());
+    let window = window_checks(
+        &settings,
+        &samples,
+        (window_from.as_secs_f64(), window_to),
+        &mut failures,
+    );
     let outage = settings
         .outage
         .map(|o| outage_report(&settings, o, &samples, &mut failures));
+    let (mut nats_all, mut kafka_all) = {
+        let mut l = lock(&latency);
+        (
+            std::mem::take(&mut l.overall[0]),
+            std::mem::take(&mut l.overall[1]),
+        )
+    };
     let summary = json!({
         "outage": outage,
         "duration_s": d.as_secs_f64(),
@@ -1512,26 +1611,16 @@ fn main() {
         "faults": fault_log,
         "drained_in_s": drained_s,
         "final_stop_s": stopped_in.as_secs_f64(),
-        "expected_facts": expected.len(),
-        "expected_warnings": expected.values().filter(|w| **w).count(),
-        "nats": store_json(&nats_store),
-        "kafka": store_json(&kafka_store),
-        "ids_only_on_nats": only_nats,
-        "ids_only_on_kafka": only_kafka,
-        "undeliverable_logged": undeliverable_logged,
+        "expected_facts": stores["expected_facts"],
+        "expected_warnings": stores["expected_warnings"],
+        "nats": stores["nats"],
+        "kafka": stores["kafka"],
+        "ids_only_on_nats": stores["ids_only_on_nats"],
+        "ids_only_on_kafka": stores["ids_only_on_kafka"],
+        "undeliverable_logged": undeliverable,
         "bridge_exits_on_its_own": exits,
         "last_bridge_counters": final_metrics,
-        "window": {
-            "from_s": window_from.as_secs_f64(),
-            "seconds": window_s,
-            "samples": window.len(),
-            "rss_mib_first_last": [rss.first().map(|p| p.1 / 1024.0), rss.last().map(|p| p.1 / 1024.0)],
-            "rss_growth_mib_per_10min": rss_slope,
-            "checkpoint_growth_kib_per_10min": checkpoint_slope,
-            "threads_spread": spread("threads"),
-            "fds_spread": spread("fds"),
-            "memory_criteria_applied": long_window,
-        },
+        "window": window,
         "peak_rss_mib_any_sample": samples.iter().filter_map(|s| s["rss_kib"].as_f64()).fold(0.0, f64::max) / 1024.0,
         "latency_run_started": {"nats": latency_summary(&mut nats_all), "kafka": latency_summary(&mut kafka_all)},
         "failures": failures,

@@ -10,7 +10,7 @@
 #        paused and resumed, /readyz naming the sink throughout, nothing lost)
 # Environment: PLOT=0 skips the plot (PNG from the samples with matplotlib, pinned in
 # scripts/requirements-plot.txt, in a venv of its own); SOAK_DIR (.state/soak), SOAK_WORKFLOWS,
-# SOAK_TASKS, SOAK_GC_AFTER, SOAK_SEED as in benches/soak.rs.
+# SOAK_TASKS, SOAK_GC_AFTER, SOAK_SEED, SOAK_KEEP as in benches/soak.rs.
 # Results: .state/soak/summary.json (also printed), samples.jsonl, bridge.log, soak.png.
 set -euo pipefail
 cd "$(dirname "$0")/.."
