@@ -846,9 +846,11 @@ impl Store {
         self.messages += 1;
         self.bytes += body.len() as u64;
         if let Some(keep) = &mut self.keep {
-            let _ = write!(keep, "{id} {ty} {content:016x} ");
-            let _ = keep.write_all(body);
-            let _ = keep.write_all(b"\n");
+            // A kept file that is cut short would mislead the analysis: a failed write ends the run.
+            write!(keep, "{id} {ty} {content:016x} ")
+                .and_then(|()| keep.write_all(body))
+                .and_then(|()| keep.write_all(b"\n"))
+                .expect("messages file");
         }
         let warning = ty.ends_with("task.warning");
         let entry = self.ids.entry(id_hash(id)).or_insert((0, content, warning));
@@ -856,6 +858,14 @@ impl Store {
         if entry.1 != content {
             self.changed_resends += 1;
         }
+    }
+
+    /// The end of a read: the kept messages written out whole.
+    fn read_done(mut self) -> Self {
+        if let Some(keep) = &mut self.keep {
+            keep.flush().expect("messages file");
+        }
+        self
     }
 
     fn resends(&self) -> u64 {
@@ -891,7 +901,7 @@ async fn read_nats(url: &str, dir: &Path) -> Store {
             &message.payload,
         );
     }
-    store
+    store.read_done()
 }
 
 fn read_kafka(bootstrap: &str, dir: &Path) -> Store {
@@ -951,7 +961,7 @@ fn read_kafka(bootstrap: &str, dir: &Path) -> Store {
             store.messages, store.held
         );
     }
-    store
+    store.read_done()
 }
 
 // ---------------------------------------------------------------------------------------------
