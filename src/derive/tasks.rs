@@ -333,12 +333,25 @@ impl<'a> Tree<'a> {
         None
     }
 
-    /// A failed attempt under a Retry node that is not finished: Argo creates another.
+    /// A failed attempt under a Retry node after which Argo runs another: a later attempt is
+    /// already there, or the Retry node has not finished (it creates one). The same answer
+    /// whenever the workflow is read after the failure, so a re-derived fact has the same bytes.
     fn retry_follows(&self, node: &Node) -> bool {
-        matches!(node.phase.as_str(), "Failed" | "Error")
-            && self
-                .retry_parent(node)
-                .is_some_and(|r| !matches!(r.phase.as_str(), "Succeeded" | "Failed" | "Error"))
+        if !matches!(node.phase.as_str(), "Failed" | "Error") {
+            return false;
+        }
+        let Some(retry) = self.retry_parent(node) else {
+            return false;
+        };
+        if !matches!(retry.phase.as_str(), "Succeeded" | "Failed" | "Error") {
+            return true;
+        }
+        let attempt = self.attempt_of(node);
+        retry
+            .children
+            .iter()
+            .filter_map(|c| self.node(c))
+            .any(|c| c.id != node.id && hook_of(c).is_none() && self.attempt_of(c) > attempt)
     }
 
     fn tasks(&self, pod_templates: &HashSet<&str>) -> Vec<Attempt<'a>> {

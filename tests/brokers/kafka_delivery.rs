@@ -319,6 +319,92 @@ async fn broker_down_for_30_s_mid_stream_loses_nothing() {
     );
 }
 
+/// A broker that lost records it had acknowledged (restored here from a copy of its data taken
+/// before the bridge wrote any, as after an unclean leader election) answers the idempotent
+/// producer's next records with OutOfOrderSequenceNumber, and librdkafka declares that producer
+/// fatally failed. The sink must start a new producer and send the failed records again: every
+/// event after the loss arrives and the replay ends cleanly, instead of the lane retrying a dead
+/// producer for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_lost_acknowledged_records_gets_a_new_producer() {
+    let scratch = Scratch::new("kafka-fatal");
+    let input = all_recordings(&scratch);
+    let want = replayed(&input);
+    let mut server = KafkaServer::start("fatal");
+    server.create_topic("kfp.fatal", 1).await;
+    // The broker's data with the topic and nothing in it.
+    server.stop();
+    let data = server.dir.join("data").join("kafka.json");
+    let empty = scratch.path("kafka-empty.json");
+    std::fs::copy(&data, &empty).expect("copy the broker's data");
+    server.resume();
+
+    let sink = format!("kafka://{}/kfp.fatal", server.bootstrap());
+    let mut fed = Fed::start_with(&input, &sink, &[]);
+    // The first half delivered: the broker's count stops moving.
+    let mut held = 0;
+    let t0 = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now: i64 = server.high_watermarks("kfp.fatal").iter().sum();
+        if now > 0 && now == held {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "first half not delivered"
+        );
+        held = now;
+    }
+    let before: BTreeSet<String> = server
+        .consume(
+            "kfp.fatal",
+            usize::try_from(held).expect("count"),
+            Duration::from_secs(15),
+        )
+        .iter()
+        .map(|r| r.header("ce_id").expect("id").to_owned())
+        .collect();
+    // The broker forgets all of it, the producer's sequence numbers included.
+    server.stop();
+    std::fs::copy(&empty, &data).expect("roll the broker's data back");
+    server.resume();
+    assert_eq!(server.high_watermarks("kfp.fatal"), [0], "rolled back");
+
+    fed.rest();
+    let status = wait(&mut fed.child, Duration::from_secs(120)).await;
+    let log = stderr(&mut fed.child);
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("kafka producer failed fatally"),
+        "the fatal error is logged: {log}"
+    );
+    let got: BTreeSet<String> = server
+        .consume("kfp.fatal", usize::MAX, Duration::from_secs(10))
+        .iter()
+        .map(|r| r.header("ce_id").expect("id").to_owned())
+        .collect();
+    let lost_by_the_broker = want
+        .iter()
+        .map(|e| e["id"].as_str().expect("id"))
+        .filter(|id| before.contains(*id))
+        .count();
+    let missing: Vec<&str> = want
+        .iter()
+        .map(|e| e["id"].as_str().expect("id"))
+        .filter(|id| !before.contains(*id) && !got.contains(*id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "lost after the broker's loss: {missing:?}"
+    );
+    eprintln!(
+        "{} events: {lost_by_the_broker} lost by the broker's rollback, the other {} delivered",
+        want.len(),
+        want.len() - lost_by_the_broker
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversize_events_are_dead_lettered_and_bad_sinks_refused_at_start() {
     let scratch = Scratch::new("kafka-limits");

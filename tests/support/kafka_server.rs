@@ -231,6 +231,28 @@ impl KafkaServer {
         out
     }
 
+    /// The high watermark of each of `topic`'s partitions (what the broker holds), in order.
+    pub fn high_watermarks(&self, topic: &str) -> Vec<i64> {
+        let consumer: BaseConsumer = self.client_config().create().expect("client");
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .expect("metadata");
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .map_or(0, |t| t.partitions().len());
+        (0..partitions)
+            .map(|p| {
+                let partition = i32::try_from(p).expect("partition");
+                consumer
+                    .fetch_watermarks(topic, partition, Duration::from_secs(5))
+                    .expect("watermarks")
+                    .1
+            })
+            .collect()
+    }
+
     /// Partition count per topic, from the broker's metadata.
     pub fn partitions(&self) -> BTreeMap<String, usize> {
         let consumer: BaseConsumer = self.client_config().create().expect("client");

@@ -11,6 +11,13 @@
 //! order), `key=none` leaves it empty. The acknowledgement is the delivery report: librdkafka
 //! retries transient broker errors itself until `message.timeout.ms` (30 s here, so the lane's
 //! backoff takes over in an outage), keeping order per partition.
+//!
+//! A fatal error of the idempotent producer (librdkafka's `ERR__FATAL`: the broker reported a
+//! gap in the producer's sequence numbers, as after it lost records it had acknowledged, or
+//! fenced the producer) leaves that producer failing every record for good. The sink then logs
+//! the error once, builds a new producer from the same configuration (a new producer id, its
+//! sequences from zero) and reports the failed records as transient, so the lane sends them
+//! again on the new one.
 
 use cloudevents::AttributesReader;
 use rdkafka::ClientConfig;
@@ -21,6 +28,7 @@ use sink_core::template::{Template, Var};
 use sink_core::{
     Accepting, Event, KeyOrder, Receipt, Sink, SinkError, binary, redact_with, structured,
 };
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How long the first metadata request may take before the sink refuses to start.
@@ -64,7 +72,7 @@ pub enum Key {
 /// One topic template on one cluster.
 pub struct KafkaSink {
     name: String,
-    producer: FutureProducer,
+    producer: Arc<Renewable>,
     topic: Template,
     mode: Mode,
     key: Key,
@@ -244,8 +252,12 @@ impl KafkaSink {
         })?;
         tracing::info!(sink = %sink_name, brokers, options = ?shown, "kafka producer ready");
         Ok(Self {
-            name: sink_name,
-            producer,
+            name: sink_name.clone(),
+            producer: Arc::new(Renewable {
+                sink: sink_name,
+                config: client,
+                current: Mutex::new(producer),
+            }),
             topic,
             mode: parsed.mode,
             key: parsed.key,
@@ -300,6 +312,60 @@ pub fn encode(mode: Mode, event: &Event) -> (OwnedHeaders, Vec<u8>) {
     }
 }
 
+/// The producer in use, replaced after a fatal error.
+struct Renewable {
+    sink: String,
+    /// What a replacement is built from.
+    config: ClientConfig,
+    current: Mutex<FutureProducer>,
+}
+
+impl Renewable {
+    /// The producer in use.
+    fn current(&self) -> FutureProducer {
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// After a failure on `failed`: if that producer is in a fatal state and still the one in
+    /// use, replaces it with a new one from the same configuration (its records fail with
+    /// `Fatal` and the lane sends them again). Once per fatal producer, however many of its
+    /// records fail.
+    fn renew_if_fatal(&self, failed: &FutureProducer) {
+        let Some((code, reason)) = failed.client().fatal_error() else {
+            return;
+        };
+        let mut current = self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if current.client().native_ptr() != failed.client().native_ptr() {
+            return; // Already replaced.
+        }
+        match self.config.create::<FutureProducer>() {
+            Ok(fresh) => {
+                tracing::error!(
+                    sink = %self.sink,
+                    error = %format!("{code:?}: {reason}"),
+                    "kafka producer failed fatally (the broker may have lost records it had \
+                     acknowledged); its records are sent again on a new producer"
+                );
+                let old = std::mem::replace(&mut *current, fresh);
+                // Dropping a producer purges and joins its thread: not on the runtime's threads.
+                drop(tokio::task::spawn_blocking(move || drop(old)));
+            }
+            Err(e) => tracing::error!(
+                sink = %self.sink,
+                error = %format!("{code:?}: {reason}"),
+                replacement = %e,
+                "kafka producer failed fatally and no new one could be made; retrying"
+            ),
+        }
+    }
+}
+
 /// librdkafka's error codes, sorted into what retrying can fix and what it cannot.
 pub fn classify(sink: &str, err: &KafkaError) -> SinkError {
     let code = err.rdkafka_error_code();
@@ -338,7 +404,7 @@ impl Sink for KafkaSink {
     fn health(&self) -> sink_core::Checking<'_> {
         Box::pin(async move {
             let answer = metadata(
-                self.producer.clone(),
+                self.producer.current(),
                 self.fixed_topic.clone(),
                 HEALTH_TIMEOUT,
             )
@@ -368,16 +434,26 @@ impl Sink for KafkaSink {
             if let Some(key) = &key {
                 record = record.key(key.as_str());
             }
-            let delivery = match self.producer.send_result(record) {
+            let producer = self.producer.current();
+            let delivery = match producer.send_result(record) {
                 Ok(delivery) => delivery,
-                Err((err, _)) => return Err(classify(&self.name, &err)),
+                Err((err, _)) => {
+                    self.producer.renew_if_fatal(&producer);
+                    return Err(classify(&self.name, &err));
+                }
             };
-            let name = self.name.clone();
+            let renewable = Arc::clone(&self.producer);
             let receipt: Receipt = Box::pin(async move {
                 match delivery.await {
                     Ok(Ok(_)) => Ok(()),
-                    Ok(Err((err, _))) => Err(classify(&name, &err)),
-                    Err(_) => Err(SinkError::transient(&name, "the producer was dropped")),
+                    Ok(Err((err, _))) => {
+                        renewable.renew_if_fatal(&producer);
+                        Err(classify(&renewable.sink, &err))
+                    }
+                    Err(_) => Err(SinkError::transient(
+                        &renewable.sink,
+                        "the producer was dropped",
+                    )),
                 }
             });
             Ok(receipt)
@@ -386,7 +462,7 @@ impl Sink for KafkaSink {
 
     fn flush(&self) -> Accepting<'_> {
         Box::pin(async move {
-            let producer = self.producer.clone();
+            let producer = self.producer.current();
             let name = self.name.clone();
             let flushed =
                 tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(30)))
