@@ -85,10 +85,8 @@ impl KafkaServer {
 
     /// Starts (again) on the same port with the same data (tansu: thaws the frozen broker).
     pub fn resume(&mut self) {
-        if let Some(child) = &self.child {
-            let _ = Command::new("kill")
-                .args(["-CONT", &child.id().to_string()])
-                .status();
+        if self.child.is_some() {
+            self.thaw();
             return;
         }
         let mut command = if Self::kind() == "tansu" {
@@ -145,14 +143,31 @@ impl KafkaServer {
         }
     }
 
+    /// Freezes the broker (SIGSTOP): it is unreachable, its connections hang and requests time
+    /// out, and nothing it acknowledged is lost, unlike a restart of noida-db (which answers
+    /// produce requests after its final save on SIGTERM, so records it acknowledged in that
+    /// moment are gone when it comes back). [`KafkaServer::thaw`] ends it.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Ends a [`KafkaServer::freeze`] (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status();
+        }
+    }
+
     /// Stops the broker (SIGTERM, so it saves its data) and waits for it (tansu: freezes it).
     pub fn stop(&mut self) {
-        if Self::kind() == "tansu"
-            && let Some(child) = &self.child
-        {
-            let _ = Command::new("kill")
-                .args(["-STOP", &child.id().to_string()])
-                .status();
+        if Self::kind() == "tansu" {
+            self.freeze();
             return;
         }
         self.shutdown();
