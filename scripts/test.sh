@@ -235,6 +235,14 @@ BRIDGES="after=target/release/kfp-event-bridge" "$catchup" --finished 1000 --run
   --rounds 1 --kill-rounds 0 --checkpoints configmap --dir "$state/catchup" \
   --check-writes-per-fact 0.0003 2>"$state/catchup.log"
 
+step "soak: 2 minutes at 1,000 status updates/s into NATS JetStream and Kafka at once, with NATS stopped, Kafka frozen, watches cut, a 410, a SIGTERM roll, a SIGKILL and the API server unavailable; every fact on both brokers by id (scripts/soak.sh; longer runs in docs/performance.md)"
+PLOT=0 SOAK_DIR="$state/soak" scripts/soak.sh 2m 1000 >"$state/soak.log" 2>&1 || { tail -80 "$state/soak.log"; exit 1; }
+tail -1 "$state/soak.log"
+
+step "long outage: NATS down 30 s at 1,000 updates/s; RSS within the lane's bound, intake paused and resumed, /readyz naming the sink, nothing lost (scripts/soak.sh outage)"
+PLOT=0 SOAK_DIR="$state/soak-outage" scripts/soak.sh outage 30s 1000 >"$state/soak-outage.log" 2>&1 || { tail -80 "$state/soak-outage.log"; exit 1; }
+tail -1 "$state/soak-outage.log"
+
 step "HTTP sink → the CloudEvents Python SDK's HTTP binding (binary, structured, batch)"
 cat examples/recordings/*.jsonl >"$out/all.jsonl"
 ./target/release/kfp-event-bridge --log warn replay "$out/all.jsonl" >"$out/all.expected"
