@@ -334,10 +334,12 @@ impl<'a> Tree<'a> {
     }
 
     /// A failed attempt under a Retry node after which Argo runs another: a later attempt is
-    /// already there, or the Retry node has not finished (it creates one). The same answer
-    /// whenever the workflow is read after the failure, so a re-derived fact has the same bytes.
+    /// already there, or the Retry node has not finished (it creates one). Read again from a
+    /// later state the answer stays, so a fact derived again after a restart says the same;
+    /// except when the workflow is stopped during the retry's backoff (the Retry node then
+    /// ends with no further attempt). A hook under the Retry node is no attempt.
     fn retry_follows(&self, node: &Node) -> bool {
-        if !matches!(node.phase.as_str(), "Failed" | "Error") {
+        if !matches!(node.phase.as_str(), "Failed" | "Error") || hook_of(node).is_some() {
             return false;
         }
         let Some(retry) = self.retry_parent(node) else {

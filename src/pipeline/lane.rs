@@ -204,17 +204,16 @@ impl Lane {
             item.attempts += 1;
             let started = Instant::now();
             let accepted: Result<Receipt, SinkError> = self.sink.publish(&item.event).await;
-            let refused = accepted.is_err();
-            flights.push(Box::pin(async move {
-                let result = match accepted {
-                    Ok(receipt) => receipt.await,
-                    Err(err) => Err(err),
-                };
-                Landed::Sink(item, result, started)
-            }));
-            if refused {
-                // Learn about the refusal (and back off) before publishing anything else.
-                return;
+            match accepted {
+                Ok(receipt) => flights.push(Box::pin(async move {
+                    Landed::Sink(item, receipt.await, started)
+                })),
+                Err(err) => {
+                    // Handled now, not when the flights next land: back off (or dead-letter)
+                    // before publishing anything else, whatever else lands meanwhile.
+                    self.land(Landed::Sink(item, Err(err), started), flights);
+                    return;
+                }
             }
         }
     }
@@ -251,16 +250,20 @@ impl Lane {
         self.release(&item.key);
         match result {
             Ok(()) => {
-                if self.failures > 0 {
-                    tracing::info!(
-                        sink = self.sink.name(),
-                        failures = self.failures,
-                        "sink reachable again; resuming full window"
-                    );
+                // Only an attempt published after the failures began (a probe) ends them: one
+                // that was in flight before may succeed while the others of its window failed.
+                if self.failing_since.is_none_or(|since| started > since) {
+                    if self.failures > 0 {
+                        tracing::info!(
+                            sink = self.sink.name(),
+                            failures = self.failures,
+                            "sink reachable again; resuming full window"
+                        );
+                    }
+                    self.failures = 0;
+                    self.failing_since = None;
+                    self.stats.failures.store(0, Ordering::Relaxed);
                 }
-                self.failures = 0;
-                self.failing_since = None;
-                self.stats.failures.store(0, Ordering::Relaxed);
                 lock(&self.stats.latency).record(started.elapsed());
                 self.stats.delivered.fetch_add(1, Ordering::Relaxed);
                 self.stats.left(item.seq);

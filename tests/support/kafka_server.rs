@@ -174,6 +174,8 @@ impl KafkaServer {
     }
 
     fn shutdown(&mut self) {
+        // A frozen broker handles SIGTERM (and saves its data) only once thawed.
+        self.thaw();
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
@@ -284,11 +286,6 @@ impl KafkaServer {
 
 impl Drop for KafkaServer {
     fn drop(&mut self) {
-        if let Some(child) = &self.child {
-            let _ = Command::new("kill")
-                .args(["-CONT", &child.id().to_string()])
-                .status();
-        }
         self.shutdown();
         let _ = std::fs::remove_dir_all(&self.dir);
     }

@@ -15,9 +15,11 @@
 //! A fatal error of the idempotent producer (librdkafka's `ERR__FATAL`: the broker reported a
 //! gap in the producer's sequence numbers, as after it lost records it had acknowledged, or
 //! fenced the producer) leaves that producer failing every record for good. The sink then logs
-//! the error once, builds a new producer from the same configuration (a new producer id, its
-//! sequences from zero) and reports the failed records as transient, so the lane sends them
-//! again on the new one.
+//! the error, builds a new producer from the same configuration (a new producer id, its
+//! sequences from zero) and drops the old one, whose queued and in-flight records are then
+//! reported as failed (transient: the lane sends them again). The new producer takes no record
+//! until all of the old one's are reported, so a run's later events cannot overtake its earlier
+//! ones across the two. An authorization refusal behind the fatal error is permanent instead.
 
 use cloudevents::AttributesReader;
 use rdkafka::ClientConfig;
@@ -28,8 +30,9 @@ use sink_core::template::{Template, Var};
 use sink_core::{
     Accepting, Event, KeyOrder, Receipt, Sink, SinkError, binary, redact_with, structured,
 };
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long the first metadata request may take before the sink refuses to start.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -256,7 +259,12 @@ impl KafkaSink {
             producer: Arc::new(Renewable {
                 sink: sink_name,
                 config: client,
-                current: Mutex::new(producer),
+                current: Mutex::new(Generation {
+                    number: 0,
+                    producer,
+                    outstanding: Arc::new(AtomicUsize::new(0)),
+                    draining: None,
+                }),
             }),
             topic,
             mode: parsed.mode,
@@ -312,57 +320,127 @@ pub fn encode(mode: Mode, event: &Event) -> (OwnedHeaders, Vec<u8>) {
     }
 }
 
+/// How long a new producer waits for the records of the one it replaced to be reported before
+/// it publishes anyway (their delivery reports come within the old producer's 500 ms purge at
+/// drop; this only bounds a report that never comes).
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
 /// The producer in use, replaced after a fatal error.
 struct Renewable {
     sink: String,
     /// What a replacement is built from.
     config: ClientConfig,
-    current: Mutex<FutureProducer>,
+    current: Mutex<Generation>,
+}
+
+/// One producer and its records not yet reported.
+struct Generation {
+    number: u64,
+    producer: FutureProducer,
+    outstanding: Arc<AtomicUsize>,
+    /// The replaced producer's records not yet reported, and since when it is replaced: a run's
+    /// later events must not reach the broker on the new producer while its earlier ones may
+    /// still fail on the old one.
+    draining: Option<(Arc<AtomicUsize>, Instant)>,
+}
+
+/// One record sent on a generation's producer and not yet reported.
+struct Outstanding(Arc<AtomicUsize>);
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Renewable {
-    /// The producer in use.
-    fn current(&self) -> FutureProducer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Generation> {
         self.current
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
     }
 
-    /// After a failure on `failed`: if that producer is in a fatal state and still the one in
-    /// use, replaces it with a new one from the same configuration (its records fail with
-    /// `Fatal` and the lane sends them again). Once per fatal producer, however many of its
-    /// records fail.
-    fn renew_if_fatal(&self, failed: &FutureProducer) {
-        let Some((code, reason)) = failed.client().fatal_error() else {
-            return;
+    /// The producer in use.
+    fn producer(&self) -> FutureProducer {
+        self.lock().producer.clone()
+    }
+
+    /// The producer to send one record on, its generation and the record's count; refused
+    /// (transient) while a replaced producer's records are still being reported.
+    fn send_on(&self) -> Result<(u64, FutureProducer, Outstanding), SinkError> {
+        let mut current = self.lock();
+        if let Some((old, since)) = &current.draining {
+            let left = old.load(Ordering::Acquire);
+            if left > 0 && since.elapsed() < DRAIN_LIMIT {
+                return Err(SinkError::transient(
+                    &self.sink,
+                    format!("a new producer waits for {left} records of the one it replaced"),
+                ));
+            }
+            if left > 0 {
+                tracing::warn!(sink = %self.sink, records = left, "the replaced kafka producer's last records were never reported; publishing on the new one");
+            }
+            current.draining = None;
+        }
+        current.outstanding.fetch_add(1, Ordering::AcqRel);
+        Ok((
+            current.number,
+            current.producer.clone(),
+            Outstanding(Arc::clone(&current.outstanding)),
+        ))
+    }
+
+    /// After `err` on generation `number`: if that producer is in a fatal state and still in
+    /// use, it is replaced by a new one from the same configuration and the record is to be
+    /// sent again (transient); an authorization refusal is permanent, as it is for a record.
+    fn failed(&self, number: u64, err: &KafkaError) -> SinkError {
+        let mut current = self.lock();
+        if current.number != number {
+            return classify(&self.sink, err); // Already replaced.
+        }
+        let Some((code, reason)) = current.producer.client().fatal_error() else {
+            return classify(&self.sink, err);
         };
-        let mut current = self
-            .current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if current.client().native_ptr() != failed.client().native_ptr() {
-            return; // Already replaced.
+        let error = format!("{code:?}: {reason}");
+        if matches!(
+            code,
+            RDKafkaErrorCode::ClusterAuthorizationFailed
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
+        ) {
+            return SinkError::permanent(&self.sink, format!("producer refused: {error}"));
         }
         match self.config.create::<FutureProducer>() {
             Ok(fresh) => {
                 tracing::error!(
                     sink = %self.sink,
-                    error = %format!("{code:?}: {reason}"),
+                    error = %error,
                     "kafka producer failed fatally (the broker may have lost records it had \
                      acknowledged); its records are sent again on a new producer"
                 );
-                let old = std::mem::replace(&mut *current, fresh);
-                // Dropping a producer purges and joins its thread: not on the runtime's threads.
-                drop(tokio::task::spawn_blocking(move || drop(old)));
+                let old = std::mem::replace(
+                    &mut *current,
+                    Generation {
+                        number: number + 1,
+                        producer: fresh,
+                        outstanding: Arc::new(AtomicUsize::new(0)),
+                        draining: None,
+                    },
+                );
+                current.draining = Some((old.outstanding, Instant::now()));
+                // Dropping a producer purges its queue and in-flight records (each then
+                // reported as failed) and joins its thread: not on the runtime's threads.
+                let producer = old.producer;
+                drop(tokio::task::spawn_blocking(move || drop(producer)));
             }
             Err(e) => tracing::error!(
                 sink = %self.sink,
-                error = %format!("{code:?}: {reason}"),
+                error = %error,
                 replacement = %e,
                 "kafka producer failed fatally and no new one could be made; retrying"
             ),
         }
+        classify(&self.sink, err)
     }
 }
 
@@ -404,7 +482,7 @@ impl Sink for KafkaSink {
     fn health(&self) -> sink_core::Checking<'_> {
         Box::pin(async move {
             let answer = metadata(
-                self.producer.current(),
+                self.producer.producer(),
                 self.fixed_topic.clone(),
                 HEALTH_TIMEOUT,
             )
@@ -434,22 +512,25 @@ impl Sink for KafkaSink {
             if let Some(key) = &key {
                 record = record.key(key.as_str());
             }
-            let producer = self.producer.current();
-            let delivery = match producer.send_result(record) {
+            let (number, producer, outstanding) = self.producer.send_on()?;
+            let sent = producer.send_result(record);
+            // Only the handle keeps a producer alive: once replaced, it is dropped (and its
+            // records reported) at once.
+            drop(producer);
+            let delivery = match sent {
                 Ok(delivery) => delivery,
                 Err((err, _)) => {
-                    self.producer.renew_if_fatal(&producer);
-                    return Err(classify(&self.name, &err));
+                    drop(outstanding);
+                    return Err(self.producer.failed(number, &err));
                 }
             };
             let renewable = Arc::clone(&self.producer);
             let receipt: Receipt = Box::pin(async move {
-                match delivery.await {
+                let report = delivery.await;
+                drop(outstanding);
+                match report {
                     Ok(Ok(_)) => Ok(()),
-                    Ok(Err((err, _))) => {
-                        renewable.renew_if_fatal(&producer);
-                        Err(classify(&renewable.sink, &err))
-                    }
+                    Ok(Err((err, _))) => Err(renewable.failed(number, &err)),
                     Err(_) => Err(SinkError::transient(
                         &renewable.sink,
                         "the producer was dropped",
@@ -462,7 +543,7 @@ impl Sink for KafkaSink {
 
     fn flush(&self) -> Accepting<'_> {
         Box::pin(async move {
-            let producer = self.producer.current();
+            let producer = self.producer.producer();
             let name = self.name.clone();
             let flushed =
                 tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(30)))
