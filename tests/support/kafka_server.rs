@@ -176,10 +176,8 @@ impl KafkaServer {
     fn shutdown(&mut self) {
         // A frozen broker handles SIGTERM (and saves its data) only once thawed.
         self.thaw();
+        self.signal("-TERM");
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
             let t0 = Instant::now();
             while child.try_wait().ok().flatten().is_none()
                 && t0.elapsed() < Duration::from_secs(10)
