@@ -115,6 +115,9 @@ pub(super) struct Lane {
     /// When the current run of failures began: the window's events in flight then fail with
     /// it, and only attempts published after it (the probes) lengthen the backoff.
     failing_since: Option<Instant>,
+    /// The reason (see [`reason`]) of the last failure logged in this run of failures: a new
+    /// reason is logged at once, a repeated one only at failure counts 1, 2, 4, 8, …
+    logged_reason: Option<String>,
     /// Events published to the sink and not yet acknowledged or failed.
     flying: usize,
     resume_at: Option<Instant>,
@@ -141,6 +144,7 @@ impl Lane {
             runnable: BinaryHeap::new(),
             failures: 0,
             failing_since: None,
+            logged_reason: None,
             flying: 0,
             resume_at: None,
             jitter: Jitter::new(),
@@ -262,6 +266,7 @@ impl Lane {
                     }
                     self.failures = 0;
                     self.failing_since = None;
+                    self.logged_reason = None;
                     self.stats.failures.store(0, Ordering::Relaxed);
                 }
                 lock(&self.stats.latency).record(started.elapsed());
@@ -298,7 +303,9 @@ impl Lane {
                 }
                 let until = Instant::now() + delay;
                 self.resume_at = Some(self.resume_at.map_or(until, |at| at.max(until)));
-                if self.failures == 1 || self.failures.is_power_of_two() {
+                let why = reason(&err);
+                if self.failures.is_power_of_two() || self.logged_reason.as_ref() != Some(&why) {
+                    self.logged_reason = Some(why);
                     tracing::warn!(
                         sink = self.sink.name(),
                         error = %err,
@@ -355,6 +362,16 @@ async fn sleep_until(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// What a failure is about, without its details: a sink's message up to its first `:`, digits
+/// left out ("cannot connect to the broker", "unroutable", "a new producer waits for  records
+/// of the one it replaced"), so that a retry whose reason changed is logged at once while one
+/// failing the same way again is logged ever more rarely.
+fn reason(err: &SinkError) -> String {
+    let message = err.message();
+    let head = message.split(':').next().unwrap_or(message);
+    head.chars().filter(|c| !c.is_ascii_digit()).collect()
 }
 
 /// Sends a failed event to the dead-letter sink (retrying its transient failures), or logs it.
@@ -416,4 +433,28 @@ async fn dead_letter(
     }
     done(&stats);
     Landed::DeadLetter
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reason;
+    use sink_core::SinkError;
+
+    #[test]
+    fn a_reason_is_the_message_head_without_its_numbers() {
+        let r = |m: &str| reason(&SinkError::transient("s", m));
+        assert_eq!(
+            r("cannot connect to the broker: IO error: Connection refused (os error 111)"),
+            "cannot connect to the broker"
+        );
+        assert_eq!(
+            r("unroutable: no queue bound for routing key \"a\""),
+            r("unroutable: no queue bound for routing key \"b\", just after reconnecting")
+        );
+        assert_eq!(
+            r("a new producer waits for 12 records of the one it replaced"),
+            r("a new producer waits for 3 records of the one it replaced")
+        );
+        assert_ne!(r("cannot connect to the broker: x"), r("unroutable: x"));
+    }
 }

@@ -467,7 +467,9 @@ async fn amqps_with_a_private_ca_and_a_client_certificate() {
 /// `UNROUTABLE_GRACE` (30 s) after reconnecting, unroutable events are retried, not refused, so
 /// that a queue declared again 3 s after the restart receives every event published meanwhile —
 /// none undeliverable. (Before, each of them was refused for good at once: the 49 events a
-/// loaded machine's RabbitMQ returned while recovering its bindings.)
+/// loaded machine's RabbitMQ returned while recovering its bindings. And a reconnect that
+/// came after refused attempts was not counted as one, so the grace never applied after an
+/// outage longer than the first retry: this test feeds the bridge while the broker is down.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unroutable_just_after_a_reconnect_is_retried_until_the_queue_is_back() {
     let scratch = Scratch::new("amqp-rebind");
@@ -508,8 +510,11 @@ async fn unroutable_just_after_a_reconnect_is_retried_until_the_queue_is_back() 
     }
     drop(channel);
     server.stop();
-    server.resume();
+    // The rest is fed while the broker is down, so the bridge's first attempts to reconnect
+    // are refused: the attempt that succeeds later is a reconnect all the same.
     fed.rest();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    server.resume();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let channel = declare(topology(&server.url(), &[]).await, "after").await;
     let status = wait(&mut fed.child, Duration::from_secs(120)).await;

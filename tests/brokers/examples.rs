@@ -354,7 +354,12 @@ async fn chat_notifier_posts_readable_messages_for_failed_and_stuck_tasks() {
             body["text"].as_str().expect("text").to_owned()
         })
         .collect();
-    assert_eq!(texts.len(), want.len(), "{texts:#?}");
+    assert_eq!(
+        texts.len(),
+        want.len(),
+        "{texts:#?}\nthe notifier's log: {}",
+        notifier.stderr()
+    );
     let has = |needle: &str| texts.iter().any(|t| t.contains(needle));
     assert!(
         has(

@@ -34,6 +34,9 @@ pub struct AmqpSink {
     options: AmqpOptions,
     routing_key: Template,
     live: Mutex<Option<(Connection, Channel)>>,
+    /// Whether a connection was ever established: every connection after the first one is a
+    /// reconnect, however many attempts failed in between.
+    connected_once: std::sync::atomic::AtomicBool,
     /// When the connection was last re-established after one was lost (`None`: never lost).
     reconnected: std::sync::Mutex<Option<std::time::Instant>>,
 }
@@ -65,6 +68,7 @@ impl AmqpSink {
             options,
             routing_key,
             live: Mutex::new(None),
+            connected_once: std::sync::atomic::AtomicBool::new(false),
             reconnected: std::sync::Mutex::new(None),
         };
         let channel = sink.channel().await?;
@@ -113,7 +117,12 @@ impl AmqpSink {
                 return Ok(fresh);
             }
         }
-        let lost = live.take().is_some();
+        // Not `live.take().is_some()`: a failed attempt leaves `live` empty, and the attempt
+        // that finally succeeds after a long outage is a reconnect all the same.
+        live.take();
+        let lost = self
+            .connected_once
+            .load(std::sync::atomic::Ordering::Relaxed);
         let properties =
             ConnectionProperties::default().with_connection_name("kfp-event-bridge".into());
         let connecting = async {
@@ -144,6 +153,8 @@ impl AmqpSink {
             *self.reconnected.lock().unwrap_or_else(|p| p.into_inner()) =
                 Some(std::time::Instant::now());
         }
+        self.connected_once
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         *live = Some((connection, channel.clone()));
         Ok(channel)
     }
