@@ -33,7 +33,8 @@
 //! workflow's last state (the same binary, fed as each workflow ends): every fact on both
 //! brokers (task warnings are transient states — a watch that was away may never see them — so
 //! they are counted, not required), no id that `replay` does not give (warnings aside), the same
-//! ids on both, re-sends only with the same bytes, nothing undeliverable. Memory: after the
+//! ids on both (after the SIGKILL a few warnings may be on one only, at most the in-flight
+//! window), re-sends only with the same bytes, nothing undeliverable. Memory: after the
 //! window starts, RSS growth per 10 minutes (least squares), descriptors and threads max − min.
 //! `summary.json` holds every figure; exit 1 if a check failed.
 //!
@@ -1329,11 +1330,17 @@ fn undeliverable_logged(log: &str) -> usize {
     logged + summed as usize
 }
 
-/// Both stores against `replay`'s ids (`expected`: id → is a task warning) and each other.
+/// The bridge's `--max-in-flight` default: at most this many events of a sink were published and
+/// not acknowledged when the bridge was killed.
+const KILL_WINDOW: usize = 256;
+
+/// Both stores against `replay`'s ids (`expected`: id → is a task warning) and each other;
+/// `killed`: the bridge was sent SIGKILL during the run.
 fn store_checks(
     expected: &HashMap<u64, bool>,
     nats: &Store,
     kafka: &Store,
+    killed: bool,
     failures: &mut Vec<String>,
 ) -> Value {
     let missing = |s: &Store| {
@@ -1385,13 +1392,37 @@ fn store_checks(
             }),
         );
     }
-    let only_in = |a: &Store, b: &Store| a.ids.keys().filter(|id| !b.ids.contains_key(id)).count();
-    let (only_nats, only_kafka) = (only_in(nats, kafka), only_in(kafka, nats));
+    // Facts on one broker only fail the run. A task warning on one only is allowed after a
+    // SIGKILL, at most the in-flight window: one that one sink acknowledged and the other had
+    // not when the bridge was killed cannot be derived again, its state having passed (the
+    // limitation docs/running.md states); otherwise it fails the run too.
+    let only_in = |a: &Store, b: &Store, warnings: bool| {
+        a.ids
+            .iter()
+            .filter(|(id, (_, _, warning))| *warning == warnings && !b.ids.contains_key(id))
+            .count()
+    };
+    let (only_nats, only_kafka) = (only_in(nats, kafka, false), only_in(kafka, nats, false));
     if only_nats + only_kafka > 0 {
         failures.push(format!(
             "{only_nats} ids only on NATS, {only_kafka} only on Kafka"
         ));
     }
+    let warnings_on_one = only_in(nats, kafka, true) + only_in(kafka, nats, true);
+    if warnings_on_one > if killed { KILL_WINDOW } else { 0 } {
+        failures.push(format!(
+            "{warnings_on_one} task warnings on one broker only{}",
+            if killed {
+                format!(", more than the in-flight window of {KILL_WINDOW}")
+            } else {
+                " without a SIGKILL".to_owned()
+            }
+        ));
+    }
+    stores.insert(
+        "warnings_on_one_broker_only".to_owned(),
+        json!(warnings_on_one),
+    );
     if expected.is_empty() {
         failures.push("replay gave no facts".to_owned());
     }
@@ -1540,6 +1571,7 @@ fn main() {
     };
 
     let mut fault_log = Vec::new();
+    let killed = faults.iter().any(|(_, f)| matches!(f, Fault::Kill));
     for (at, fault) in faults {
         if let Some(wait) = (t0 + at).checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
@@ -1574,7 +1606,7 @@ fn main() {
     let kafka_store = read_kafka(&bootstrap, &dir);
 
     let mut failures = Vec::new();
-    let stores = store_checks(&expected, &nats_store, &kafka_store, &mut failures);
+    let stores = store_checks(&expected, &nats_store, &kafka_store, killed, &mut failures);
     let log = std::fs::read_to_string(dir.join("bridge.log")).unwrap_or_default();
     let undeliverable = undeliverable_logged(&log);
     if undeliverable > 0 {
