@@ -1667,6 +1667,7 @@ fn main() {
         "kafka": stores["kafka"],
         "ids_only_on_nats": stores["ids_only_on_nats"],
         "ids_only_on_kafka": stores["ids_only_on_kafka"],
+        "warnings_on_one_broker_only": stores["warnings_on_one_broker_only"],
         "undeliverable_logged": undeliverable,
         "bridge_exits_on_its_own": exits,
         "last_bridge_counters": final_metrics,
