@@ -34,9 +34,6 @@ pub struct AmqpSink {
     options: AmqpOptions,
     routing_key: Template,
     live: Mutex<Option<(Connection, Channel)>>,
-    /// Whether a connection was ever established: every connection after the first one is a
-    /// reconnect, however many attempts failed in between.
-    connected_once: std::sync::atomic::AtomicBool,
     /// When the connection was last re-established after one was lost (`None`: never lost).
     reconnected: std::sync::Mutex<Option<std::time::Instant>>,
 }
@@ -68,7 +65,6 @@ impl AmqpSink {
             options,
             routing_key,
             live: Mutex::new(None),
-            connected_once: std::sync::atomic::AtomicBool::new(false),
             reconnected: std::sync::Mutex::new(None),
         };
         let channel = sink.channel().await?;
@@ -117,12 +113,9 @@ impl AmqpSink {
                 return Ok(fresh);
             }
         }
-        // Not `live.take().is_some()`: a failed attempt leaves `live` empty, and the attempt
-        // that finally succeeds after a long outage is a reconnect all the same.
-        live.take();
-        let lost = self
-            .connected_once
-            .load(std::sync::atomic::Ordering::Relaxed);
+        // The dead connection stays in `live` until a new one replaces it, so that the attempt
+        // that succeeds after refused ones is known for a reconnect all the same.
+        let lost = live.is_some();
         let properties =
             ConnectionProperties::default().with_connection_name("kfp-event-bridge".into());
         let connecting = async {
@@ -153,8 +146,6 @@ impl AmqpSink {
             *self.reconnected.lock().unwrap_or_else(|p| p.into_inner()) =
                 Some(std::time::Instant::now());
         }
-        self.connected_once
-            .store(true, std::sync::atomic::Ordering::Relaxed);
         *live = Some((connection, channel.clone()));
         Ok(channel)
     }
